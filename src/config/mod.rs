@@ -1,0 +1,285 @@
+//! Configuration: one TOML file (plus `MS365GW_*` environment overrides) read and validated
+//! once at start-up into the typed [`Config`] that the rest of the gateway uses. Every error
+//! names the file (or environment variable) and the key, so an administrator can fix it
+//! without reading code; the binary exits with status 2 on any of them.
+
+mod env;
+mod raw;
+mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+
+pub use units::IpNetwork;
+
+/// Where a configuration value came from, for error messages.
+const ENV_PREFIX: &str = "MS365GW_";
+
+/// A configuration problem found before anything started.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the configuration file: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: not valid TOML: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{origin}: key `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from (for messages and `check-config`).
+    pub source: PathBuf,
+    /// Where the SQLite database, generated certificates and keys live.
+    pub data_dir: PathBuf,
+    /// The TLS (or explicitly plain) listeners, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// The default upstream: the PBX web portal and REST API.
+    pub upstream: UpstreamConfig,
+    /// Operations endpoints and the system administrator credential.
+    pub admin: AdminConfig,
+    /// Connection limits and timeouts shared by all listeners.
+    pub server: ServerLimits,
+    /// Database settings.
+    pub store: StoreConfig,
+    /// Per national cloud endpoint overrides (tests and the demo point these at the emulator).
+    pub clouds: BTreeMap<String, CloudOverride>,
+    /// Tenants created or updated at start-up.
+    pub tenants: Vec<TenantSeed>,
+}
+
+/// Which public domain a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// The PBX web domain (web portal, REST API).
+    Pbx,
+    /// The SBC domain, by convention on port 8883 (WebRTC client).
+    Sbc,
+}
+
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Pbx => "pbx",
+            ListenerKind::Sbc => "sbc",
+        }
+    }
+}
+
+impl fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Position in the file, used in names (`listener[0]`) and metrics labels.
+    pub index: usize,
+    pub kind: ListenerKind,
+    pub bind: SocketAddr,
+    /// External origin (`scheme://host[:port]`, no trailing slash), never derived from
+    /// request headers.
+    pub public_url: String,
+    /// `None` only when the file says `tls = false`.
+    pub tls: Option<ListenerTls>,
+    /// Overrides `[upstream] url` for this listener.
+    pub upstream: Option<Uri>,
+}
+
+impl ListenerConfig {
+    /// The name used in logs, metrics and errors: `pbx#0`.
+    pub fn name(&self) -> String {
+        format!("{}#{}", self.kind, self.index)
+    }
+
+    /// The OAuth redirect URI this listener answers: `public_url` + `/ms365/redirect`.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/ms365/redirect", self.public_url)
+    }
+
+    /// The host part of `public_url` (brackets removed from IPv6 literals).
+    pub fn public_host(&self) -> String {
+        self.public_url
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| {
+                u.host()
+                    .map(|h| h.trim_matches(|c| c == '[' || c == ']').to_string())
+            })
+            .unwrap_or_else(|| "localhost".to_string())
+    }
+}
+
+/// Certificates of one listener.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// Served when no SNI entry matches (or the client sends no SNI).
+    pub default: CertSource,
+    /// Extra certificates chosen by SNI server name.
+    pub sni: Vec<SniCertificate>,
+}
+
+/// Where a certificate and its key come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// PEM files on disk, reloaded when they change.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        /// The config key, for error messages (`listener[0].tls_cert`).
+        key_name: String,
+    },
+    /// Generated once for the listener's host and kept in `data_dir/tls`.
+    SelfSigned,
+}
+
+/// A `[[listener.sni]]` entry.
+#[derive(Debug, Clone)]
+pub struct SniCertificate {
+    /// Lower-case DNS names; `*.example.com` matches one label.
+    pub server_names: Vec<String>,
+    pub source: CertSource,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: Uri,
+    /// Extra CA certificates for an `https` upstream (in addition to the system roots).
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers; past it the client gets 504.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub bind: SocketAddr,
+    /// File holding the system administrator's bearer token.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[server]`: limits applied to every listener.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Open client connections across all listeners; further connections wait in the backlog.
+    pub max_connections: usize,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes moving for this long is closed gracefully.
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// How often certificate files are checked for changes.
+    pub cert_reload_interval: Duration,
+    /// Peers whose `X-Forwarded-*` / `Forwarded` headers are kept and extended.
+    pub trusted_proxies: Vec<IpNetwork>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub max_connections: u32,
+}
+
+/// `[clouds.NAME]`.
+#[derive(Debug, Clone)]
+pub struct CloudOverride {
+    pub login: Option<Uri>,
+    pub graph: Option<Uri>,
+}
+
+/// `[[tenant]]`.
+#[derive(Debug, Clone)]
+pub struct TenantSeed {
+    pub id: String,
+    pub domain: String,
+    pub name: String,
+}
+
+impl Config {
+    /// Reads `path`, applies `MS365GW_*` overrides from `vars`, and validates.
+    pub fn load(
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(path, &text, vars)
+    }
+
+    /// Like [`Config::load`] with the text already read (tests use it).
+    pub fn from_toml(
+        path: &Path,
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let overrides = env::apply_overrides(&mut value, vars)?;
+        let origin = Origin {
+            file: path,
+            overrides: &overrides,
+        };
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // toml appends "in `table`" lines; the key path already says where.
+                let first_line = message.lines().next().unwrap_or_default().to_string();
+                origin.invalid(&key, first_line)
+            })?;
+        validate::validate(raw, &origin)
+    }
+
+    /// The listener of a kind, if configured (first one wins).
+    pub fn listener(&self, kind: ListenerKind) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|l| l.kind == kind)
+    }
+}
+
+/// Names where a key was set, so errors point at the file or at the environment variable.
+pub(crate) struct Origin<'a> {
+    file: &'a Path,
+    /// (config key, environment variable) pairs applied on top of the file.
+    overrides: &'a [(String, String)],
+}
+
+impl Origin<'_> {
+    pub(crate) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let origin = match self.overrides.iter().find(|(k, _)| k == key) {
+            Some((_, var)) => format!("{} (overridden by {var})", self.file.display()),
+            None => self.file.display().to_string(),
+        };
+        ConfigError::Invalid {
+            origin,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}

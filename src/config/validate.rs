@@ -1,0 +1,411 @@
+//! Turns a [`RawConfig`] into a [`Config`], checking every value once so the rest of the
+//! gateway never re-validates. Relative paths are taken from the working directory, as the
+//! shipped example (`config/admin.token`, `certs/pbx.crt`) expects when run from the checkout.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+
+use super::raw::{RawCloud, RawConfig, RawListener, RawServer, RawTenant, RawUpstream};
+use super::units::{IpNetwork, parse_duration};
+use super::*;
+
+/// National clouds the gateway knows; `[clouds.X]` must name one of them.
+pub const CLOUD_NAMES: &[&str] = &["GLOBAL", "CHINA", "USGOV", "USGOV_DOD"];
+
+pub(super) fn validate(raw: RawConfig, o: &Origin<'_>) -> Result<Config, ConfigError> {
+    let listeners = listeners(raw.listeners, o)?;
+    let upstream = upstream(raw.upstream, o)?;
+    let admin = AdminConfig {
+        bind: socket_addr(
+            raw.admin.bind.as_deref().unwrap_or("127.0.0.1:9090"),
+            "admin.bind",
+            o,
+        )?,
+        token_file: raw.admin.token_file.map(PathBuf::from),
+    };
+    if listeners
+        .iter()
+        .any(|l| l.bind == admin.bind && admin.bind.port() != 0)
+    {
+        return Err(o.invalid("admin.bind", "is the same address as a listener"));
+    }
+    Ok(Config {
+        source: o.file.to_path_buf(),
+        data_dir: PathBuf::from(raw.data_dir.as_deref().unwrap_or("data")),
+        listeners,
+        upstream,
+        admin,
+        server: server(raw.server, o)?,
+        store: StoreConfig {
+            max_connections: match raw.store.max_connections {
+                Some(0) => return Err(o.invalid("store.max_connections", "must be at least 1")),
+                Some(n) => n,
+                None => 8,
+            },
+        },
+        clouds: clouds(raw.clouds, o)?,
+        tenants: tenants(raw.tenants, o)?,
+    })
+}
+
+fn listeners(raw: Vec<RawListener>, o: &Origin<'_>) -> Result<Vec<ListenerConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(o.invalid("listener", "at least one [[listener]] is required"));
+    }
+    let mut binds = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (index, l) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("listener[{index}].{k}");
+        let kind = match l.kind.as_str() {
+            "pbx" => ListenerKind::Pbx,
+            "sbc" => ListenerKind::Sbc,
+            other => {
+                return Err(o.invalid(&key("kind"), format!("`{other}` is not \"pbx\" or \"sbc\"")));
+            }
+        };
+        let bind = socket_addr(&l.bind, &key("bind"), o)?;
+        if bind.port() != 0 && !binds.insert(bind) {
+            return Err(o.invalid(&key("bind"), format!("{bind} is used by another listener")));
+        }
+        let public_url = public_url(&l.public_url, &key("public_url"), o)?;
+        let upstream = l
+            .upstream
+            .as_deref()
+            .map(|u| upstream_url(u, &key("upstream"), o))
+            .transpose()?;
+        let tls = listener_tls(&l, index, o)?;
+        out.push(ListenerConfig {
+            index,
+            kind,
+            bind,
+            public_url,
+            tls,
+            upstream,
+        });
+    }
+    Ok(out)
+}
+
+fn listener_tls(
+    l: &RawListener,
+    index: usize,
+    o: &Origin<'_>,
+) -> Result<Option<ListenerTls>, ConfigError> {
+    let key = |k: &str| format!("listener[{index}].{k}");
+    if l.tls == Some(false) {
+        if l.tls_cert.is_some() || l.tls_key.is_some() || !l.sni.is_empty() {
+            return Err(o.invalid(
+                &key("tls"),
+                "is false, so tls_cert, tls_key and sni must not be set",
+            ));
+        }
+        return Ok(None);
+    }
+    let default = match (l.tls_cert.as_deref(), l.tls_key.as_deref()) {
+        (Some("self-signed"), None) => CertSource::SelfSigned,
+        (Some("self-signed"), Some(_)) => {
+            return Err(o.invalid(
+                &key("tls_key"),
+                "must be left out when tls_cert = \"self-signed\"",
+            ));
+        }
+        (Some(cert), Some(k)) => cert_files(cert, k, &key("tls_cert"), &key("tls_key"), o)?,
+        (Some(_), None) => return Err(o.invalid(&key("tls_key"), "is required with tls_cert")),
+        (None, _) => {
+            return Err(o.invalid(
+                &key("tls_cert"),
+                "is required (a PEM file, or \"self-signed\"); set tls = false only behind another TLS terminator",
+            ));
+        }
+    };
+    let mut sni = Vec::with_capacity(l.sni.len());
+    for (i, s) in l.sni.iter().enumerate() {
+        let skey = |k: &str| format!("listener[{index}].sni[{i}].{k}");
+        if s.server_names.is_empty() {
+            return Err(o.invalid(&skey("server_names"), "needs at least one name"));
+        }
+        let mut names = Vec::with_capacity(s.server_names.len());
+        for name in &s.server_names {
+            names.push(server_name(name).map_err(|m| o.invalid(&skey("server_names"), m))?);
+        }
+        let source = cert_files(
+            &s.tls_cert,
+            &s.tls_key,
+            &skey("tls_cert"),
+            &skey("tls_key"),
+            o,
+        )?;
+        sni.push(SniCertificate {
+            server_names: names,
+            source,
+        });
+    }
+    Ok(Some(ListenerTls { default, sni }))
+}
+
+fn cert_files(
+    cert: &str,
+    key: &str,
+    cert_key: &str,
+    key_key: &str,
+    o: &Origin<'_>,
+) -> Result<CertSource, ConfigError> {
+    for (path, name) in [(cert, cert_key), (key, key_key)] {
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(o.invalid(name, format!("cannot read {path}: {e}")));
+        }
+    }
+    Ok(CertSource::Files {
+        cert: cert.into(),
+        key: key.into(),
+        key_name: cert_key.to_string(),
+    })
+}
+
+fn server_name(name: &str) -> Result<String, String> {
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    let body = lower.strip_prefix("*.").unwrap_or(&lower);
+    let ok = !body.is_empty()
+        && body.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(lower)
+    } else {
+        Err(format!("`{name}` is not a DNS name"))
+    }
+}
+
+fn upstream(raw: Option<RawUpstream>, o: &Origin<'_>) -> Result<UpstreamConfig, ConfigError> {
+    let raw =
+        raw.ok_or_else(|| o.invalid("upstream", "the [upstream] table with `url` is required"))?;
+    let ca_file = match raw.ca_file {
+        Some(path) => {
+            std::fs::File::open(&path)
+                .map_err(|e| o.invalid("upstream.ca_file", format!("cannot read {path}: {e}")))?;
+            Some(PathBuf::from(path))
+        }
+        None => None,
+    };
+    Ok(UpstreamConfig {
+        url: upstream_url(&raw.url, "upstream.url", o)?,
+        ca_file,
+        connect_timeout: duration(
+            raw.connect_timeout,
+            Duration::from_secs(3),
+            "upstream.connect_timeout",
+            o,
+        )?,
+        response_timeout: duration(
+            raw.response_timeout,
+            Duration::from_secs(60),
+            "upstream.response_timeout",
+            o,
+        )?,
+        pool_idle_timeout: duration(
+            raw.pool_idle_timeout,
+            Duration::from_secs(90),
+            "upstream.pool_idle_timeout",
+            o,
+        )?,
+        pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(64),
+    })
+}
+
+fn server(raw: RawServer, o: &Origin<'_>) -> Result<ServerLimits, ConfigError> {
+    let mut trusted = Vec::new();
+    for (i, net) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
+        let parsed: IpNetwork = net
+            .parse()
+            .map_err(|m| o.invalid(&format!("server.trusted_proxies[{i}]"), m))?;
+        trusted.push(parsed);
+    }
+    let max_header_bytes = raw.max_header_bytes.unwrap_or(64 * 1024);
+    if !(8192..=1024 * 1024).contains(&max_header_bytes) {
+        return Err(o.invalid(
+            "server.max_header_bytes",
+            "must be between 8192 and 1048576",
+        ));
+    }
+    Ok(ServerLimits {
+        max_connections: match raw.max_connections {
+            Some(0) => return Err(o.invalid("server.max_connections", "must be at least 1")),
+            Some(n) => n,
+            None => 10_000,
+        },
+        tls_handshake_timeout: duration(
+            raw.tls_handshake_timeout,
+            Duration::from_secs(10),
+            "server.tls_handshake_timeout",
+            o,
+        )?,
+        header_read_timeout: duration(
+            raw.header_read_timeout,
+            Duration::from_secs(15),
+            "server.header_read_timeout",
+            o,
+        )?,
+        idle_timeout: duration(
+            raw.idle_timeout,
+            Duration::from_secs(120),
+            "server.idle_timeout",
+            o,
+        )?,
+        max_header_bytes,
+        shutdown_grace: duration(
+            raw.shutdown_grace,
+            Duration::from_secs(30),
+            "server.shutdown_grace",
+            o,
+        )?,
+        cert_reload_interval: duration(
+            raw.cert_reload_interval,
+            Duration::from_secs(10),
+            "server.cert_reload_interval",
+            o,
+        )?,
+        trusted_proxies: trusted,
+    })
+}
+
+fn clouds(
+    raw: BTreeMap<String, RawCloud>,
+    o: &Origin<'_>,
+) -> Result<BTreeMap<String, CloudOverride>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, c) in raw {
+        if !CLOUD_NAMES.contains(&name.as_str()) {
+            return Err(o.invalid(
+                &format!("clouds.{name}"),
+                format!(
+                    "unknown national cloud; use one of {}",
+                    CLOUD_NAMES.join(", ")
+                ),
+            ));
+        }
+        let url = |v: Option<String>, k: &str| -> Result<Option<Uri>, ConfigError> {
+            v.map(|u| endpoint_url(&u, &format!("clouds.{name}.{k}"), o))
+                .transpose()
+        };
+        let login = url(c.login, "login")?;
+        let graph = url(c.graph, "graph")?;
+        out.insert(name, CloudOverride { login, graph });
+    }
+    Ok(out)
+}
+
+fn tenants(raw: Vec<RawTenant>, o: &Origin<'_>) -> Result<Vec<TenantSeed>, ConfigError> {
+    let (mut ids, mut domains) = (HashSet::new(), HashSet::new());
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, t) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("tenant[{i}].{k}");
+        let id_ok = !t.id.is_empty()
+            && t.id.len() <= 64
+            && t.id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(o.invalid(&key("id"), "use 1-64 letters, digits, '-' or '_'"));
+        }
+        let domain = server_name(&t.domain).map_err(|m| o.invalid(&key("domain"), m))?;
+        if !ids.insert(t.id.clone()) {
+            return Err(o.invalid(&key("id"), format!("`{}` appears twice", t.id)));
+        }
+        if !domains.insert(domain.clone()) {
+            return Err(o.invalid(&key("domain"), format!("`{domain}` appears twice")));
+        }
+        let name = t.name.unwrap_or_else(|| t.id.clone());
+        out.push(TenantSeed {
+            id: t.id,
+            domain,
+            name,
+        });
+    }
+    Ok(out)
+}
+
+fn duration(
+    v: Option<String>,
+    default: Duration,
+    key: &str,
+    o: &Origin<'_>,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(text) => match parse_duration(&text) {
+            Ok(d) if d.is_zero() => Err(o.invalid(key, "must be more than zero")),
+            Ok(d) => Ok(d),
+            Err(m) => Err(o.invalid(key, m)),
+        },
+    }
+}
+
+fn socket_addr(text: &str, key: &str, o: &Origin<'_>) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        o.invalid(
+            key,
+            format!("`{text}` is not an address like \"0.0.0.0:443\" or \"[::]:8883\""),
+        )
+    })
+}
+
+fn parse_uri(text: &str, key: &str, o: &Origin<'_>) -> Result<Uri, ConfigError> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| o.invalid(key, format!("`{text}` is not a URL")))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(o.invalid(key, format!("`{text}` has no host")));
+    }
+    Ok(uri)
+}
+
+/// An external origin: `https://host[:port]`, no path; plain http only for loopback hosts.
+fn public_url(text: &str, key: &str, o: &Origin<'_>) -> Result<String, ConfigError> {
+    let uri = endpoint_url(text, key, o)?;
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(o.invalid(key, "must be an origin (scheme, host, port) without a path"));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+/// A URL the gateway calls or hands out: https, or http on a loopback host.
+fn endpoint_url(text: &str, key: &str, o: &Origin<'_>) -> Result<Uri, ConfigError> {
+    let uri = parse_uri(text, key, o)?;
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if is_loopback_host(uri.host().unwrap_or_default()) => Ok(uri),
+        Some("http") => Err(o.invalid(
+            key,
+            "plain http is allowed only for loopback hosts; use https",
+        )),
+        _ => Err(o.invalid(key, format!("`{text}` must start with https://"))),
+    }
+}
+
+/// The PBX: http or https, any host (it usually sits on the same machine or a private network).
+fn upstream_url(text: &str, key: &str, o: &Origin<'_>) -> Result<Uri, ConfigError> {
+    let uri = parse_uri(text, key, o)?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(o.invalid(key, format!("`{text}` must start with http:// or https://")));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(o.invalid(key, "must not have a path; requests keep their own"));
+    }
+    Ok(uri)
+}
+
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}

@@ -1,0 +1,172 @@
+//! The access log and request metrics. A response body is wrapped in [`MeteredBody`], which
+//! counts the bytes as they stream and writes the one log line when the body ends or the
+//! client goes away, so the line carries the real size and total time without buffering.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+
+/// Upstream time to response headers, set by the proxy in response extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLatency(pub Duration);
+
+/// Counts requests whose response has not finished, so an idle connection can be told apart
+/// from one waiting on a slow upstream.
+#[derive(Debug, Default)]
+pub struct InFlight(AtomicUsize);
+
+impl InFlight {
+    pub fn is_idle(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+}
+
+/// Decrements [`InFlight`] when dropped.
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the log line says about a request, gathered before the body streams.
+pub struct RequestRecord {
+    pub listener: Arc<str>,
+    pub method: Method,
+    pub host: String,
+    /// Path only: query strings can carry codes and tokens.
+    pub path: String,
+    pub route: &'static str,
+    pub status: StatusCode,
+    pub started: Instant,
+    pub upstream: Option<Duration>,
+    pub metrics: Arc<Metrics>,
+    pub _in_flight: InFlightGuard,
+}
+
+impl RequestRecord {
+    fn finish(&self, bytes: u64, completed: bool) {
+        let total = self.started.elapsed();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                listener: self.listener.to_string(),
+                route: self.route,
+                status: self.status.as_u16(),
+            })
+            .inc();
+        tracing::info!(
+            target: "access",
+            listener = %self.listener,
+            method = %self.method,
+            host = %self.host,
+            path = %self.path,
+            status = self.status.as_u16(),
+            bytes,
+            completed,
+            total_ms = total.as_secs_f64() * 1000.0,
+            upstream_ms = self.upstream.map(|d| d.as_secs_f64() * 1000.0),
+        );
+    }
+
+    /// Records the time to response headers.
+    pub fn record_header_latency(&self) {
+        self.metrics
+            .request_duration
+            .get_or_create(&RouteLabels {
+                listener: self.listener.to_string(),
+                route: self.route,
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that logs the request when it ends or is dropped.
+    pub struct MeteredBody<B> {
+        #[pin]
+        inner: B,
+        bytes: u64,
+        // An empty body may never be polled; it still completed.
+        empty: bool,
+        record: Option<RequestRecord>,
+    }
+
+    impl<B> PinnedDrop for MeteredBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(record) = this.record.take() {
+                record.finish(*this.bytes, *this.empty);
+            }
+        }
+    }
+}
+
+impl<B: Body> MeteredBody<B> {
+    pub fn new(inner: B, record: RequestRecord) -> Self {
+        let empty = inner.is_end_stream();
+        MeteredBody {
+            inner,
+            bytes: 0,
+            empty,
+            record: Some(record),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for MeteredBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let polled = inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+                // With a known length hyper stops polling after the last frame.
+                if inner.is_end_stream()
+                    && let Some(record) = this.record.take()
+                {
+                    record.finish(*this.bytes, true);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(record) = this.record.take() {
+                    record.finish(*this.bytes, true);
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,322 @@
+//! One client connection: the TLS handshake (bounded in time), HTTP/1.1 or HTTP/2 by ALPN or
+//! preface, per-request bookkeeping (connection info for handlers, the access log), and the
+//! three ways a connection ends early: the idle timeout, a graceful shutdown (finish what is in
+//! flight, accept nothing new) and the hard deadline after the shutdown grace period.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::access_log::{InFlight, MeteredBody, RequestRecord, UpstreamLatency};
+use super::headers::request_host;
+use crate::config::ServerLimits;
+use crate::metrics::{ListenerLabels, Metrics, ResultLabels};
+
+/// Facts about the connection a request arrived on, in every request's extensions.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// Listener name (`pbx#0`).
+    pub listener: Arc<str>,
+    /// Index into `Config::listeners`.
+    pub listener_index: usize,
+    /// `https`, or `http` on a plain listener.
+    pub proto: &'static str,
+}
+
+/// Everything a listener's connections share.
+pub struct ListenerContext {
+    pub name: Arc<str>,
+    pub index: usize,
+    /// `None` on a `tls = false` listener.
+    pub acceptor: Option<TlsAcceptor>,
+    pub router: axum::Router,
+    pub limits: Arc<ServerLimits>,
+    pub metrics: Arc<Metrics>,
+    pub http: auto::Builder<TokioExecutor>,
+}
+
+/// The two stages of shutdown every connection watches.
+#[derive(Clone, Debug, Default)]
+pub struct StopSignals {
+    /// Stop accepting; finish in-flight requests; close keep-alive connections.
+    pub graceful: CancellationToken,
+    /// The grace period is over: drop whatever is left.
+    pub hard: CancellationToken,
+}
+
+/// The HTTP server settings shared by the listeners.
+pub fn http_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+/// Serves one accepted TCP connection to its end.
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    stop: StopSignals,
+) {
+    let _ = stream.set_nodelay(true);
+    let labels = ListenerLabels {
+        listener: ctx.name.to_string(),
+    };
+    ctx.metrics.connections_total.get_or_create(&labels).inc();
+    let open = ctx.metrics.connections_open.get_or_create(&labels).clone();
+    open.inc();
+    match ctx.acceptor.clone() {
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(ctx.limits.tls_handshake_timeout, acceptor.accept(stream));
+            let result = tokio::select! {
+                r = handshake => r,
+                _ = stop.graceful.cancelled() => { open.dec(); return; }
+            };
+            let outcome = match &result {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(_)) => "failed",
+                Err(_) => "timeout",
+            };
+            ctx.metrics
+                .tls_handshakes
+                .get_or_create(&ResultLabels {
+                    listener: ctx.name.to_string(),
+                    result: outcome,
+                })
+                .inc();
+            match result {
+                Ok(Ok(tls)) => serve_io(tls, peer, "https", &ctx, &stop).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed")
+                }
+                Err(_) => tracing::debug!(listener = %ctx.name, %peer, "TLS handshake timed out"),
+            }
+        }
+        None => serve_io(stream, peer, "http", &ctx, &stop).await,
+    }
+    open.dec();
+}
+
+async fn serve_io<I>(
+    io: I,
+    peer: SocketAddr,
+    proto: &'static str,
+    ctx: &Arc<ListenerContext>,
+    stop: &StopSignals,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let in_flight = Arc::new(InFlight::default());
+    let info = ConnInfo {
+        peer,
+        listener: ctx.name.clone(),
+        listener_index: ctx.index,
+        proto,
+    };
+    let service = {
+        let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
+        hyper::service::service_fn(move |req| {
+            handle_request(req, info.clone(), ctx.clone(), in_flight.clone())
+        })
+    };
+    let io = TokioIo::new(ActivityIo {
+        inner: io,
+        activity: activity.clone(),
+    });
+    let conn = ctx.http.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(listener = %ctx.name, %peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.graceful.cancelled(), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = idle_expired(&activity, &in_flight, ctx.limits.idle_timeout), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = stop.hard.cancelled() => break,
+        }
+    }
+}
+
+async fn handle_request(
+    mut req: Request<Incoming>,
+    info: ConnInfo,
+    ctx: Arc<ListenerContext>,
+    in_flight: Arc<InFlight>,
+) -> Result<Response<MeteredBody<Body>>, Infallible> {
+    let guard = in_flight.enter();
+    let started = Instant::now();
+    let method = req.method().clone();
+    let host = request_host(req.headers(), req.uri())
+        .unwrap_or_default()
+        .to_string();
+    let path = req.uri().path().to_string();
+    let route = route_class(&path);
+    req.extensions_mut().insert(info);
+    let response = match ctx.router.clone().oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let record = RequestRecord {
+        listener: ctx.name.clone(),
+        method,
+        host,
+        path,
+        route,
+        status: response.status(),
+        started,
+        upstream: response.extensions().get::<UpstreamLatency>().map(|u| u.0),
+        metrics: ctx.metrics.clone(),
+        _in_flight: guard,
+    };
+    record.record_header_latency();
+    Ok(response.map(|body| MeteredBody::new(body, record)))
+}
+
+/// Coarse route class for metrics labels (bounded cardinality).
+pub fn route_class(path: &str) -> &'static str {
+    if path.starts_with("/ms365/") || path == "/ms365" {
+        "sso"
+    } else if path.starts_with("/api/ms365") || path.starts_with("/api/admin/") {
+        "admin"
+    } else {
+        "proxy"
+    }
+}
+
+/// Resolves when the connection has moved no bytes for `idle` and no request is pending.
+async fn idle_expired(activity: &Activity, in_flight: &InFlight, idle: Duration) {
+    loop {
+        tokio::time::sleep_until((activity.last() + idle).into()).await;
+        if activity.last() + idle > Instant::now() {
+            continue;
+        }
+        if in_flight.is_idle() {
+            return;
+        }
+        // A request is waiting on a slow upstream; that is the upstream timeout's business.
+        tokio::time::sleep(idle).await;
+    }
+}
+
+/// Time of the last byte read or written on a connection.
+struct Activity {
+    base: Instant,
+    millis: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            millis: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
+}
+
+/// An I/O stream that records activity for the idle timeout.
+struct ActivityIo<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

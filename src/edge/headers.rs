@@ -1,0 +1,271 @@
+//! Header rules of the proxy: hop-by-hop headers (RFC 9110 §7.6.1) removed in both
+//! directions, `X-Forwarded-*` and `Forwarded` (RFC 7239) written by the gateway, and
+//! identity headers that only the gateway may set (`X-PBX-*`) stripped from clients.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{CONNECTION, HOST, HeaderName, TE, UPGRADE};
+use http::{HeaderMap, HeaderValue};
+
+/// Hop-by-hop headers always removed, besides those listed in `Connection`.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Prefix of the identity headers the gateway sets for the PBX (compared after folding `_`).
+const IDENTITY_PREFIX: &str = "x-pbx-";
+
+/// Removes hop-by-hop headers. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` are
+/// re-added afterwards, because a WebSocket handshake must reach the other side.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = headers.get(UPGRADE).cloned();
+    let te_trailers = headers.get_all(TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    if let (true, Some(upgrade)) = (keep_upgrade, upgrade) {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, upgrade);
+    }
+}
+
+/// True for a request that asks to switch protocols (WebSocket over HTTP/1.1).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes every client-supplied header that claims a gateway identity, in any case and with
+/// `_` for `-` (some servers treat them alike, which is how such headers get smuggled).
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let folded = name.as_str().replace('_', "-");
+            folded.starts_with(IDENTITY_PREFIX)
+        })
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// What the gateway knows about the hop it received a request on.
+pub struct ForwardContext<'a> {
+    pub peer: SocketAddr,
+    /// `https`, or `http` on a `tls = false` listener.
+    pub proto: &'static str,
+    /// The `Host` (or HTTP/2 `:authority`) the client used.
+    pub host: Option<&'a str>,
+    /// Peer is a configured trusted proxy: extend its headers instead of replacing them.
+    pub trusted_peer: bool,
+}
+
+/// Writes `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream.
+pub fn set_forwarded(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
+    let ip = ctx.peer.ip();
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let node = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut element = format!("for={node};proto={}", ctx.proto);
+    if let Some(host) = ctx.host.filter(|h| is_token_safe(h)) {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    if ctx.trusted_peer {
+        append_list(headers, X_FORWARDED_FOR, &ip.to_string());
+        append_list(headers, FORWARDED, &element);
+        set_if_absent(headers, X_FORWARDED_PROTO, ctx.proto);
+        if let Some(host) = ctx.host {
+            set_if_absent(headers, X_FORWARDED_HOST, host);
+        }
+    } else {
+        set_value(headers, X_FORWARDED_FOR, &ip.to_string());
+        set_value(headers, FORWARDED, &element);
+        set_value(headers, X_FORWARDED_PROTO, ctx.proto);
+        headers.remove(X_FORWARDED_HOST);
+        if let Some(host) = ctx.host {
+            set_value(headers, X_FORWARDED_HOST, host);
+        }
+    }
+}
+
+/// The host the client addressed: `Host`, else the URI authority (HTTP/2).
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
+fn is_token_safe(host: &str) -> bool {
+    host.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+}
+
+fn set_value(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+fn set_if_absent(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if !headers.contains_key(&name) {
+        set_value(headers, name, value);
+    }
+}
+
+/// Joins all existing values and `value` into one comma-separated header.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let mut parts: Vec<String> = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    parts.push(value.to_string());
+    set_value(headers, name, &parts.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers, gzip"),
+            ("proxy-authorization", "Basic x"),
+            ("x-keep", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("proxy-authorization").is_none());
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-keep"], "yes");
+        assert!(h.get("connection").is_none());
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn identity_headers_stripped_in_any_spelling() {
+        let mut h = map(&[
+            ("X-PBX-User", "admin"),
+            ("x_pbx_role", "admin"),
+            ("X_Pbx-Tenant", "t"),
+            ("x-other", "1"),
+        ]);
+        strip_identity_headers(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-other"], "1");
+    }
+
+    #[test]
+    fn spoofed_forwarded_for_is_replaced_for_untrusted_peers() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        let ctx = ForwardContext {
+            peer: "192.0.2.7:5000".parse().unwrap(),
+            proto: "https",
+            host: Some("pbx.example.com"),
+            trusted_peer: false,
+        };
+        set_forwarded(&mut h, &ctx);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-host"], "pbx.example.com");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.7;proto=https;host=\"pbx.example.com\""
+        );
+    }
+
+    #[test]
+    fn trusted_peer_extends_the_chain() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let ctx = ForwardContext {
+            peer: "[::1]:5000".parse().unwrap(),
+            proto: "http",
+            host: None,
+            trusted_peer: true,
+        };
+        set_forwarded(&mut h, &ctx);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, ::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+    }
+}

@@ -1,0 +1,276 @@
+//! The reverse proxy to the PBX: every path the gateway does not own ends here. Bodies stream
+//! both ways (the client's body is handed to the upstream request as it arrives, the
+//! upstream's body to the client), WebSocket upgrades are spliced into a bidirectional copy,
+//! and upstream failures become quick 502/504 answers while the gateway keeps serving.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::access_log::UpstreamLatency;
+use super::conn::ConnInfo;
+use super::headers::{self, ForwardContext};
+use super::problem::HttpError;
+use super::tls::TlsError;
+use crate::config::{ServerLimits, UpstreamConfig};
+use crate::metrics::{KindLabels, ListenerLabels, Metrics};
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The upstream HTTP client, shared by every listener (one keep-alive pool).
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<Connector, Body>,
+    response_timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// Tracks spliced WebSocket connections so shutdown can wait for and end them.
+    tunnels: TaskTracker,
+    hard_stop: CancellationToken,
+    limits: Arc<ServerLimits>,
+}
+
+/// Where one listener's proxied requests go.
+#[derive(Clone, Debug)]
+pub struct UpstreamTarget {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl UpstreamTarget {
+    pub fn new(uri: &Uri) -> Self {
+        UpstreamTarget {
+            scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority: uri
+                .authority()
+                .cloned()
+                .expect("validated upstream URL has a host"),
+        }
+    }
+
+    fn uri_for(&self, original: &Uri) -> Result<Uri, http::Error> {
+        let path = original
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+    }
+}
+
+impl Upstream {
+    pub fn new(
+        config: &UpstreamConfig,
+        limits: Arc<ServerLimits>,
+        metrics: Arc<Metrics>,
+        tunnels: TaskTracker,
+        hard_stop: CancellationToken,
+    ) -> Result<Self, TlsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = upstream_tls_config(config)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Ok(Upstream {
+            client,
+            response_timeout: config.response_timeout,
+            metrics,
+            tunnels,
+            hard_stop,
+            limits,
+        })
+    }
+
+    /// Forwards `req` to `target` and returns the upstream's answer (or a 502/504).
+    pub async fn forward(&self, target: &UpstreamTarget, mut req: Request<Body>) -> Response<Body> {
+        let Some(conn) = req.extensions().get::<ConnInfo>().cloned() else {
+            return HttpError::BadRequest("no connection information".into())
+                .to_response(req.headers());
+        };
+        let client_headers = req.headers().clone();
+        let upgrade =
+            req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let outgoing = match self.prepare(target, &conn, req, upgrade) {
+            Ok(r) => r,
+            Err(e) => return e.to_response(&client_headers),
+        };
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(self.response_timeout, self.client.request(outgoing)).await;
+        let elapsed = started.elapsed();
+        let mut response = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return self.failed(&conn, classify(&e), &e, &client_headers),
+            Err(_) => {
+                return self.failed(
+                    &conn,
+                    HttpError::UpstreamTimeout,
+                    &"response timeout",
+                    &client_headers,
+                );
+            }
+        };
+        self.metrics
+            .upstream_duration
+            .get_or_create(&ListenerLabels {
+                listener: conn.listener.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
+        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            self.splice(client_upgrade, upstream_upgrade, conn.listener.clone());
+        }
+        let (mut parts, body) = response.into_parts();
+        parts.extensions.insert(UpstreamLatency(elapsed));
+        Response::from_parts(parts, Body::new(body))
+    }
+
+    fn prepare(
+        &self,
+        target: &UpstreamTarget,
+        conn: &ConnInfo,
+        req: Request<Body>,
+        upgrade: bool,
+    ) -> Result<Request<Body>, HttpError> {
+        let (mut parts, body) = req.into_parts();
+        let host = headers::request_host(&parts.headers, &parts.uri).map(str::to_string);
+        let uri = target
+            .uri_for(&parts.uri)
+            .map_err(|e| HttpError::BadRequest(format!("bad request target: {e}")))?;
+        let headers = &mut parts.headers;
+        headers::remove_hop_by_hop(headers, upgrade);
+        headers::strip_identity_headers(headers);
+        let trusted_peer = self
+            .limits
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(conn.peer.ip()));
+        let ctx = ForwardContext {
+            peer: conn.peer,
+            proto: conn.proto,
+            host: host.as_deref(),
+            trusted_peer,
+        };
+        headers::set_forwarded(headers, &ctx);
+        if let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(HOST, host);
+        }
+        parts.uri = uri;
+        // The PBX speaks HTTP/1.1; an HTTP/2 client's request is translated.
+        parts.version = Version::HTTP_11;
+        Ok(Request::from_parts(parts, body))
+    }
+
+    fn failed(
+        &self,
+        conn: &ConnInfo,
+        error: HttpError,
+        cause: &dyn std::fmt::Display,
+        client_headers: &http::HeaderMap,
+    ) -> Response<Body> {
+        let kind = match error {
+            HttpError::UpstreamTimeout => "timeout",
+            HttpError::UpstreamUnavailable => "connect",
+            _ => "protocol",
+        };
+        self.metrics
+            .upstream_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+        tracing::warn!(listener = %conn.listener, kind, error = %cause, "upstream request failed");
+        error.to_response(client_headers)
+    }
+
+    /// Copies bytes both ways between the upgraded client and upstream connections until
+    /// either side closes, or the hard shutdown deadline passes.
+    fn splice(
+        &self,
+        client: hyper::upgrade::OnUpgrade,
+        upstream: hyper::upgrade::OnUpgrade,
+        listener: Arc<str>,
+    ) {
+        let stop = self.hard_stop.clone();
+        self.tunnels.spawn(async move {
+            let (client, upstream) = match tokio::try_join!(client, upstream) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(%listener, error = %e, "upgrade did not complete");
+                    return;
+                }
+            };
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            tokio::select! {
+                result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                    if let Err(e) = result {
+                        tracing::debug!(%listener, error = %e, "upgraded connection ended with an error");
+                    }
+                }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn classify(error: &hyper_util::client::legacy::Error) -> HttpError {
+    if error.is_connect() {
+        // The connector reports its own timeout as a connect error: the PBX is not there.
+        HttpError::UpstreamUnavailable
+    } else {
+        HttpError::UpstreamProtocol
+    }
+}
+
+fn upstream_tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &config.ca_file {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let err = |reason: String| TlsError::Load {
+            key: "upstream.ca_file".into(),
+            path: path.clone(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?;
+        for cert in certs {
+            roots
+                .add(cert.map_err(|e| err(e.to_string()))?)
+                .map_err(|e| err(e.to_string()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(super::tls::crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tls)
+}

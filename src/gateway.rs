@@ -1,0 +1,309 @@
+//! Assembly and lifetime of a gateway: [`Gateway::bind`] validates what it can before
+//! anything runs (store, certificates, sockets), [`Gateway::run`] serves until the
+//! cancellation token fires and then shuts down in order: stop accepting, let in-flight
+//! requests finish within the grace period, end what is left, await every named task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use http::{Request, Response};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::edge::conn::{ListenerContext, StopSignals, http_builder};
+use crate::edge::proxy::{Upstream, UpstreamTarget};
+use crate::edge::server::{CertReloader, WatchedListener, accept_loop};
+use crate::edge::tls::{self, CertLoader, TlsError};
+use crate::metrics::Metrics;
+use crate::ops::{self, OpsState};
+use crate::store::{Store, StoreError};
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr} (key `{key}`): {source}")]
+    Bind {
+        addr: SocketAddr,
+        key: String,
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// True when the administrator's configuration is at fault (exit status 2).
+    pub fn is_config_error(&self) -> bool {
+        matches!(
+            self,
+            StartError::Config(_) | StartError::Tls(TlsError::Load { .. })
+        )
+    }
+}
+
+/// A gateway with its sockets bound, ready to [`run`](Gateway::run).
+pub struct Gateway {
+    config: Arc<Config>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    listeners: Vec<(TcpListener, Arc<ListenerContext>)>,
+    admin: TcpListener,
+    reloader: Arc<CertReloader>,
+    reload_trigger: Arc<Notify>,
+    stop: StopSignals,
+    tunnels: TaskTracker,
+}
+
+/// A way to reach a running gateway from outside (signal handlers, tests).
+#[derive(Clone)]
+pub struct GatewayHandle {
+    reloader: Arc<CertReloader>,
+    trigger: Arc<Notify>,
+}
+
+impl GatewayHandle {
+    /// Asks the reload task to re-read certificates (what SIGHUP does).
+    pub fn request_certificate_reload(&self) {
+        self.trigger.notify_one();
+    }
+
+    /// Re-reads every certificate now and reports the first failure.
+    pub async fn reload_certificates(&self) -> Result<(), TlsError> {
+        let reloader = self.reloader.clone();
+        tokio::task::spawn_blocking(move || reloader.reload_all())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Changes after every reload attempt, whatever started it.
+    pub fn certificate_generation(&self) -> watch::Receiver<u64> {
+        self.reloader.subscribe()
+    }
+}
+
+impl Gateway {
+    /// Opens the store, loads certificates and binds every socket. Nothing is served yet.
+    pub async fn bind(config: Config) -> Result<Gateway, StartError> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::open_sqlite(&config.data_dir, config.store.max_connections).await?;
+        for seed in &config.tenants {
+            store.upsert_tenant(seed).await?;
+        }
+        let provider = tls::crypto_provider();
+        let loader = CertLoader::new(provider.clone(), &config.data_dir);
+        let limits = Arc::new(config.server.clone());
+        let stop = StopSignals::default();
+        let tunnels = TaskTracker::new();
+        let upstream = Upstream::new(
+            &config.upstream,
+            limits.clone(),
+            metrics.clone(),
+            tunnels.clone(),
+            stop.hard.clone(),
+        )?;
+        let http = http_builder(&limits);
+        let mut listeners = Vec::new();
+        let mut watched = Vec::new();
+        for l in &config.listeners {
+            let acceptor = match &l.tls {
+                Some(tls_config) => {
+                    let certs = loader.load(l, tls_config)?;
+                    let server_config = tls::server_config(provider.clone(), certs.clone())?;
+                    watched.push(WatchedListener::new(
+                        &loader,
+                        l.clone(),
+                        tls_config.clone(),
+                        certs,
+                    ));
+                    Some(tokio_rustls::TlsAcceptor::from(server_config))
+                }
+                None => None,
+            };
+            let socket = bind(l.bind, &format!("listener[{}].bind", l.index)).await?;
+            let router = listener_router(l, &config, upstream.clone());
+            let ctx = ListenerContext {
+                name: l.name().into(),
+                index: l.index,
+                acceptor,
+                router,
+                limits: limits.clone(),
+                metrics: metrics.clone(),
+                http: http.clone(),
+            };
+            listeners.push((socket, Arc::new(ctx)));
+        }
+        let admin = bind(config.admin.bind, "admin.bind").await?;
+        let reloader = Arc::new(CertReloader::new(loader, watched, metrics.clone()));
+        Ok(Gateway {
+            config,
+            store,
+            metrics,
+            listeners,
+            admin,
+            reloader,
+            reload_trigger: Arc::new(Notify::new()),
+            stop,
+            tunnels,
+        })
+    }
+
+    /// Bound addresses of the listeners, in config order (resolves port 0).
+    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(s, _)| s.local_addr().ok())
+            .collect()
+    }
+
+    /// Bound address of the operations endpoints.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound socket has an address")
+    }
+
+    pub fn handle(&self) -> GatewayHandle {
+        GatewayHandle {
+            reloader: self.reloader.clone(),
+            trigger: self.reload_trigger.clone(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains and stops every task.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Gateway {
+            config,
+            store,
+            metrics,
+            listeners,
+            admin,
+            reloader,
+            reload_trigger,
+            stop,
+            tunnels,
+        } = self;
+        let connections = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(config.server.max_connections));
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut tasks: Vec<(String, JoinHandle<()>)> = Vec::new();
+        for (socket, ctx) in listeners {
+            let name = format!("accept {}", ctx.name);
+            let fut = accept_loop(
+                socket,
+                ctx,
+                permits.clone(),
+                connections.clone(),
+                stop.clone(),
+            );
+            tasks.push((name, tokio::spawn(fut)));
+        }
+        let ops_state = OpsState {
+            store: store.clone(),
+            metrics,
+            listeners_ready: ready.clone(),
+        };
+        let graceful = stop.graceful.clone();
+        let ops_server = axum::serve(admin, ops::router(ops_state))
+            .with_graceful_shutdown(graceful.cancelled_owned());
+        tasks.push((
+            "ops server".into(),
+            tokio::spawn(async move {
+                if let Err(e) = ops_server.await {
+                    tracing::error!(error = %e, "operations server failed");
+                }
+            }),
+        ));
+        let reload = reloader.run(
+            config.server.cert_reload_interval,
+            reload_trigger,
+            stop.graceful.clone(),
+        );
+        tasks.push(("certificate reloader".into(), tokio::spawn(reload)));
+        ready.store(true, Ordering::Release);
+        tracing::info!(listeners = config.listeners.len(), "gateway serving");
+
+        shutdown.cancelled().await;
+        tracing::info!(
+            grace_secs = config.server.shutdown_grace.as_secs_f64(),
+            "shutting down: no new connections"
+        );
+        ready.store(false, Ordering::Release);
+        stop.graceful.cancel();
+        drain(&connections, &tunnels, &stop, config.server.shutdown_grace).await;
+        for (name, handle) in tasks {
+            if let Err(e) = handle.await {
+                tracing::error!(task = %name, error = %e, "task ended abnormally");
+            }
+        }
+        store.close().await;
+        tracing::info!("gateway stopped");
+    }
+}
+
+/// Waits for connections and tunnels to finish, forcing them after `grace`.
+async fn drain(
+    connections: &TaskTracker,
+    tunnels: &TaskTracker,
+    stop: &StopSignals,
+    grace: std::time::Duration,
+) {
+    connections.close();
+    tunnels.close();
+    let all = async {
+        connections.wait().await;
+        tunnels.wait().await;
+    };
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            tunnels = tunnels.len(),
+            "grace period over; closing what is left"
+        );
+        stop.hard.cancel();
+        connections.wait().await;
+        tunnels.wait().await;
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr,
+            key: key.to_string(),
+            source,
+        })
+}
+
+/// The routes of one public listener: the gateway's own paths, then the proxy for the rest.
+fn listener_router(listener: &ListenerConfig, config: &Config, upstream: Upstream) -> Router {
+    let target = UpstreamTarget::new(listener.upstream.as_ref().unwrap_or(&config.upstream.url));
+    let route = Arc::new(ProxyRoute { upstream, target });
+    Router::new().fallback(proxy_handler).with_state(route)
+}
+
+struct ProxyRoute {
+    upstream: Upstream,
+    target: UpstreamTarget,
+}
+
+async fn proxy_handler(State(route): State<Arc<ProxyRoute>>, req: Request<Body>) -> Response<Body> {
+    route.upstream.forward(&route.target, req).await
+}

@@ -1,0 +1,27 @@
+//! ms365-gateway: the Microsoft 365 integration of a multi-tenant IP-PBX, as a
+//! TLS-terminating reverse proxy in front of the PBX.
+//!
+//! Module map (each module's own header says what it owns):
+//! - [`config`]: the TOML file and `MS365GW_*` overrides, validated once into typed structs.
+//! - [`edge`]: TLS (SNI, reload), the HTTP/1.1 + HTTP/2 server, the reverse proxy.
+//! - [`store`]: SQLite (embedded default) behind a driver-neutral type; migrations.
+//! - [`gateway`]: assembly, the bound-then-run lifecycle and the shutdown tree.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on the admin address.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`check`]: what `check-config` prints.
+//! - [`signals`]: SIGTERM/SIGINT to shutdown, SIGHUP to certificate reload.
+//! - [`fsutil`]: owner-only files for secrets.
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod config;
+pub mod edge;
+pub mod fsutil;
+pub mod gateway;
+pub mod metrics;
+pub mod ops;
+pub mod signals;
+pub mod store;
+
+pub use config::{Config, ConfigError};
+pub use gateway::{Gateway, GatewayHandle, StartError};

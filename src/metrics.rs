@@ -1,0 +1,143 @@
+//! Prometheus metrics of the whole gateway, exposed on the admin address at `/metrics`.
+//! One [`Metrics`] is created at start-up and shared; recording is lock-free atomics except
+//! for the first use of a label set.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: String,
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: String,
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub listener: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+/// Every metric the gateway records.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
+    pub upstream_errors: Family<KindLabels, Counter>,
+    pub tls_handshakes: Family<ResultLabels, Counter>,
+    pub connections_open: Family<ListenerLabels, Gauge>,
+    pub connections_total: Family<ListenerLabels, Counter>,
+    pub cert_reloads: Family<KindLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ms365_gateway");
+        let requests = Family::default();
+        let request_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let upstream_duration =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let upstream_errors = Family::default();
+        let tls_handshakes = Family::default();
+        let connections_open = Family::default();
+        let connections_total = Family::default();
+        let cert_reloads = Family::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by listener, route class and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to response headers, by route class",
+            request_duration.clone(),
+        );
+        registry.register(
+            "upstream_response_duration_seconds",
+            "Time for the PBX to answer with headers",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Proxied requests that failed: connect, timeout, protocol",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes by result: ok, failed, timeout",
+            tls_handshakes.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections",
+            "Client connections accepted",
+            connections_total.clone(),
+        );
+        registry.register(
+            "certificate_reloads",
+            "Certificate reloads by result",
+            cert_reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            tls_handshakes,
+            connections_open,
+            connections_total,
+            cert_reloads,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}

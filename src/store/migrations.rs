@@ -1,0 +1,102 @@
+//! Versioned schema migrations, applied at start-up. Each migration runs in its own
+//! transaction together with the row that records it, so a crash leaves the schema either
+//! before or after it, never half-way. A database whose recorded version is newer than the
+//! newest migration here is refused: an older binary must not write to a schema it does not
+//! understand.
+
+use sqlx::Row;
+
+use super::{Backend, Store, StoreError, now_epoch};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "tenants",
+    sqlite: TENANTS,
+    postgres: TENANTS,
+}];
+
+const TENANTS: &str = "
+CREATE TABLE tenants (
+    id          TEXT PRIMARY KEY,
+    domain      TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);";
+
+/// The schema version this binary writes.
+pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+pub(super) async fn apply(store: &Store) -> Result<(), StoreError> {
+    let pool = store.pool();
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let current = current_version(store).await?;
+    if current > LATEST_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: LATEST_VERSION,
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let sql = match store.backend() {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        let fail = |source| StoreError::Migration {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        let mut tx = pool.begin().await.map_err(fail)?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(now_epoch())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied database migration"
+        );
+    }
+    Ok(())
+}
+
+/// The highest applied migration (0 for an empty database).
+pub async fn current_version(store: &Store) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        .fetch_one(store.pool())
+        .await?;
+    Ok(row.try_get::<i64, _>("v")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_strictly_increase() {
+        for pair in MIGRATIONS.windows(2) {
+            assert!(pair[0].version < pair[1].version);
+        }
+        assert_eq!(MIGRATIONS[0].version, 1);
+    }
+}

@@ -1,0 +1,178 @@
+//! The fixture: a test CA, certificates, a stub upstream and a gateway started in-process on
+//! 127.0.0.1:0 with the same `Gateway::bind` + `run` path the binary uses.
+
+#![allow(dead_code)]
+
+pub mod client;
+pub mod pki;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ms365_gateway::{Config, Gateway, GatewayHandle};
+use tokio_util::sync::CancellationToken;
+
+pub use pki::{Leaf, TestCa};
+pub use upstream::StubUpstream;
+
+/// Files shared by a test: a temporary directory, a CA and one certificate per listener.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub ca: TestCa,
+    pub pbx_cert: Leaf,
+    pub sbc_cert: Leaf,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new();
+        let pbx_cert = ca.issue(dir.path(), "pbx", &["pbx.test", "localhost"]);
+        let sbc_cert = ca.issue(dir.path(), "sbc", &["sbc.test"]);
+        Setup {
+            dir,
+            ca,
+            pbx_cert,
+            sbc_cert,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A configuration with a pbx and an sbc listener on port 0.
+    pub fn config_toml(&self, o: &Options<'_>) -> String {
+        let Options {
+            upstream_url,
+            upstream_extra,
+            pbx_extra,
+            extra,
+        } = o;
+        format!(
+            r#"
+data_dir = "{data}"
+
+[[listener]]
+kind = "pbx"
+bind = "127.0.0.1:0"
+public_url = "https://pbx.test"
+tls_cert = "{pbx_cert}"
+tls_key = "{pbx_key}"
+{pbx_extra}
+
+[[listener]]
+kind = "sbc"
+bind = "127.0.0.1:0"
+public_url = "https://sbc.test:8883"
+tls_cert = "{sbc_cert}"
+tls_key = "{sbc_key}"
+
+[upstream]
+url = "{upstream_url}"
+{upstream_extra}
+
+[admin]
+bind = "127.0.0.1:0"
+
+{extra}
+"#,
+            data = self.path("data").display(),
+            pbx_cert = self.pbx_cert.cert.display(),
+            pbx_key = self.pbx_cert.key.display(),
+            sbc_cert = self.sbc_cert.cert.display(),
+            sbc_key = self.sbc_cert.key.display(),
+        )
+    }
+
+    pub fn config(&self, toml: &str) -> Config {
+        Config::from_toml(&self.path("gateway.toml"), toml, Vec::new()).expect("valid test config")
+    }
+}
+
+/// Variations of the test configuration.
+#[derive(Default)]
+pub struct Options<'a> {
+    pub upstream_url: &'a str,
+    /// Lines inside `[upstream]`.
+    pub upstream_extra: &'a str,
+    /// Lines after the pbx listener (e.g. `[[listener.sni]]`).
+    pub pbx_extra: &'a str,
+    /// Tables appended at the end (`[server]`, `[[tenant]]`).
+    pub extra: &'a str,
+}
+
+/// Starts a stub upstream and a gateway in front of it.
+pub async fn start_with(
+    setup: &Setup,
+    upstream_extra: &str,
+    extra: &str,
+) -> (StubUpstream, TestGateway) {
+    let upstream = StubUpstream::start().await;
+    let url = upstream.url();
+    let toml = setup.config_toml(&Options {
+        upstream_url: &url,
+        upstream_extra,
+        extra,
+        ..Default::default()
+    });
+    let gateway = TestGateway::start(setup.config(&toml)).await;
+    (upstream, gateway)
+}
+
+/// A gateway running in this process.
+pub struct TestGateway {
+    /// Listener addresses in config order (pbx, sbc).
+    pub listeners: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    pub handle: GatewayHandle,
+    pub shutdown: CancellationToken,
+    pub run: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestGateway {
+    pub async fn start(config: Config) -> TestGateway {
+        let gateway = Gateway::bind(config).await.expect("gateway binds");
+        let listeners = gateway.listener_addrs();
+        let admin = gateway.admin_addr();
+        let handle = gateway.handle();
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(gateway.run(shutdown.clone()));
+        TestGateway {
+            listeners,
+            admin,
+            handle,
+            shutdown,
+            run: Some(run),
+        }
+    }
+
+    pub fn pbx(&self) -> SocketAddr {
+        self.listeners[0]
+    }
+
+    pub fn sbc(&self) -> SocketAddr {
+        self.listeners[1]
+    }
+
+    /// Cancels and waits for the whole shutdown tree.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(run) = self.run.take() {
+            run.await.expect("gateway task");
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}

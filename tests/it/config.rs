@@ -1,0 +1,214 @@
+//! Bad configurations stop the real binary with exit status 2 and a message naming the file
+//! and the key; a good one is described by `check-config`.
+
+use std::process::{Command, Output};
+
+use crate::common::{Options, Setup};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ms365-gateway");
+
+fn run_bin(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("MS365GW_CONFIG")
+        .env("MS365GW_LOG", "warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("binary runs")
+}
+
+/// Writes `toml` next to the setup's certificates and runs `check-config` and `run` on it.
+fn assert_rejected(setup: &Setup, toml: &str, envs: &[(&str, &str)], expected: &[&str]) {
+    let path = setup.path("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    let path = path.to_str().unwrap();
+    for command in ["check-config", "run"] {
+        let out = run_bin(&[command, "--config", path], envs);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command}: expected exit 2, got {:?}; stderr: {stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains("gateway.toml") || stderr.contains("MS365GW_"),
+            "{command}: names no file: {stderr}"
+        );
+        for needle in expected {
+            assert!(
+                stderr.contains(needle),
+                "{command}: `{needle}` missing from: {stderr}"
+            );
+        }
+    }
+}
+
+fn good(setup: &Setup) -> String {
+    setup.config_toml(&Options {
+        upstream_url: "http://127.0.0.1:9",
+        ..Default::default()
+    })
+}
+
+#[test]
+fn unknown_key_is_named_with_its_path() {
+    let setup = Setup::new();
+    let toml = good(&setup).replace("kind = \"sbc\"", "kind = \"sbc\"\nbnd = \"x\"");
+    assert_rejected(&setup, &toml, &[], &["listener[1].bnd", "unknown field"]);
+}
+
+#[test]
+fn bad_listener_values_are_named() {
+    let setup = Setup::new();
+    let cases = [
+        (
+            good(&setup).replacen("bind = \"127.0.0.1:0\"", "bind = \"localhost\"", 1),
+            "listener[0].bind",
+        ),
+        (
+            good(&setup).replace("kind = \"sbc\"", "kind = \"sip\""),
+            "listener[1].kind",
+        ),
+        (
+            good(&setup).replace("https://pbx.test", "http://pbx.example.com"),
+            "listener[0].public_url",
+        ),
+        (
+            good(&setup).replace("https://pbx.test", "https://pbx.test/portal"),
+            "listener[0].public_url",
+        ),
+        (
+            good(&setup).replace(
+                setup.sbc_cert.cert.to_str().unwrap(),
+                "/nonexistent/sbc.crt",
+            ),
+            "listener[1].tls_cert",
+        ),
+    ];
+    for (toml, key) in cases {
+        assert_rejected(&setup, &toml, &[], &[key]);
+    }
+}
+
+#[test]
+fn other_sections_are_validated() {
+    let setup = Setup::new();
+    let cases = [
+        (
+            format!("{}\n[server]\nidle_timeout = \"5 parsecs\"\n", good(&setup)),
+            "server.idle_timeout",
+        ),
+        (
+            format!(
+                "{}\n[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n",
+                good(&setup)
+            ),
+            "server.trusted_proxies[0]",
+        ),
+        (
+            format!(
+                "{}\n[clouds.MARS]\nlogin = \"https://login.mars\"\n",
+                good(&setup)
+            ),
+            "clouds.MARS",
+        ),
+        (
+            format!(
+                "{}\n[clouds.GLOBAL]\nlogin = \"http://login.example.com\"\n",
+                good(&setup)
+            ),
+            "clouds.GLOBAL.login",
+        ),
+        (
+            format!(
+                "{}\n[[tenant]]\nid = \"a\"\ndomain = \"x.test\"\n[[tenant]]\nid = \"b\"\ndomain = \"X.test\"\n",
+                good(&setup)
+            ),
+            "tenant[1].domain",
+        ),
+        (
+            good(&setup).replace("url = \"http://127.0.0.1:9\"", "url = \"ftp://pbx\""),
+            "upstream.url",
+        ),
+    ];
+    for (toml, key) in cases {
+        assert_rejected(&setup, &toml, &[], &[key]);
+    }
+}
+
+#[test]
+fn environment_override_errors_name_the_variable() {
+    let setup = Setup::new();
+    assert_rejected(
+        &setup,
+        &good(&setup),
+        &[("MS365GW_UPSTREAM__URL", "gopher://x")],
+        &["MS365GW_UPSTREAM__URL", "upstream.url"],
+    );
+    assert_rejected(
+        &setup,
+        &good(&setup),
+        &[("MS365GW_LISTENER__5__BIND", "127.0.0.1:1")],
+        &["MS365GW_LISTENER__5__BIND"],
+    );
+}
+
+#[test]
+fn key_not_matching_certificate_is_refused() {
+    let setup = Setup::new();
+    let toml = good(&setup).replace(
+        setup.pbx_cert.key.to_str().unwrap(),
+        setup.sbc_cert.key.to_str().unwrap(),
+    );
+    assert_rejected(
+        &setup,
+        &toml,
+        &[],
+        &["listener[0].tls_cert", "does not match"],
+    );
+}
+
+#[test]
+fn syntax_errors_and_missing_files_exit_2() {
+    let setup = Setup::new();
+    assert_rejected(
+        &setup,
+        "data_dir = \"x\"\n[[listener]\n",
+        &[],
+        &["not valid TOML", "line 2"],
+    );
+    let out = run_bin(&["run", "--config", "/nonexistent/gateway.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gateway.toml"));
+}
+
+#[test]
+fn check_config_describes_a_good_configuration() {
+    let setup = Setup::new();
+    let path = setup.path("gateway.toml");
+    std::fs::write(&path, good(&setup)).unwrap();
+    let out = run_bin(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[("MS365GW_UPSTREAM__URL", "http://127.0.0.1:8887")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("redirect URI: https://pbx.test/ms365/redirect"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("redirect URI: https://sbc.test:8883/ms365/redirect"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("upstream: http://127.0.0.1:8887"),
+        "override applied: {stdout}"
+    );
+}

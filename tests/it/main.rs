@@ -1,0 +1,8 @@
+//! The integration tests: one binary, real sockets, real TLS, a stub upstream on port 0.
+
+mod common;
+
+mod config;
+mod lifecycle;
+mod proxy;
+mod tls;
