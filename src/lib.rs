@@ -4,6 +4,8 @@
 //! Module map (each module's own header says what it owns):
 //! - [`config`]: the TOML file and `MS365GW_*` overrides, validated once into typed structs.
 //! - [`edge`]: TLS (SNI, reload), the HTTP/1.1 + HTTP/2 server, the reverse proxy.
+//! - [`entra`]: national clouds, the tenant certificate credential, client assertions,
+//!   app-only tokens, AADSTS errors with hints.
 //! - [`store`]: SQLite (embedded default) behind a driver-neutral type; migrations.
 //! - [`gateway`]: assembly, the bound-then-run lifecycle and the shutdown tree.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on the admin address.
@@ -16,6 +18,7 @@
 pub mod check;
 pub mod config;
 pub mod edge;
+pub mod entra;
 pub mod fsutil;
 pub mod gateway;
 pub mod metrics;

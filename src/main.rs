@@ -50,6 +50,24 @@ enum Command {
         #[arg(long, short, env = "MS365GW_CONFIG")]
         config: PathBuf,
     },
+    /// Generate a new key pair for a tenant and write its certificate (public_key.pem) to
+    /// upload to the Entra app registration. The private key stays in data_dir.
+    Keygen {
+        #[arg(long, short, env = "MS365GW_CONFIG")]
+        config: PathBuf,
+        /// Tenant id (as in [[tenant]] or created through the admin API).
+        #[arg(long)]
+        tenant: String,
+        /// Where to write the certificate; standard output when left out.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// RSA key size: 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// Certificate validity in days.
+        #[arg(long, default_value_t = ms365_gateway::entra::keys::DEFAULT_VALID_DAYS)]
+        days: u32,
+    },
     /// Print the version.
     Version,
 }
@@ -65,7 +83,78 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
+        Command::Keygen {
+            config,
+            tenant,
+            out,
+            bits,
+            days,
+        } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match keygen(config, &tenant, out.as_deref(), bits, days) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+fn keygen(
+    config: Config,
+    tenant: &str,
+    out: Option<&std::path::Path>,
+    bits: u32,
+    days: u32,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use ms365_gateway::entra::credential::KeyBits;
+    use ms365_gateway::entra::keys::TenantKeys;
+    use ms365_gateway::store::Store;
+    let bits = KeyBits::from_bits(bits).context("--bits must be 2048, 3072 or 4096")?;
+    anyhow::ensure!(
+        (1..=3650).contains(&days),
+        "--days must be between 1 and 3650"
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    let info = runtime.block_on(async {
+        let store = Store::open_sqlite(&config.data_dir, 2).await?;
+        for seed in &config.tenants {
+            store.upsert_tenant(seed).await?;
+        }
+        let record = store
+            .tenant(tenant)
+            .await?
+            .with_context(|| format!("no tenant with id `{tenant}`"))?;
+        let info = TenantKeys::new(store.clone(), &config.data_dir)
+            .generate(&record, bits, days)
+            .await?;
+        store.close().await;
+        anyhow::Ok(info)
+    })?;
+    match out {
+        Some(path) => std::fs::write(path, &info.certificate_pem)
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{}", info.certificate_pem),
+    }
+    eprintln!(
+        "thumbprint (SHA-1, as Entra shows it): {}",
+        info.thumbprint_sha1
+    );
+    eprintln!("thumbprint (SHA-256): {}", info.thumbprint_sha256);
+    let until = time::OffsetDateTime::from_unix_timestamp(info.not_after)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default();
+    eprintln!("valid until: {until}");
+    eprintln!(
+        "upload the certificate under App registrations > Certificates & secrets > Certificates"
+    );
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {

@@ -15,12 +15,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tenants",
-    sqlite: TENANTS,
-    postgres: TENANTS,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tenants",
+        sqlite: TENANTS,
+        postgres: TENANTS,
+    },
+    Migration {
+        version: 2,
+        name: "tenant_credentials",
+        sqlite: CREDENTIALS,
+        postgres: CREDENTIALS,
+    },
+];
 
 const TENANTS: &str = "
 CREATE TABLE tenants (
@@ -29,6 +37,20 @@ CREATE TABLE tenants (
     name        TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL
+);";
+
+const CREDENTIALS: &str = "
+CREATE TABLE tenant_credentials (
+    tenant_id          TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    thumbprint_sha1    TEXT NOT NULL,
+    thumbprint_sha256  TEXT NOT NULL,
+    not_before         BIGINT NOT NULL,
+    not_after          BIGINT NOT NULL,
+    state              TEXT NOT NULL CHECK (state IN ('pending', 'active', 'retired')),
+    certificate_pem    TEXT NOT NULL,
+    created_at         BIGINT NOT NULL,
+    activated_at       BIGINT,
+    PRIMARY KEY (tenant_id, thumbprint_sha1)
 );";
 
 /// The schema version this binary writes.

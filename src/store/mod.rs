@@ -4,6 +4,7 @@
 //! PostgreSQL runs the same queries: `$n` placeholders, integer epoch seconds for time, no
 //! driver-specific types. Schema changes are versioned migrations ([`migrations`]).
 
+mod credentials;
 mod migrations;
 mod tenants;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use credentials::{CredentialRecord, CredentialState};
 pub use migrations::LATEST_VERSION;
 pub use tenants::Tenant;
 
