@@ -6,6 +6,8 @@
 //! - [`edge`]: TLS (SNI, reload), the HTTP/1.1 + HTTP/2 server, the reverse proxy.
 //! - [`entra`]: national clouds, the tenant certificate credential, client assertions,
 //!   app-only tokens, AADSTS errors with hints.
+//! - [`graph`]: the Microsoft Graph client: paging, delta, `$batch`, throttling, per-mailbox
+//!   concurrency.
 //! - [`store`]: SQLite (embedded default) behind a driver-neutral type; migrations.
 //! - [`gateway`]: assembly, the bound-then-run lifecycle and the shutdown tree.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on the admin address.
@@ -21,6 +23,7 @@ pub mod edge;
 pub mod entra;
 pub mod fsutil;
 pub mod gateway;
+pub mod graph;
 pub mod metrics;
 pub mod ops;
 pub mod signals;

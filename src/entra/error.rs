@@ -96,6 +96,14 @@ pub fn hint_for(code: u64) -> Option<&'static str> {
              the national cloud (region) setting."
         }
         70011 => "The requested scope is invalid. Check the national cloud (region) setting.",
+        50012 => {
+            "The client assertion was addressed to another token endpoint. Check the Directory \
+             (tenant) ID and the national cloud (region)."
+        }
+        700024 => {
+            "The client assertion is outside its valid time range. Check that the gateway's \
+             clock is correct (NTP)."
+        }
         54005 => "This sign-in link was already used. Start the sign-in again.",
         501481 => "The sign-in could not be verified (PKCE mismatch). Start the sign-in again.",
         50126 => "The user name or password is wrong.",

@@ -140,13 +140,17 @@ impl AppTokenClient {
 
     /// Tries each credential in turn; only "key not known / expired" (AADSTS700027) moves on
     /// to the next, any other answer is final.
-    async fn request(&self) -> Result<(AccessToken, Duration), OidcError> {
+    async fn with_credentials<T, F, Fut>(&self, attempt: F) -> Result<T, OidcError>
+    where
+        F: Fn(Arc<TenantCredential>) -> Fut,
+        Fut: Future<Output = Result<T, OidcError>>,
+    {
         let mut last_error = None;
         for credential in &self.credentials {
-            match self.request_with(credential).await {
-                Ok(token) => {
+            match attempt(credential.clone()).await {
+                Ok(value) => {
                     self.confirm(credential).await;
-                    return Ok(token);
+                    return Ok(value);
                 }
                 Err(e) if e.aadsts() == Some(700027) => last_error = Some(e),
                 Err(e) => return Err(e),
@@ -155,6 +159,45 @@ impl AppTokenClient {
         Err(last_error.unwrap_or_else(|| OidcError::NoCredential {
             tenant: self.directory_id.clone(),
         }))
+    }
+
+    async fn request(&self) -> Result<(AccessToken, Duration), OidcError> {
+        let scope = self.endpoints.graph_scope();
+        let grant = [
+            ("grant_type", "client_credentials"),
+            ("scope", scope.as_str()),
+        ];
+        let started = Instant::now();
+        let body = self
+            .with_credentials(|c| async move { self.post_token(&c, &grant).await })
+            .await?;
+        let parsed: TokenResponse = self.decode(&body)?;
+        let lifetime = Duration::from_secs(parsed.expires_in);
+        Ok((
+            AccessToken {
+                secret: parsed.access_token.into(),
+                expires_at: started + lifetime,
+            },
+            lifetime,
+        ))
+    }
+
+    /// Redeems an authorization code (with its PKCE verifier) for the ID token.
+    pub async fn exchange_code(
+        &self,
+        exchange: &CodeExchange<'_>,
+    ) -> Result<CodeTokens, OidcError> {
+        let grant = [
+            ("grant_type", "authorization_code"),
+            ("code", exchange.code),
+            ("redirect_uri", exchange.redirect_uri),
+            ("code_verifier", exchange.code_verifier),
+            ("scope", "openid profile email"),
+        ];
+        let body = self
+            .with_credentials(|c| async move { self.post_token(&c, &grant).await })
+            .await?;
+        self.decode(&body)
     }
 
     async fn confirm(&self, credential: &TenantCredential) {
@@ -181,24 +224,23 @@ impl AppTokenClient {
         }
     }
 
-    async fn request_with(
+    /// POSTs `grant` plus the client authentication to the token endpoint; the body on 2xx.
+    async fn post_token(
         &self,
         credential: &TenantCredential,
-    ) -> Result<(AccessToken, Duration), OidcError> {
+        grant: &[(&str, &str)],
+    ) -> Result<String, OidcError> {
         let url = self.endpoints.token_url(&self.directory_id);
         let assertion =
             ClientAssertion::new(&self.application_id, &url, self.alg).sign(credential)?;
-        let scope = self.endpoints.graph_scope();
-        let form = [
-            ("grant_type", "client_credentials"),
+        let mut form: Vec<(&str, &str)> = vec![
             ("client_id", self.application_id.as_str()),
-            ("scope", scope.as_str()),
             ("client_assertion_type", super::assertion::ASSERTION_TYPE),
             ("client_assertion", assertion.as_str()),
         ];
+        form.extend_from_slice(grant);
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let started = Instant::now();
         let response = self
             .http
             .post(&url)
@@ -211,20 +253,36 @@ impl AppTokenClient {
         if !status.is_success() {
             return Err(token_error(&url, status.as_u16(), &body));
         }
-        let parsed: TokenResponse =
-            serde_json::from_str(&body).map_err(|_| OidcError::Unexpected {
-                url: url.clone(),
-                status: status.as_u16(),
-                body: truncate(&body),
-            })?;
-        let lifetime = Duration::from_secs(parsed.expires_in);
-        Ok((
-            AccessToken {
-                secret: parsed.access_token.into(),
-                expires_at: started + lifetime,
-            },
-            lifetime,
-        ))
+        Ok(body)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, body: &str) -> Result<T, OidcError> {
+        serde_json::from_str(body).map_err(|e| OidcError::Unexpected {
+            url: self.endpoints.token_url(&self.directory_id),
+            status: 200,
+            body: format!("{e}: {}", truncate(body)),
+        })
+    }
+}
+
+/// What an authorization code is redeemed with.
+pub struct CodeExchange<'a> {
+    pub code: &'a str,
+    pub redirect_uri: &'a str,
+    pub code_verifier: &'a str,
+}
+
+/// The token endpoint's answer to a code redemption. Kept out of `Debug`: it holds tokens.
+#[derive(Deserialize)]
+pub struct CodeTokens {
+    pub id_token: String,
+    #[serde(default)]
+    pub access_token: Option<String>,
+}
+
+impl std::fmt::Debug for CodeTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CodeTokens { <redacted> }")
     }
 }
 
