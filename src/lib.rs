@@ -8,6 +8,7 @@
 //!   app-only tokens, AADSTS errors with hints.
 //! - [`graph`]: the Microsoft Graph client: paging, delta, `$batch`, throttling, per-mailbox
 //!   concurrency.
+//! - [`sso`]: sign-in with Microsoft and PBX sessions.
 //! - [`store`]: SQLite (embedded default) behind a driver-neutral type; migrations.
 //! - [`gateway`]: assembly, the bound-then-run lifecycle and the shutdown tree.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on the admin address.
@@ -27,6 +28,7 @@ pub mod graph;
 pub mod metrics;
 pub mod ops;
 pub mod signals;
+pub mod sso;
 pub mod store;
 
 pub use config::{Config, ConfigError};
