@@ -132,6 +132,9 @@ pub enum OidcError {
         status: u16,
         body: String,
     },
+    /// The ID token failed a check; the reason is for logs, the user sees a generic page.
+    #[error("the ID token was rejected: {0}")]
+    InvalidIdToken(String),
     #[error("key or certificate error: {0}")]
     Crypto(String),
     #[error("cannot store the credential: {0}")]

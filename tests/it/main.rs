@@ -4,5 +4,6 @@ mod common;
 
 mod config;
 mod lifecycle;
+mod oidc;
 mod proxy;
 mod tls;
