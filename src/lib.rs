@@ -8,6 +8,7 @@
 //!   app-only tokens, AADSTS errors with hints.
 //! - [`graph`]: the Microsoft Graph client: paging, delta, `$batch`, throttling, per-mailbox
 //!   concurrency.
+//! - [`settings`]: a tenant's Microsoft 365 settings (PortSIP v22 shape), validated.
 //! - [`sso`]: sign-in with Microsoft and PBX sessions.
 //! - [`store`]: SQLite (embedded default) behind a driver-neutral type; migrations.
 //! - [`gateway`]: assembly, the bound-then-run lifecycle and the shutdown tree.
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod graph;
 pub mod metrics;
 pub mod ops;
+pub mod settings;
 pub mod signals;
 pub mod sso;
 pub mod store;

@@ -28,6 +28,18 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: CREDENTIALS,
         postgres: CREDENTIALS,
     },
+    Migration {
+        version: 3,
+        name: "ms365_settings_and_users",
+        sqlite: MS365,
+        postgres: MS365,
+    },
+    Migration {
+        version: 4,
+        name: "sessions",
+        sqlite: SESSIONS,
+        postgres: SESSIONS,
+    },
 ];
 
 const TENANTS: &str = "
@@ -52,6 +64,43 @@ CREATE TABLE tenant_credentials (
     activated_at       BIGINT,
     PRIMARY KEY (tenant_id, thumbprint_sha1)
 );";
+
+const MS365: &str = "
+CREATE TABLE ms365_settings (
+    tenant_id      TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+    settings_json  TEXT NOT NULL,
+    updated_at     BIGINT NOT NULL
+);
+CREATE TABLE ms365_users (
+    tenant_id      TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    oid            TEXT NOT NULL,
+    upn            TEXT NOT NULL,
+    pbx_user_id    TEXT NOT NULL,
+    extension      TEXT,
+    display_name   TEXT NOT NULL,
+    email          TEXT,
+    role           TEXT NOT NULL,
+    enabled        BIGINT NOT NULL,
+    source         TEXT NOT NULL,
+    updated_at     BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, oid)
+);
+CREATE UNIQUE INDEX ms365_users_pbx_user ON ms365_users (tenant_id, pbx_user_id);";
+
+const SESSIONS: &str = "
+CREATE TABLE sessions (
+    id_hash        TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    oid            TEXT NOT NULL,
+    pbx_user_id    TEXT NOT NULL,
+    client_kind    TEXT NOT NULL,
+    listener       TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    expires_at     BIGINT NOT NULL,
+    last_seen_at   BIGINT NOT NULL,
+    revoked_at     BIGINT
+);
+CREATE INDEX sessions_by_user ON sessions (tenant_id, oid);";
 
 /// The schema version this binary writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;

@@ -6,6 +6,7 @@
 
 mod credentials;
 mod migrations;
+mod ms365;
 mod tenants;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use credentials::{CredentialRecord, CredentialState};
 pub use migrations::LATEST_VERSION;
+pub use ms365::DirectoryUser;
 pub use tenants::Tenant;
 
 /// Store failures.
@@ -42,6 +44,8 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("{0}")]
     Conflict(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
 }
 
 /// Which SQL dialect the pool speaks (for the few statements that differ).

@@ -1,0 +1,245 @@
+//! A tenant's Microsoft 365 integration settings, in the shape of PortSIP v22's
+//! `GET|POST /api/ms365` (field names and enums as PortSIP writes them), plus the few
+//! settings this gateway adds (assertion style, time zone, landing paths). Stored as one JSON
+//! document per tenant; validated here, once, for every writer.
+
+use serde::{Deserialize, Serialize};
+
+use crate::entra::NationalCloud;
+
+/// Which users a section applies to.
+///
+/// PortSIP's own descriptions of INCLUDE and EXCLUDE read swapped ("INCLUDE: all users
+/// except selected"); this gateway implements what the words mean: INCLUDE = only the
+/// selected users, EXCLUDE = everyone but the selected users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SyncType {
+    #[default]
+    All,
+    Include,
+    Exclude,
+}
+
+/// `users`: which Microsoft 365 users become PBX extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserSync {
+    pub enabled: bool,
+    pub sync_guest_users: bool,
+    pub sync_photo: bool,
+    /// 3–13 digits, no leading zero; empty = first free number of the default range.
+    pub starting_extension_number: String,
+    /// OIDs or UPNs.
+    pub selected_users: Vec<String>,
+    pub sync_type: SyncType,
+}
+
+/// A section with an on/off switch and a user scope.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scope {
+    pub enabled: bool,
+    pub selected_users: Vec<String>,
+    pub sync_type: SyncType,
+}
+
+impl Scope {
+    /// Whether a user (by OID or UPN, compared case-insensitively) is in scope.
+    pub fn covers(&self, oid: &str, upn: &str) -> bool {
+        let selected = self
+            .selected_users
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(oid) || s.eq_ignore_ascii_case(upn));
+        self.enabled
+            && match self.sync_type {
+                SyncType::All => true,
+                SyncType::Include => selected,
+                SyncType::Exclude => !selected,
+            }
+    }
+}
+
+/// `sign_in_as_administrator`: users who get the tenant administrator role on sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSignIn {
+    pub enabled: bool,
+    pub selected_users: Vec<String>,
+}
+
+/// The whole document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ms365Settings {
+    #[serde(with = "cloud_name")]
+    pub national_cloud: NationalCloud,
+    pub directory_id: String,
+    pub application_id: String,
+    /// Cron expression (minute hour day month weekday), PortSIP's default is midnight.
+    pub sync_time: String,
+    pub users: UserSync,
+    pub sign_in_as_administrator: AdminSignIn,
+    pub sign_in_as_standard_user: Scope,
+    pub personal_contacts: Scope,
+    pub shared_mailbox: Scope,
+    pub events: Scope,
+    /// Beyond PortSIP: `PS256` (default) or `RS256` client assertions.
+    pub assertion_alg: String,
+    /// Beyond PortSIP: IANA time zone the schedule runs in.
+    pub time_zone: String,
+    /// Beyond PortSIP: where users land after signing in, per client.
+    pub portal_landing_path: String,
+    pub webrtc_landing_path: String,
+}
+
+impl Default for Ms365Settings {
+    fn default() -> Self {
+        Ms365Settings {
+            national_cloud: NationalCloud::Global,
+            directory_id: String::new(),
+            application_id: String::new(),
+            sync_time: "0 0 * * *".into(),
+            users: UserSync::default(),
+            sign_in_as_administrator: AdminSignIn::default(),
+            sign_in_as_standard_user: Scope::default(),
+            personal_contacts: Scope::default(),
+            shared_mailbox: Scope::default(),
+            events: Scope::default(),
+            assertion_alg: "PS256".into(),
+            time_zone: "UTC".into(),
+            portal_landing_path: "/portal/".into(),
+            webrtc_landing_path: "/webrtc/".into(),
+        }
+    }
+}
+
+impl Ms365Settings {
+    /// Application and directory set: the tenant can talk to Microsoft.
+    pub fn is_configured(&self) -> bool {
+        is_guid(&self.directory_id) && is_guid(&self.application_id)
+    }
+
+    /// What PortSIP calls `enable_ms365_integration`: the Microsoft icon shows.
+    pub fn sign_in_enabled(&self) -> bool {
+        self.is_configured()
+            && (self.sign_in_as_standard_user.enabled || self.sign_in_as_administrator.enabled)
+    }
+
+    /// Field-by-field validation; errors name the field as the API reports it.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let field = |f: &str, m: &str| Err((f.to_string(), m.to_string()));
+        if !self.directory_id.is_empty() && !is_guid(&self.directory_id) {
+            return field(
+                "directory_id",
+                "must be a GUID like 72f988bf-86f1-41af-91ab-2d7cd011db47",
+            );
+        }
+        if !self.application_id.is_empty() && !is_guid(&self.application_id) {
+            return field("application_id", "must be a GUID");
+        }
+        let ext = &self.users.starting_extension_number;
+        if !ext.is_empty()
+            && !(ext.len() >= 3
+                && ext.len() <= 13
+                && ext.bytes().all(|b| b.is_ascii_digit())
+                && !ext.starts_with('0'))
+        {
+            return field(
+                "users.starting_extension_number",
+                "3 to 13 digits without a leading zero",
+            );
+        }
+        if !matches!(self.assertion_alg.as_str(), "PS256" | "RS256") {
+            return field("assertion_alg", "PS256 or RS256");
+        }
+        for (name, path) in [
+            ("portal_landing_path", &self.portal_landing_path),
+            ("webrtc_landing_path", &self.webrtc_landing_path),
+        ] {
+            if crate::sso::return_to::validate(path).is_none() {
+                return field(name, "must be a same-origin absolute path like /portal/");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Case-insensitive 8-4-4-4-12 hex GUID.
+pub fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+mod cloud_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::entra::NationalCloud;
+
+    pub fn serialize<S: Serializer>(c: &NationalCloud, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(c.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NationalCloud, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portsip_document_round_trips_and_defaults_fill_in() {
+        let doc = r#"{"national_cloud":"CHINA","directory_id":"72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "application_id":"11111111-2222-3333-4444-555555555555","sync_time":"30 2 * * *",
+            "users":{"enabled":true,"starting_extension_number":"1000","sync_type":"INCLUDE","selected_users":["a@x.com"]},
+            "sign_in_as_standard_user":{"enabled":true}}"#;
+        let s: Ms365Settings = serde_json::from_str(doc).unwrap();
+        assert_eq!(s.national_cloud, NationalCloud::China);
+        assert_eq!(s.users.sync_type, SyncType::Include);
+        assert_eq!(s.assertion_alg, "PS256");
+        assert!(s.sign_in_enabled());
+        assert!(s.validate().is_ok());
+        let back: Ms365Settings =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut s = Ms365Settings {
+            directory_id: "nope".into(),
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().0, "directory_id");
+        s.directory_id.clear();
+        s.users.starting_extension_number = "0100".into();
+        assert_eq!(
+            s.validate().unwrap_err().0,
+            "users.starting_extension_number"
+        );
+        assert!(serde_json::from_str::<Ms365Settings>(r#"{"national_cloud":"MARS"}"#).is_err());
+    }
+
+    #[test]
+    fn scopes_mean_what_their_words_say() {
+        let mut scope = Scope {
+            enabled: true,
+            selected_users: vec!["Adele@Contoso.com".into()],
+            sync_type: SyncType::Include,
+        };
+        assert!(scope.covers("oid-1", "adele@contoso.com"));
+        assert!(!scope.covers("oid-2", "bob@contoso.com"));
+        scope.sync_type = SyncType::Exclude;
+        assert!(!scope.covers("oid-1", "adele@contoso.com"));
+        assert!(scope.covers("oid-2", "bob@contoso.com"));
+        scope.enabled = false;
+        assert!(!scope.covers("oid-2", "bob@contoso.com"));
+    }
+}

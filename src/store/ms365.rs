@@ -1,0 +1,123 @@
+//! A tenant's Microsoft 365 settings document and its directory of Microsoft 365 users
+//! known to the PBX: who `(tid, oid)` is on the PBX side (user id, extension, role), filled
+//! by the sync worker or by an explicit binding.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now_epoch};
+use crate::settings::Ms365Settings;
+
+/// A Microsoft 365 user as the PBX knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub tenant_id: String,
+    pub oid: String,
+    pub upn: String,
+    pub pbx_user_id: String,
+    pub extension: Option<String>,
+    pub display_name: String,
+    pub email: Option<String>,
+    /// `user` or `admin`.
+    pub role: String,
+    pub enabled: bool,
+    /// `sync` or `binding`.
+    pub source: String,
+}
+
+impl DirectoryUser {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(DirectoryUser {
+            tenant_id: row.try_get("tenant_id")?,
+            oid: row.try_get("oid")?,
+            upn: row.try_get("upn")?,
+            pbx_user_id: row.try_get("pbx_user_id")?,
+            extension: row.try_get("extension")?,
+            display_name: row.try_get("display_name")?,
+            email: row.try_get("email")?,
+            role: row.try_get("role")?,
+            enabled: row.try_get::<i64, _>("enabled")? != 0,
+            source: row.try_get("source")?,
+        })
+    }
+}
+
+impl Store {
+    /// The tenant's settings, or the defaults when none were saved.
+    pub async fn ms365_settings(&self, tenant_id: &str) -> Result<Ms365Settings, StoreError> {
+        let row = sqlx::query("SELECT settings_json FROM ms365_settings WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            None => Ok(Ms365Settings::default()),
+            Some(row) => {
+                let json: String = row.try_get("settings_json")?;
+                serde_json::from_str(&json).map_err(|e| {
+                    StoreError::Corrupt(format!("settings of tenant {tenant_id}: {e}"))
+                })
+            }
+        }
+    }
+
+    pub async fn save_ms365_settings(
+        &self,
+        tenant_id: &str,
+        settings: &Ms365Settings,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO ms365_settings (tenant_id, settings_json, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id) DO UPDATE SET settings_json = excluded.settings_json, updated_at = excluded.updated_at",
+        )
+        .bind(tenant_id)
+        .bind(json)
+        .bind(now_epoch())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The PBX identity of Microsoft user `oid` in `tenant_id`.
+    pub async fn directory_user(
+        &self,
+        tenant_id: &str,
+        oid: &str,
+    ) -> Result<Option<DirectoryUser>, StoreError> {
+        let row = sqlx::query(
+            "SELECT tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled, source
+             FROM ms365_users WHERE tenant_id = $1 AND oid = $2",
+        )
+        .bind(tenant_id)
+        .bind(oid)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(DirectoryUser::from_row).transpose()?)
+    }
+
+    /// Creates or replaces a directory entry.
+    pub async fn upsert_directory_user(&self, u: &DirectoryUser) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ms365_users (tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled,
+             source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (tenant_id, oid) DO UPDATE SET upn = excluded.upn, pbx_user_id = excluded.pbx_user_id,
+             extension = excluded.extension, display_name = excluded.display_name, email = excluded.email,
+             role = excluded.role, enabled = excluded.enabled, source = excluded.source, updated_at = excluded.updated_at",
+        )
+        .bind(&u.tenant_id)
+        .bind(&u.oid)
+        .bind(&u.upn)
+        .bind(&u.pbx_user_id)
+        .bind(&u.extension)
+        .bind(&u.display_name)
+        .bind(&u.email)
+        .bind(&u.role)
+        .bind(i64::from(u.enabled))
+        .bind(&u.source)
+        .bind(now_epoch())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
