@@ -4,6 +4,7 @@
 //! Module map (each module's own header says what it owns):
 //! - [`config`]: the TOML file and `MS365GW_*` overrides, validated once into typed structs.
 //! - [`edge`]: TLS (SNI, reload), the HTTP/1.1 + HTTP/2 server, the reverse proxy.
+//! - [`emulator`]: Entra ID + Graph stand-in for tests, benchmarks and the demo.
 //! - [`entra`]: national clouds, the tenant certificate credential, client assertions,
 //!   app-only tokens, AADSTS errors with hints.
 //! - [`graph`]: the Microsoft Graph client: paging, delta, `$batch`, throttling, per-mailbox
@@ -22,6 +23,7 @@
 pub mod check;
 pub mod config;
 pub mod edge;
+pub mod emulator;
 pub mod entra;
 pub mod fsutil;
 pub mod gateway;

@@ -68,6 +68,15 @@ enum Command {
         #[arg(long, default_value_t = ms365_gateway::entra::keys::DEFAULT_VALID_DAYS)]
         days: u32,
     },
+    /// Run the Entra ID + Microsoft Graph emulator (for tests, benchmarks and trials).
+    Emulator {
+        /// Address to serve on (plain HTTP; keep it on loopback).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        bind: std::net::SocketAddr,
+        /// Seeded data: "demo", or e.g. "users=50000,contacts=20,photos=0.5,mailboxes=2".
+        #[arg(long, default_value = "demo")]
+        seed: String,
+    },
     /// Print the version.
     Version,
 }
@@ -83,6 +92,7 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
+        Command::Emulator { bind, seed } => run_emulator(bind, &seed),
         Command::Keygen {
             config,
             tenant,
@@ -103,6 +113,41 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn run_emulator(bind: std::net::SocketAddr, seed: &str) -> ExitCode {
+    use ms365_gateway::emulator::{Emulator, parse_seed};
+    let config = match parse_seed(seed) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: --seed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {bind}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+        });
+        tracing::info!(addr = %bind, "emulator serving (Entra ID at /{{tenant}}/oauth2/v2.0, Graph at /v1.0)");
+        match Emulator::new(config).serve(listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn keygen(

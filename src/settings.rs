@@ -139,12 +139,10 @@ impl Ms365Settings {
             return field("application_id", "must be a GUID");
         }
         let ext = &self.users.starting_extension_number;
-        if !ext.is_empty()
-            && !(ext.len() >= 3
-                && ext.len() <= 13
-                && ext.bytes().all(|b| b.is_ascii_digit())
-                && !ext.starts_with('0'))
-        {
+        let ext_ok = (3..=13).contains(&ext.len())
+            && ext.bytes().all(|b| b.is_ascii_digit())
+            && !ext.starts_with('0');
+        if !ext.is_empty() && !ext_ok {
             return field(
                 "users.starting_extension_number",
                 "3 to 13 digits without a leading zero",

@@ -100,6 +100,13 @@ pub fn hint_for(code: u64) -> Option<&'static str> {
             "The client assertion was addressed to another token endpoint. Check the Directory \
              (tenant) ID and the national cloud (region)."
         }
+        500112 | 70008 => {
+            "The sign-in took too long or was started elsewhere. Start the sign-in again."
+        }
+        50013 | 50048 | 700021 => {
+            "Entra ID rejected the client assertion. Check the Application (client) ID and that the \
+             gateway's clock is correct; if it persists, generate a new key pair."
+        }
         700024 => {
             "The client assertion is outside its valid time range. Check that the gateway's \
              clock is correct (NTP)."

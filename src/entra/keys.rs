@@ -69,8 +69,7 @@ impl TenantKeys {
         tenant_id: &str,
     ) -> Result<Vec<Arc<TenantCredential>>, OidcError> {
         let dir = credential::credential_dir(&self.data_dir, tenant_id);
-        let mut records = self.store.usable_credentials(tenant_id).await?;
-        records.sort_by_key(|r| (r.state != CredentialState::Pending, -r.created_at));
+        let records = self.store.usable_credentials(tenant_id).await?;
         let mut out = Vec::with_capacity(records.len());
         for r in records {
             out.push(Arc::new(credential::load(&dir, &r.info.thumbprint_sha1)?));

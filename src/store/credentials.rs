@@ -93,7 +93,7 @@ impl Store {
         Ok(())
     }
 
-    /// The tenant's pending and active credentials, newest first.
+    /// The tenant's pending and active credentials: pending first, then newest first.
     pub async fn usable_credentials(
         &self,
         tenant_id: &str,
@@ -101,7 +101,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT tenant_id, thumbprint_sha1, thumbprint_sha256, not_before, not_after, state, certificate_pem,
              created_at, activated_at FROM tenant_credentials
-             WHERE tenant_id = $1 AND state <> 'retired' ORDER BY created_at DESC, thumbprint_sha1",
+             WHERE tenant_id = $1 AND state <> 'retired'
+             ORDER BY CASE state WHEN 'pending' THEN 0 ELSE 1 END, created_at DESC, thumbprint_sha1",
         )
         .bind(tenant_id)
         .fetch_all(self.pool())

@@ -7,6 +7,7 @@
 mod credentials;
 mod migrations;
 mod ms365;
+mod sessions;
 mod tenants;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ use sqlx::{AnyPool, Executor};
 pub use credentials::{CredentialRecord, CredentialState};
 pub use migrations::LATEST_VERSION;
 pub use ms365::DirectoryUser;
+pub use sessions::SessionRecord;
 pub use tenants::Tenant;
 
 /// Store failures.

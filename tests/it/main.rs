@@ -3,6 +3,8 @@
 mod common;
 
 mod config;
+mod entra;
+mod graph;
 mod lifecycle;
 mod oidc;
 mod proxy;
