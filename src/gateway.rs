@@ -35,6 +35,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("sign-in keys: {0}")]
+    Session(#[from] crate::sso::session::SessionError),
     #[error("cannot listen on {addr} (key `{key}`): {source}")]
     Bind {
         addr: SocketAddr,
@@ -115,6 +117,7 @@ impl Gateway {
             stop.hard.clone(),
         )?;
         let http = http_builder(&limits);
+        let sso = Arc::new(crate::sso::Sso::new(config.clone(), store.clone())?);
         let mut listeners = Vec::new();
         let mut watched = Vec::new();
         for l in &config.listeners {
@@ -133,7 +136,7 @@ impl Gateway {
                 None => None,
             };
             let socket = bind(l.bind, &format!("listener[{}].bind", l.index)).await?;
-            let router = listener_router(l, &config, upstream.clone());
+            let router = listener_router(l, &config, upstream.clone(), sso.clone());
             let ctx = ListenerContext {
                 name: l.name().into(),
                 index: l.index,
@@ -293,17 +296,59 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
 }
 
 /// The routes of one public listener: the gateway's own paths, then the proxy for the rest.
-fn listener_router(listener: &ListenerConfig, config: &Config, upstream: Upstream) -> Router {
+fn listener_router(
+    listener: &ListenerConfig,
+    config: &Config,
+    upstream: Upstream,
+    sso: Arc<crate::sso::Sso>,
+) -> Router {
     let target = UpstreamTarget::new(listener.upstream.as_ref().unwrap_or(&config.upstream.url));
-    let route = Arc::new(ProxyRoute { upstream, target });
-    Router::new().fallback(proxy_handler).with_state(route)
+    let route = Arc::new(ProxyRoute {
+        upstream,
+        target,
+        sso: sso.clone(),
+    });
+    let proxied = Router::new()
+        .route("/api/info", axum::routing::get(api_info_handler))
+        .fallback(proxy_handler)
+        .with_state(route);
+    crate::sso::routes(sso).merge(proxied)
 }
 
 struct ProxyRoute {
     upstream: Upstream,
     target: UpstreamTarget,
+    sso: Arc<crate::sso::Sso>,
 }
 
-async fn proxy_handler(State(route): State<Arc<ProxyRoute>>, req: Request<Body>) -> Response<Body> {
-    route.upstream.forward(&route.target, req).await
+async fn proxy_handler(
+    State(route): State<Arc<ProxyRoute>>,
+    mut req: Request<Body>,
+) -> Response<Body> {
+    match crate::sso::identity::identify(&route.sso, &mut req).await {
+        Ok(identity) => route.upstream.forward(&route.target, req, identity).await,
+        Err(answer) => answer,
+    }
+}
+
+/// PortSIP's `GET /api/info?domain=`: proxied, with the tenant's Microsoft 365 sign-in fields
+/// added so existing clients show the Microsoft icon.
+async fn api_info_handler(
+    State(route): State<Arc<ProxyRoute>>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let domain = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "domain")
+            .map(|(_, v)| v.to_string())
+    });
+    let response = proxy_handler(State(route.clone()), req).await;
+    let Some(domain) = domain else {
+        return response;
+    };
+    let Ok(extra) = crate::sso::login::tenant_info(&route.sso, Some(&domain)).await else {
+        return response;
+    };
+    crate::sso::login::merge_info(response, extra).await
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub server: ServerLimits,
     /// Database settings.
     pub store: StoreConfig,
+    /// Sign-in and session behaviour.
+    pub sso: SsoConfig,
     /// Per national cloud endpoint overrides (tests and the demo point these at the emulator).
     pub clouds: BTreeMap<String, CloudOverride>,
     /// Tenants created or updated at start-up.
@@ -201,6 +203,19 @@ pub struct ServerLimits {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub max_connections: u32,
+}
+
+/// `[sso]`.
+#[derive(Debug, Clone)]
+pub struct SsoConfig {
+    /// Lifetime of a PBX session (default 8 h).
+    pub session_lifetime: Duration,
+    /// Path prefixes that need a session: browsers are sent to sign in, API calls get 401.
+    pub protected_paths: Vec<String>,
+    /// Also send `Authorization: Bearer <session token>` to the PBX.
+    pub forward_session_token: bool,
+    /// Login, redirect and session requests allowed per client IP and minute.
+    pub login_rate_per_minute: u32,
 }
 
 /// `[clouds.NAME]`.

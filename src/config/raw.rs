@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub store: RawStore,
     #[serde(default)]
+    pub sso: RawSso,
+    #[serde(default)]
     pub clouds: BTreeMap<String, RawCloud>,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<RawTenant>,
@@ -82,6 +84,15 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSso {
+    pub session_lifetime: Option<String>,
+    pub protected_paths: Option<Vec<String>>,
+    pub forward_session_token: Option<bool>,
+    pub login_rate_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

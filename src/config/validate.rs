@@ -47,6 +47,7 @@ pub(super) fn validate(raw: RawConfig, o: &Origin<'_>) -> Result<Config, ConfigE
                 None => 8,
             },
         },
+        sso: sso(raw.sso, o)?,
         clouds: clouds(raw.clouds, o)?,
         tenants: tenants(raw.tenants, o)?,
     })
@@ -273,6 +274,40 @@ fn server(raw: RawServer, o: &Origin<'_>) -> Result<ServerLimits, ConfigError> {
             o,
         )?,
         trusted_proxies: trusted,
+    })
+}
+
+fn sso(raw: super::raw::RawSso, o: &Origin<'_>) -> Result<SsoConfig, ConfigError> {
+    let mut protected = Vec::new();
+    for (i, p) in raw
+        .protected_paths
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        if !p.starts_with('/') {
+            return Err(o.invalid(&format!("sso.protected_paths[{i}]"), "must start with /"));
+        }
+        protected.push(p);
+    }
+    let lifetime = duration(
+        raw.session_lifetime,
+        Duration::from_secs(8 * 3600),
+        "sso.session_lifetime",
+        o,
+    )?;
+    if lifetime < Duration::from_secs(60) {
+        return Err(o.invalid("sso.session_lifetime", "must be at least 1m"));
+    }
+    Ok(SsoConfig {
+        session_lifetime: lifetime,
+        protected_paths: protected,
+        forward_session_token: raw.forward_session_token.unwrap_or(false),
+        login_rate_per_minute: match raw.login_rate_per_minute {
+            Some(0) => return Err(o.invalid("sso.login_rate_per_minute", "must be at least 1")),
+            Some(n) => n,
+            None => 60,
+        },
     })
 }
 

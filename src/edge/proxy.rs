@@ -105,7 +105,13 @@ impl Upstream {
     }
 
     /// Forwards `req` to `target` and returns the upstream's answer (or a 502/504).
-    pub async fn forward(&self, target: &UpstreamTarget, mut req: Request<Body>) -> Response<Body> {
+    /// `identity` headers are set after the client's own headers were sanitised.
+    pub async fn forward(
+        &self,
+        target: &UpstreamTarget,
+        mut req: Request<Body>,
+        identity: http::HeaderMap,
+    ) -> Response<Body> {
         let Some(conn) = req.extensions().get::<ConnInfo>().cloned() else {
             return HttpError::BadRequest("no connection information".into())
                 .to_response(req.headers());
@@ -114,10 +120,11 @@ impl Upstream {
         let upgrade =
             req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let outgoing = match self.prepare(target, &conn, req, upgrade) {
+        let mut outgoing = match self.prepare(target, &conn, req, upgrade) {
             Ok(r) => r,
             Err(e) => return e.to_response(&client_headers),
         };
+        outgoing.headers_mut().extend(identity);
         let started = Instant::now();
         let result =
             tokio::time::timeout(self.response_timeout, self.client.request(outgoing)).await;

@@ -110,7 +110,11 @@ impl Store {
     }
 
     /// Revokes every live session of Microsoft user `oid` in `tenant_id`; returns how many.
-    pub async fn revoke_user_sessions(&self, tenant_id: &str, oid: &str) -> Result<u64, StoreError> {
+    pub async fn revoke_user_sessions(
+        &self,
+        tenant_id: &str,
+        oid: &str,
+    ) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $3
              WHERE tenant_id = $1 AND oid = $2 AND revoked_at IS NULL",

@@ -8,4 +8,6 @@ mod graph;
 mod lifecycle;
 mod oidc;
 mod proxy;
+mod sessions;
+mod sso;
 mod tls;

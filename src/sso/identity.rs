@@ -1,0 +1,149 @@
+//! The session on proxied requests: the gateway's own cookies never reach the PBX, a valid
+//! session becomes the `X-PBX-*` identity headers (and, if configured, the session token as
+//! a bearer), and `protected_paths` without a session send browsers to sign in while API,
+//! XHR and WebSocket requests get a 401 — never a redirect to Microsoft they cannot follow.
+
+use axum::body::Body;
+use axum::response::IntoResponse;
+use http::header::{ACCEPT, AUTHORIZATION, COOKIE, LOCATION};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+
+use super::flow::FLOW_COOKIE_PREFIX;
+use super::session::{SESSION_COOKIE, SessionInfo, session_cookie};
+use super::state::Sso;
+use crate::edge::problem::render;
+
+pub const X_PBX_TENANT: HeaderName = HeaderName::from_static("x-pbx-tenant");
+pub const X_PBX_DOMAIN: HeaderName = HeaderName::from_static("x-pbx-domain");
+pub const X_PBX_USER: HeaderName = HeaderName::from_static("x-pbx-user");
+pub const X_PBX_EXTENSION: HeaderName = HeaderName::from_static("x-pbx-extension");
+pub const X_PBX_ROLE: HeaderName = HeaderName::from_static("x-pbx-role");
+
+/// Resolves the request's session, removes the gateway's cookies, and returns the headers to
+/// add for the PBX — or the answer to give instead when a protected path has no session.
+pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<HeaderMap, Response<Body>> {
+    let session = match session_cookie(req.headers()).map(str::to_string) {
+        Some(value) => sso.sessions.resolve(&value).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "session lookup failed; treating the request as anonymous");
+            None
+        }),
+        None => None,
+    };
+    strip_gateway_cookies(req.headers_mut());
+    match session {
+        Some(info) => Ok(identity_headers(sso, &info)),
+        None if is_protected(sso, req.uri().path()) => Err(unauthenticated(req)),
+        None => Ok(HeaderMap::new()),
+    }
+}
+
+fn identity_headers(sso: &Sso, info: &SessionInfo) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set(X_PBX_TENANT, &info.tenant_id);
+    set(X_PBX_DOMAIN, &info.domain);
+    set(X_PBX_USER, &info.pbx_user_id);
+    set(X_PBX_EXTENSION, info.extension.as_deref().unwrap_or(""));
+    set(X_PBX_ROLE, &info.role);
+    if sso.config.sso.forward_session_token {
+        match sso.sessions.token(info) {
+            Ok((token, _)) => set(AUTHORIZATION, &format!("Bearer {token}")),
+            Err(e) => tracing::warn!(error = %e, "could not sign the session token for the PBX"),
+        }
+    }
+    h
+}
+
+fn is_protected(sso: &Sso, path: &str) -> bool {
+    sso.config
+        .sso
+        .protected_paths
+        .iter()
+        .any(|p| path.starts_with(p.as_str()))
+}
+
+/// A browser navigation goes to the login page; everything else gets 401 JSON.
+fn unauthenticated(req: &Request<Body>) -> Response<Body> {
+    let h = req.headers();
+    let navigation = h.get("sec-fetch-mode").is_some_and(|v| v == "navigate")
+        || (req.method() == http::Method::GET
+            && h.get(ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"))
+            && h.get("x-requested-with").is_none()
+            && !h.contains_key(http::header::UPGRADE));
+    if !navigation {
+        let mut json = HeaderMap::new();
+        json.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        return render(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "sign in first",
+            &json,
+        );
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut url = reqwest::Url::parse("https://gateway.invalid/ms365/").expect("static URL");
+    url.query_pairs_mut().append_pair("return_to", path);
+    let location = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, v);
+    }
+    response
+}
+
+/// Removes the session and flow cookies from the Cookie header(s) the PBX will see.
+pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            !pair.is_empty() && name != SESSION_COOKIE && !name.starts_with(FLOW_COOKIE_PREFIX)
+        })
+        .map(str::to_string)
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_gateways_cookies_are_removed() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("a=1; __Host-pbx_session=secret; __Host-ms365_flow_abc=x"),
+        );
+        h.append(COOKIE, HeaderValue::from_static("b=2"));
+        strip_gateway_cookies(&mut h);
+        assert_eq!(h.get_all(COOKIE).iter().count(), 1);
+        assert_eq!(h[COOKIE], "a=1; b=2");
+        let mut only = HeaderMap::new();
+        only.insert(
+            COOKIE,
+            HeaderValue::from_static("__Host-pbx_session=secret"),
+        );
+        strip_gateway_cookies(&mut only);
+        assert!(only.get(COOKIE).is_none());
+    }
+}

@@ -1,0 +1,597 @@
+//! PBX sessions: what a successful "Sign in with Microsoft" leaves behind. Owns the session
+//! cookie (`__Host-pbx_session`: 32 random bytes, only its SHA-256 stored), creating and
+//! resolving sessions against the store and the synced directory, ending them, and the
+//! short-lived ES256 session token (JWT) handed to the portal and the WebRTC client.
+//!
+//! Resolution is on the path of every proxied request, so answers are cached in memory for at
+//! most [`DEFAULT_CACHE_TTL`] (30 s): that bound is how quickly a user whom sync disables or
+//! removes loses access, and it is enforced by the cache entry's age, never by a sweep.
+//! Ending a session (logout) evicts it at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use super::session_keys::SessionKeys;
+use crate::store::{DirectoryUser, SessionRecord, Store, StoreError, Tenant};
+
+/// Name of the session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no
+/// Domain, so a sibling subdomain cannot plant or overwrite it.
+pub const SESSION_COOKIE: &str = "__Host-pbx_session";
+/// Default session lifetime.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// Longest a resolved session is served from memory without asking the store again.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Most sessions cached at once; beyond this the oldest entries go first.
+pub const CACHE_CAPACITY: usize = 10_000;
+/// Longest lifetime of a session token (it is also capped by the session's own expiry).
+const TOKEN_LIFETIME_SECS: i64 = 3600;
+/// `last_seen_at` is written at most this often per session.
+const TOUCH_EVERY_SECS: i64 = 60;
+/// Bytes of randomness in a cookie value; base64url makes 43 characters of them.
+const COOKIE_BYTES: usize = 32;
+const COOKIE_CHARS: usize = 43;
+
+/// Which client a session was issued to; also the session token's `aud`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// The PBX web portal.
+    Portal,
+    /// The WebRTC client (on the SBC domain).
+    Webrtc,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Portal => "portal",
+            ClientKind::Webrtc => "webrtc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ClientKind> {
+        match s {
+            "portal" => Some(ClientKind::Portal),
+            "webrtc" => Some(ClientKind::Webrtc),
+            _ => None,
+        }
+    }
+}
+
+/// Session failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Keys(String),
+    #[error("cannot access {}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A session was asked for a user who may not have one.
+    #[error("no session can be issued: {0}")]
+    Refused(&'static str),
+}
+
+/// A live session and the PBX identity behind it, as of the last look at the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Lower-case hex SHA-256 of the cookie value; the token's `sid`.
+    pub id_hash: String,
+    pub tenant_id: String,
+    /// The tenant's SIP domain.
+    pub domain: String,
+    pub pbx_user_id: String,
+    pub oid: String,
+    pub extension: Option<String>,
+    pub display_name: String,
+    pub email: Option<String>,
+    /// `user` or `admin`.
+    pub role: String,
+    pub client: ClientKind,
+    /// Listener the session was issued on.
+    pub listener: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl SessionInfo {
+    fn new(tenant: &Tenant, user: &DirectoryUser, client: ClientKind, r: &SessionRecord) -> Self {
+        SessionInfo {
+            id_hash: r.id_hash.clone(),
+            tenant_id: tenant.id.clone(),
+            domain: tenant.domain.clone(),
+            pbx_user_id: user.pbx_user_id.clone(),
+            oid: user.oid.clone(),
+            extension: user.extension.clone(),
+            display_name: user.display_name.clone(),
+            email: user.email.clone(),
+            role: user.role.clone(),
+            client,
+            listener: r.listener.clone(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// The claims of a PBX session token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// The gateway's issuer URL.
+    pub iss: String,
+    /// `portal` or `webrtc`.
+    pub aud: String,
+    /// PBX user id.
+    pub sub: String,
+    pub tenant: String,
+    pub domain: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub role: String,
+    /// Session id hash.
+    pub sid: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Time as the session service sees it; injectable so tests can move time without sleeping.
+pub trait Clock: Send + Sync {
+    /// Monotonic time, for cache ages.
+    fn now(&self) -> Instant;
+    /// Wall-clock Unix seconds, for expiry (the store's time format).
+    fn epoch(&self) -> i64;
+}
+
+/// The real clocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn epoch(&self) -> i64 {
+        crate::store::now_epoch()
+    }
+}
+
+/// The session service: create, resolve, end, and mint tokens.
+pub struct Sessions {
+    store: Store,
+    keys: Arc<SessionKeys>,
+    lifetime: Duration,
+    issuer: String,
+    cache_ttl: Duration,
+    clock: Arc<dyn Clock>,
+    cache: Mutex<ResolveCache>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("issuer", &self.issuer)
+            .field("lifetime", &self.lifetime)
+            .field("cache_ttl", &self.cache_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// Sessions lasting `lifetime` (see [`DEFAULT_LIFETIME`]); tokens name `issuer` as `iss`.
+    pub fn new(store: Store, keys: Arc<SessionKeys>, lifetime: Duration, issuer: String) -> Self {
+        Sessions {
+            store,
+            keys,
+            lifetime,
+            issuer,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            clock: Arc::new(SystemClock),
+            cache: Mutex::new(ResolveCache::new(CACHE_CAPACITY)),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// Overrides how long a resolution is served from memory (at most this stale).
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn keys(&self) -> &Arc<SessionKeys> {
+        &self.keys
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Starts a session for `user` of `tenant` on `listener`. Returns the cookie value (give it
+    /// to the browser; it is not kept anywhere) and the session.
+    pub async fn create(
+        &self,
+        tenant: &Tenant,
+        user: &DirectoryUser,
+        client: ClientKind,
+        listener: &str,
+    ) -> Result<(String, SessionInfo), SessionError> {
+        if user.tenant_id != tenant.id {
+            return Err(SessionError::Refused("the user belongs to another tenant"));
+        }
+        if !user.enabled {
+            return Err(SessionError::Refused("the user is disabled"));
+        }
+        let value = self.random_cookie_value();
+        let now = self.clock.epoch();
+        let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
+        let record = SessionRecord {
+            id_hash: hash_cookie(&value),
+            tenant_id: tenant.id.clone(),
+            oid: user.oid.clone(),
+            pbx_user_id: user.pbx_user_id.clone(),
+            client_kind: client.as_str().to_string(),
+            listener: listener.to_string(),
+            created_at: now,
+            expires_at: now.saturating_add(lifetime),
+            last_seen_at: now,
+            revoked_at: None,
+        };
+        self.store.create_session(&record).await?;
+        let info = SessionInfo::new(tenant, user, client, &record);
+        let mut cache = self.cache();
+        let generation = cache.generation;
+        cache.insert(info.clone(), self.clock.now(), self.cache_ttl, generation);
+        Ok((value, info))
+    }
+
+    /// The live session behind a cookie value: not expired, not revoked, and its user still
+    /// present and enabled in the directory under the same PBX user id. At most
+    /// `cache_ttl` stale.
+    pub async fn resolve(&self, cookie_value: &str) -> Result<Option<SessionInfo>, SessionError> {
+        if !plausible_cookie(cookie_value) {
+            return Ok(None);
+        }
+        let id_hash = hash_cookie(cookie_value);
+        let (now, epoch) = (self.clock.now(), self.clock.epoch());
+        let generation = {
+            let mut cache = self.cache();
+            match cache.get(&id_hash, now, self.cache_ttl) {
+                Some(info) if info.expires_at > epoch => return Ok(Some(info)),
+                Some(_) => {
+                    cache.remove(&id_hash);
+                    return Ok(None);
+                }
+                None => cache.generation,
+            }
+        };
+        let info = self.load(&id_hash, epoch).await?;
+        if let Some(info) = &info {
+            // Skipped when a logout evicted anything meanwhile: what was read may be stale.
+            self.cache()
+                .insert(info.clone(), now, self.cache_ttl, generation);
+        }
+        Ok(info)
+    }
+
+    /// Ends the session behind a cookie value (logout). `false` when there was none live.
+    pub async fn end(&self, cookie_value: &str) -> Result<bool, SessionError> {
+        if !plausible_cookie(cookie_value) {
+            return Ok(false);
+        }
+        let id_hash = hash_cookie(cookie_value);
+        // Revoke first, then evict: a resolution racing with this either reads the
+        // revocation or is refused a cache slot by the generation bump.
+        let revoked = self.store.revoke_session(&id_hash).await?;
+        self.cache().remove(&id_hash);
+        Ok(revoked)
+    }
+
+    /// Ends every session of Microsoft user `oid` in `tenant_id`; returns how many.
+    pub async fn end_user_sessions(&self, tenant_id: &str, oid: &str) -> Result<u64, SessionError> {
+        let n = self.store.revoke_user_sessions(tenant_id, oid).await?;
+        self.cache().remove_user(tenant_id, oid);
+        Ok(n)
+    }
+
+    /// Deletes records that expired or were revoked more than `keep` ago; returns how many.
+    pub async fn purge_expired(&self, keep: Duration) -> Result<u64, SessionError> {
+        let keep = i64::try_from(keep.as_secs()).unwrap_or(i64::MAX);
+        let before = self.clock.epoch().saturating_sub(keep);
+        Ok(self.store.delete_expired_sessions(before).await?)
+    }
+
+    /// A session token for `info` and its lifetime in seconds: at most an hour, never past
+    /// the session's own expiry.
+    pub fn token(&self, info: &SessionInfo) -> Result<(String, u64), SessionError> {
+        let now = self.clock.epoch();
+        let exp = info.expires_at.min(now.saturating_add(TOKEN_LIFETIME_SECS));
+        let claims = SessionClaims {
+            iss: self.issuer.clone(),
+            aud: info.client.as_str().to_string(),
+            sub: info.pbx_user_id.clone(),
+            tenant: info.tenant_id.clone(),
+            domain: info.domain.clone(),
+            extension: info.extension.clone(),
+            name: info.display_name.clone(),
+            email: info.email.clone(),
+            role: info.role.clone(),
+            sid: info.id_hash.clone(),
+            iat: now,
+            exp,
+        };
+        let jwt = self.keys.sign(&claims)?;
+        Ok((jwt, u64::try_from(exp - now).unwrap_or(0)))
+    }
+
+    /// Reads the session and its user from the store and judges them at `epoch`.
+    async fn load(&self, id_hash: &str, epoch: i64) -> Result<Option<SessionInfo>, SessionError> {
+        let Some(record) = self.store.session(id_hash).await? else {
+            return Ok(None);
+        };
+        if !record.is_live(epoch) {
+            return Ok(None);
+        }
+        let Some(client) = ClientKind::parse(&record.client_kind) else {
+            tracing::warn!(kind = %record.client_kind, "session with an unknown client kind");
+            return Ok(None);
+        };
+        let user = self
+            .store
+            .directory_user(&record.tenant_id, &record.oid)
+            .await?;
+        // A user re-bound to another PBX account must sign in again, not inherit it.
+        let Some(user) = user.filter(|u| u.enabled && u.pbx_user_id == record.pbx_user_id) else {
+            return Ok(None);
+        };
+        let Some(tenant) = self.store.tenant(&record.tenant_id).await? else {
+            return Ok(None);
+        };
+        if epoch - record.last_seen_at >= TOUCH_EVERY_SECS
+            && let Err(e) = self.store.touch_session(id_hash, epoch).await
+        {
+            // Bookkeeping only: a failed write must not sign the user out.
+            tracing::warn!(error = %e, "cannot record session activity");
+        }
+        Ok(Some(SessionInfo::new(&tenant, &user, client, &record)))
+    }
+
+    fn random_cookie_value(&self) -> String {
+        let mut bytes = [0u8; COOKIE_BYTES];
+        self.rng.fill(&mut bytes).expect("system randomness");
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn cache(&self) -> MutexGuard<'_, ResolveCache> {
+        // Every critical section leaves the map consistent, so a poisoned lock is usable.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Lower-case hex SHA-256 of a cookie value: the session's id in the store.
+pub fn hash_cookie(value: &str) -> String {
+    digest(&SHA256, value.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Shape check before any lookup, so garbage never costs a database round trip.
+fn plausible_cookie(value: &str) -> bool {
+    value.len() == COOKIE_CHARS
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Recent resolutions. `generation` moves on every eviction so a resolution that started
+/// before a logout cannot put the ended session back.
+struct ResolveCache {
+    entries: HashMap<String, Cached>,
+    capacity: usize,
+    generation: u64,
+}
+
+struct Cached {
+    at: Instant,
+    info: SessionInfo,
+}
+
+impl ResolveCache {
+    fn new(capacity: usize) -> Self {
+        ResolveCache {
+            entries: HashMap::new(),
+            capacity: capacity.max(1),
+            generation: 0,
+        }
+    }
+
+    fn get(&self, id_hash: &str, now: Instant, ttl: Duration) -> Option<SessionInfo> {
+        self.entries
+            .get(id_hash)
+            .filter(|c| now.saturating_duration_since(c.at) < ttl)
+            .map(|c| c.info.clone())
+    }
+
+    fn insert(&mut self, info: SessionInfo, now: Instant, ttl: Duration, generation: u64) {
+        if generation != self.generation {
+            return;
+        }
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&info.id_hash) {
+            self.make_room(now, ttl);
+        }
+        self.entries
+            .insert(info.id_hash.clone(), Cached { at: now, info });
+    }
+
+    /// Drops stale entries; if the cache is still full, the older half (amortised O(1)).
+    fn make_room(&mut self, now: Instant, ttl: Duration) {
+        self.entries
+            .retain(|_, c| now.saturating_duration_since(c.at) < ttl);
+        if self.entries.len() < self.capacity {
+            return;
+        }
+        let mut ages: Vec<Instant> = self.entries.values().map(|c| c.at).collect();
+        let mid = ages.len() / 2;
+        let (_, median, _) = ages.select_nth_unstable(mid);
+        let median = *median;
+        self.entries.retain(|_, c| c.at > median);
+    }
+
+    fn remove(&mut self, id_hash: &str) {
+        self.generation += 1;
+        self.entries.remove(id_hash);
+    }
+
+    fn remove_user(&mut self, tenant_id: &str, oid: &str) {
+        self.generation += 1;
+        self.entries
+            .retain(|_, c| !(c.info.tenant_id == tenant_id && c.info.oid == oid));
+    }
+}
+
+/// `Set-Cookie` for a session: host-only, HTTPS-only, invisible to scripts, not sent on
+/// cross-site subresource requests. `value` must be what [`Sessions::create`] returned.
+pub fn cookie_header(value: &str, max_age: Duration) -> HeaderValue {
+    if !plausible_cookie(value) {
+        debug_assert!(false, "not a session cookie value");
+        return clear_cookie_header();
+    }
+    let header = format!(
+        "{SESSION_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+        max_age.as_secs()
+    );
+    HeaderValue::from_str(&header).expect("base64url and ASCII attributes")
+}
+
+/// `Set-Cookie` that deletes the session cookie.
+pub fn clear_cookie_header() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Host-pbx_session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
+    )
+}
+
+/// The session cookie's value from the request's `Cookie` headers (HTTP/2 may split them).
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str) -> SessionInfo {
+        SessionInfo {
+            id_hash: id.to_string(),
+            tenant_id: "t".into(),
+            domain: "t.example".into(),
+            pbx_user_id: "u".into(),
+            oid: format!("oid-{id}"),
+            extension: None,
+            display_name: "U".into(),
+            email: None,
+            role: "user".into(),
+            client: ClientKind::Portal,
+            listener: "pbx#0".into(),
+            created_at: 0,
+            expires_at: i64::MAX,
+        }
+    }
+
+    #[test]
+    fn cookie_is_found_among_several_headers_and_pairs() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; b=2"));
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("x=y;__Host-pbx_session=abc ; z=1"),
+        );
+        assert_eq!(session_cookie(&h), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("__host-pbx_session=no; pbx_session=no"),
+        );
+        assert_eq!(session_cookie(&h), None, "name is case-sensitive and exact");
+    }
+
+    #[test]
+    fn cookie_headers_have_the_host_prefix_attributes() {
+        let v = "A".repeat(COOKIE_CHARS);
+        let set = cookie_header(&v, Duration::from_secs(60));
+        assert_eq!(
+            set.to_str().unwrap(),
+            format!("__Host-pbx_session={v}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60")
+        );
+        assert!(
+            clear_cookie_header()
+                .to_str()
+                .unwrap()
+                .ends_with("Max-Age=0")
+        );
+    }
+
+    #[test]
+    fn cache_expires_by_age_and_stays_bounded() {
+        let ttl = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let mut cache = ResolveCache::new(4);
+        cache.insert(info("a"), t0, ttl, 0);
+        assert!(cache.get("a", t0 + Duration::from_secs(29), ttl).is_some());
+        assert!(cache.get("a", t0 + ttl, ttl).is_none());
+        for (i, id) in ["b", "c", "d", "e", "f", "g"].iter().enumerate() {
+            cache.insert(info(id), t0 + Duration::from_secs(i as u64), ttl, 0);
+        }
+        assert!(cache.entries.len() <= 4);
+        assert!(cache.get("g", t0 + Duration::from_secs(6), ttl).is_some());
+        cache.remove("g");
+        cache.insert(info("h"), t0, ttl, 0);
+        assert!(
+            cache.get("h", t0, ttl).is_none(),
+            "stale generation refused"
+        );
+        cache.remove_user("t", "oid-f");
+        assert!(cache.get("f", t0 + Duration::from_secs(6), ttl).is_none());
+    }
+
+    #[test]
+    fn implausible_cookies_are_refused_early() {
+        assert!(plausible_cookie(&"a".repeat(43)));
+        assert!(!plausible_cookie(&"a".repeat(44)));
+        assert!(!plausible_cookie(&format!("{}=", "a".repeat(42))));
+        assert_eq!(hash_cookie("x").len(), 64);
+    }
+}
