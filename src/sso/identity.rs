@@ -23,7 +23,7 @@ pub const X_PBX_ROLE: HeaderName = HeaderName::from_static("x-pbx-role");
 /// add for the PBX — or the answer to give instead when a protected path has no session.
 pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<HeaderMap, Response<Body>> {
     let session = match session_cookie(req.headers()).map(str::to_string) {
-        Some(value) => sso.sessions.resolve(&value).await.unwrap_or_else(|e| {
+        Some(value) => sso.sessions.resolve_shared(&value).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "session lookup failed; treating the request as anonymous");
             None
         }),

@@ -266,7 +266,12 @@ impl Sessions {
         let info = SessionInfo::new(tenant, user, client, &record);
         let mut cache = self.cache();
         let generation = cache.generation;
-        cache.insert(info.clone(), self.clock.now(), self.cache_ttl, generation);
+        cache.insert(
+            Arc::new(info.clone()),
+            self.clock.now(),
+            self.cache_ttl,
+            generation,
+        );
         Ok((value, info))
     }
 
@@ -274,6 +279,17 @@ impl Sessions {
     /// present and enabled in the directory under the same PBX user id. At most
     /// `cache_ttl` stale.
     pub async fn resolve(&self, cookie_value: &str) -> Result<Option<SessionInfo>, SessionError> {
+        Ok(self
+            .resolve_shared(cookie_value)
+            .await?
+            .map(|info| (*info).clone()))
+    }
+
+    /// Like [`Sessions::resolve`] without copying the cached session: the proxy's hot path.
+    pub async fn resolve_shared(
+        &self,
+        cookie_value: &str,
+    ) -> Result<Option<Arc<SessionInfo>>, SessionError> {
         if !plausible_cookie(cookie_value) {
             return Ok(None);
         }
@@ -290,7 +306,7 @@ impl Sessions {
                 None => cache.generation,
             }
         };
-        let info = self.load(&id_hash, epoch).await?;
+        let info = self.load(&id_hash, epoch).await?.map(Arc::new);
         if let Some(info) = &info {
             // Skipped when a logout evicted anything meanwhile: what was read may be stale.
             self.cache()
@@ -395,11 +411,14 @@ impl Sessions {
 
 /// Lower-case hex SHA-256 of a cookie value: the session's id in the store.
 pub fn hash_cookie(value: &str) -> String {
-    digest(&SHA256, value.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = digest(&SHA256, value.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in d.as_ref() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Shape check before any lookup, so garbage never costs a database round trip.
@@ -420,7 +439,7 @@ struct ResolveCache {
 
 struct Cached {
     at: Instant,
-    info: SessionInfo,
+    info: Arc<SessionInfo>,
 }
 
 impl ResolveCache {
@@ -432,14 +451,14 @@ impl ResolveCache {
         }
     }
 
-    fn get(&self, id_hash: &str, now: Instant, ttl: Duration) -> Option<SessionInfo> {
+    fn get(&self, id_hash: &str, now: Instant, ttl: Duration) -> Option<Arc<SessionInfo>> {
         self.entries
             .get(id_hash)
             .filter(|c| now.saturating_duration_since(c.at) < ttl)
             .map(|c| c.info.clone())
     }
 
-    fn insert(&mut self, info: SessionInfo, now: Instant, ttl: Duration, generation: u64) {
+    fn insert(&mut self, info: Arc<SessionInfo>, now: Instant, ttl: Duration, generation: u64) {
         if generation != self.generation {
             return;
         }
@@ -569,16 +588,21 @@ mod tests {
         let ttl = Duration::from_secs(30);
         let t0 = Instant::now();
         let mut cache = ResolveCache::new(4);
-        cache.insert(info("a"), t0, ttl, 0);
+        cache.insert(Arc::new(info("a")), t0, ttl, 0);
         assert!(cache.get("a", t0 + Duration::from_secs(29), ttl).is_some());
         assert!(cache.get("a", t0 + ttl, ttl).is_none());
         for (i, id) in ["b", "c", "d", "e", "f", "g"].iter().enumerate() {
-            cache.insert(info(id), t0 + Duration::from_secs(i as u64), ttl, 0);
+            cache.insert(
+                Arc::new(info(id)),
+                t0 + Duration::from_secs(i as u64),
+                ttl,
+                0,
+            );
         }
         assert!(cache.entries.len() <= 4);
         assert!(cache.get("g", t0 + Duration::from_secs(6), ttl).is_some());
         cache.remove("g");
-        cache.insert(info("h"), t0, ttl, 0);
+        cache.insert(Arc::new(info("h")), t0, ttl, 0);
         assert!(
             cache.get("h", t0, ttl).is_none(),
             "stale generation refused"
