@@ -1,0 +1,670 @@
+#!/usr/bin/env bash
+# Proxy benchmark: ms365-gateway vs nginx, both terminating TLS in front of the same upstream.
+#
+#   bench/proxy/run.sh                 # defaults: ROUNDS=5 DURATION=10 CONNECTIONS=32
+#   ROUNDS=3 DURATION=5 bench/proxy/run.sh > results.md
+#
+# What it does (everything lives in one mktemp dir and is removed on exit):
+#   * upstream: its own nginx instance on 127.0.0.1 answering every request with a fixed
+#     1 KiB body over keep-alive HTTP/1.1 (stands in for the PBX);
+#   * nginx (second instance, worker_processes 2): TLS + HTTP/1.1 + HTTP/2, proxy_pass to the
+#     upstream through an `upstream {}` block with `keepalive 64`;
+#   * the gateway (target/release/ms365-gateway, `--log warn`): TLS in front of the same
+#     upstream; same self-signed P-256 certificate as nginx;
+#   * h2load over TLS with keep-alive against both, HTTP/1.1 (--h1, -m 1) and HTTP/2 (-m
+#     H2_STREAMS), duration based with a warm-up, interleaved A/B (the proxy that goes first
+#     alternates every round). Latency percentiles come from h2load's --log-file (per-request
+#     microseconds), so h1 and h2 are measured the same way;
+#   * upstream connections opened per run (upstream nginx stub_status `accepts`): shows
+#     keep-alive pool churn when more requests are in flight than the pool keeps idle;
+#   * memory: idle RSS right after start, and peak RSS (VmHWM) per run, reset before each run
+#     through /proc/PID/clear_refs; nginx figures are master + workers summed.
+#
+# Progress goes to stderr; the Markdown report (machine, per-run raw numbers, summary table,
+# target check) goes to stdout.
+#
+# Environment (all optional):
+#   ROUNDS=5 DURATION=10 WARMUP=2 CONNECTIONS=32 H2_STREAMS=10 H2LOAD_THREADS=1
+#   UPSTREAM_WORKERS=1      nginx worker processes of the upstream
+#   UPSTREAM_KEEPALIVE=64   idle upstream connections each proxy keeps (nginx `keepalive`,
+#                           gateway `pool_max_idle_per_host`, whose default is 64 too)
+#   GATEWAY_BIN=path        gateway binary (default: target/release/ms365-gateway)
+#   BUILD=auto|always|never auto: `cargo build --release` only if the binary is missing
+#   KEEP_TMP=1              keep the temporary directory (configs, logs, h2load output)
+#   QUIET_PCT=10            before each run, wait until other processes use at most this
+#   QUIET_MAX_WAIT=30       much CPU (% of the machine), for at most this many seconds
+#   NOISY_PCT=15            repeat a run (at most RETRIES=2 times) when other processes used
+#                           more than this during its measured phase
+#   NOISE_BUDGET=60         seconds the waiting and repeating may add in total; after that
+#                           runs go ahead as they are (and the report says so)
+#   DEBUG=1                 log the raw CPU snapshots of each run
+# Needs: bash, coreutils, awk, openssl, nginx, h2load (missing packages are installed with
+# apt-get when running as root on Debian).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+H2_STREAMS=${H2_STREAMS:-10}
+H2LOAD_THREADS=${H2LOAD_THREADS:-1}
+UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
+UPSTREAM_KEEPALIVE=${UPSTREAM_KEEPALIVE:-64}
+BUILD=${BUILD:-auto}
+KEEP_TMP=${KEEP_TMP:-0}
+QUIET_PCT=${QUIET_PCT:-10}
+QUIET_MAX_WAIT=${QUIET_MAX_WAIT:-30}
+NOISY_PCT=${NOISY_PCT:-15}
+RETRIES=${RETRIES:-2}
+NOISE_BUDGET=${NOISE_BUDGET:-60}
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
+GATEWAY_BIN=${GATEWAY_BIN:-$REPO/target/release/ms365-gateway}
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+for v in ROUNDS DURATION WARMUP CONNECTIONS H2_STREAMS H2LOAD_THREADS UPSTREAM_WORKERS UPSTREAM_KEEPALIVE; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+for v in QUIET_PCT QUIET_MAX_WAIT NOISY_PCT RETRIES NOISE_BUDGET; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
+done
+((H2LOAD_THREADS <= CONNECTIONS)) || die "H2LOAD_THREADS must not exceed CONNECTIONS"
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+ensure_tools() {
+    local missing=()
+    command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+    command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v awk >/dev/null 2>&1 || missing+=(mawk)
+    ((${#missing[@]} == 0)) && return 0
+    if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        die "missing ${missing[*]}; install them (Debian: apt-get install -y ${missing[*]})"
+    fi
+    log "installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
+        # nginx-light is gone from newer Debian releases; plain nginx has everything needed.
+        apt-get install -y -qq --no-install-recommends "${missing[@]/nginx-light/nginx}" >&2
+    fi
+}
+ensure_tools
+NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+
+ensure_gateway() {
+    local build=0
+    case $BUILD in
+        always) build=1 ;;
+        auto) [[ -x $GATEWAY_BIN ]] || build=1 ;;
+        never) ;;
+        *) die "BUILD must be auto, always or never" ;;
+    esac
+    if ((build)); then
+        [[ $GATEWAY_BIN == "$REPO/target/release/ms365-gateway" ]] \
+            || die "GATEWAY_BIN=$GATEWAY_BIN does not exist (BUILD only builds the default path)"
+        command -v cargo >/dev/null 2>&1 || die "cargo not found; cannot build $GATEWAY_BIN"
+        log "building the gateway: cargo build --release (several minutes the first time)"
+        (cd "$REPO" && cargo build --release --bin ms365-gateway) >&2
+    fi
+    [[ -x $GATEWAY_BIN ]] || die "gateway binary $GATEWAY_BIN not found"
+    if [[ $GATEWAY_BIN == "$REPO/target/release/ms365-gateway" ]] \
+        && [[ -n $(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -newer "$GATEWAY_BIN" -print -quit 2>/dev/null) ]]; then
+        log "WARNING: sources are newer than $GATEWAY_BIN; run with BUILD=always to rebuild"
+    fi
+}
+ensure_gateway
+
+# ---------------------------------------------------------------------------------------------
+# Temporary directory, process bookkeeping, cleanup
+# ---------------------------------------------------------------------------------------------
+T=$(mktemp -d "${TMPDIR:-/tmp}/proxy-bench.XXXXXX")
+PIDS=()
+
+# Children of a process (nginx workers), found through /proc so procps is not needed.
+children_of() {
+    grep -s '^PPid:' /proc/[0-9]*/status | awk -F'[/:[:space:]]+' -v p="$1" '$NF == p {print $3}' || true
+}
+
+# Waits until an nginx master has its workers; prints master and worker pids.
+nginx_pids() { # master-pid workers
+    local i kids
+    for ((i = 0; i < 100; i++)); do
+        kids=$(children_of "$1")
+        (($(wc -w <<<"$kids") >= $2)) && break
+        sleep 0.05
+    done
+    # shellcheck disable=SC2086 # one line, pids separated by spaces
+    echo "$1" $kids
+}
+
+cleanup() {
+    local rc=$? pid i kids=()
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        mapfile -t -O "${#kids[@]}" kids < <(children_of "$pid")
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for ((i = 0; i < 50; i++)); do
+        local alive=0
+        for pid in "${PIDS[@]}" "${kids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}" "${kids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if ((rc != 0)); then
+        for f in "$T"/gateway.log "$T"/nginx-proxy/error.log "$T"/upstream/error.log; do
+            [[ -s $f ]] && { log "--- tail of $f"; tail -n 20 "$f" >&2; }
+        done
+    fi
+    if [[ $KEEP_TMP == 1 ]]; then log "kept $T"; else rm -rf "$T"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A free loopback port not in the arguments, below the ephemeral range (outgoing connections
+# of the load generator and the proxies take ports from there) and unused as a local port.
+pick_port() {
+    local p taken lo
+    lo=$(awk '{print $1; exit}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    ((lo > 12000)) || lo=32768
+    for _ in $(seq 200); do
+        p=$((10000 + RANDOM % (lo - 11000)))
+        taken=0
+        for q in "$@"; do [[ $p == "$q" ]] && taken=1; done
+        ((taken)) && continue
+        awk -v hex="$(printf ':%04X' "$p")" 'FNR > 1 && substr($2, length($2) - 4) == hex {f = 1} END {exit !f}' \
+            /proc/net/tcp /proc/net/tcp6 2>/dev/null && continue
+        port_open "$p" || { echo "$p"; return 0; }
+    done
+    die "no free port found"
+}
+
+wait_port() { # port pid what
+    local i
+    for ((i = 0; i < 300; i++)); do
+        port_open "$1" && return 0
+        kill -0 "$2" 2>/dev/null || die "$3 exited during start"
+        sleep 0.1
+    done
+    die "$3 did not open port $1"
+}
+
+# Status line of a plain-HTTP GET on loopback, without curl.
+http_status() { # port path
+    timeout 3 bash -c '
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" "$2" >&3
+        IFS= read -r line <&3 && printf "%s\n" "${line%$'"'"'\r'"'"'}"' _ "$1" "$2" 2>/dev/null || true
+}
+
+# All pids of a proxy: the gateway, or the nginx master and its workers.
+proxy_pids() { # name
+    case $1 in
+        gateway) echo "$GW_PID" ;;
+        nginx) echo "$NGX_PIDS" ;;
+    esac
+}
+
+mem_kib() { # field pid...  (sum of a /proc/PID/status field, KiB)
+    local field=$1 sum=0 v pid
+    shift
+    for pid in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f {print $2; exit}' "/proc/$pid/status" 2>/dev/null || true)
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+
+# mem_kib over all processes of a proxy.
+proxy_mem() { # field proxy
+    local pids
+    read -ra pids <<<"$(proxy_pids "$2")"
+    mem_kib "$1" "${pids[@]}"
+}
+
+# Reset VmHWM to the current RSS (Linux >= 4.0); returns 1 if not possible.
+reset_hwm() {
+    local pid ok=0
+    for pid in "$@"; do { echo 5 >"/proc/$pid/clear_refs"; } 2>/dev/null && ok=1; done
+    ((ok))
+}
+
+cpu_ticks() { # pid...  (utime + stime, clock ticks)
+    local sum=0 pid t
+    for pid in "$@"; do
+        t=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        sum=$((sum + t))
+    done
+    echo "$sum"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+# ---------------------------------------------------------------------------------------------
+# Certificate, upstream, nginx, gateway
+# ---------------------------------------------------------------------------------------------
+log "work dir $T"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+    -keyout "$T/key.pem" -out "$T/cert.pem" 2>/dev/null
+chmod 600 "$T/key.pem"
+
+UP_PORT=$(pick_port)
+NGX_PORT=$(pick_port "$UP_PORT")
+GW_PORT=$(pick_port "$UP_PORT" "$NGX_PORT")
+ADMIN_PORT=$(pick_port "$UP_PORT" "$NGX_PORT" "$GW_PORT")
+
+BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
+
+# Directives shared by both nginx instances: own temp paths (modules nginx-light lacks are
+# skipped), unprivileged workers when started as root.
+nginx_common() { # dir
+    local dir=$1 m
+    echo "client_body_temp_path $dir/tmp/body;"
+    echo "proxy_temp_path $dir/tmp/proxy;"
+    for m in fastcgi uwsgi scgi; do
+        "$NGINX" -V 2>&1 | grep -q -- "--without-http_${m}_module" || echo "${m}_temp_path $dir/tmp/$m;"
+    done
+}
+nginx_user() {
+    if [[ $(id -u) == 0 ]] && id www-data >/dev/null 2>&1; then echo "user www-data;"; fi
+}
+
+start_nginx() { # name config -> sets LAST_PID
+    local dir=$T/$1
+    "$NGINX" -t -q -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >&2 || die "$1: nginx -t failed"
+    "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >>"$dir/stdout.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+HAVE_STUB=0
+"$NGINX" -V 2>&1 | grep -q -- --with-http_stub_status_module && HAVE_STUB=1
+STUB_LOCATION=""
+((HAVE_STUB)) && STUB_LOCATION="location = /upstream_status { stub_status; }"
+mkdir -p "$T/upstream/tmp" "$T/nginx-proxy/tmp" "$T/data"
+cat >"$T/upstream/nginx.conf" <<EOF
+$(nginx_user)
+worker_processes $UPSTREAM_WORKERS;
+daemon off;
+pid $T/upstream/nginx.pid;
+error_log $T/upstream/error.log warn;
+events { worker_connections 4096; }
+http {
+    $(nginx_common "$T/upstream")
+    access_log off;
+    default_type text/plain;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$UP_PORT backlog=4096;
+        $STUB_LOCATION
+        location / { return 200 "$BODY"; }
+    }
+}
+EOF
+start_nginx upstream
+UP_PID=$LAST_PID
+wait_port "$UP_PORT" "$UP_PID" "upstream nginx"
+UP_PIDS=$(nginx_pids "$UP_PID" "$UPSTREAM_WORKERS")
+[[ $(http_status "$UP_PORT" /) == *" 200 "* ]] || die "upstream does not answer 200"
+
+# nginx >= 1.25.1 wants `http2 on;`; older (Debian 12 has 1.22) `listen ... ssl http2`.
+NGX_VERSION=$("$NGINX" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
+if [[ $(printf '%s\n1.25.1\n' "$NGX_VERSION" | sort -V | head -n1) == 1.25.1 ]]; then
+    NGX_LISTEN="listen 127.0.0.1:$NGX_PORT ssl backlog=4096;"
+    NGX_HTTP2="http2 on;"
+else
+    NGX_LISTEN="listen 127.0.0.1:$NGX_PORT ssl http2 backlog=4096;"
+    NGX_HTTP2=""
+fi
+
+cat >"$T/nginx-proxy/nginx.conf" <<EOF
+$(nginx_user)
+worker_processes 2;
+daemon off;
+pid $T/nginx-proxy/nginx.pid;
+error_log $T/nginx-proxy/error.log warn;
+events { worker_connections 4096; }
+http {
+    $(nginx_common "$T/nginx-proxy")
+    access_log off;
+    # No per-connection request cap on either side (nginx defaults to 1000, then closes;
+    # the gateway has no such limit), so both proxies keep their connections for the run.
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive $UPSTREAM_KEEPALIVE;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        $NGX_LISTEN
+        $NGX_HTTP2
+        ssl_certificate $T/cert.pem;
+        ssl_certificate_key $T/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # The same forwarding headers the gateway writes.
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header Forwarded "for=\$remote_addr;proto=\$scheme;host=\"\$host\"";
+        }
+    }
+}
+EOF
+start_nginx nginx-proxy
+NGX_PID=$LAST_PID
+wait_port "$NGX_PORT" "$NGX_PID" "nginx proxy"
+NGX_PIDS=$(nginx_pids "$NGX_PID" 2)
+
+cat >"$T/gateway.toml" <<EOF
+data_dir = "$T/data"
+
+[[listener]]
+kind = "pbx"
+bind = "127.0.0.1:$GW_PORT"
+public_url = "https://127.0.0.1:$GW_PORT"
+tls_cert = "$T/cert.pem"
+tls_key = "$T/key.pem"
+
+[upstream]
+url = "http://127.0.0.1:$UP_PORT"
+pool_max_idle_per_host = $UPSTREAM_KEEPALIVE
+
+[admin]
+bind = "127.0.0.1:$ADMIN_PORT"
+EOF
+for v in $(compgen -e | grep '^MS365GW_' || true); do unset "$v"; done
+(cd "$T" && exec "$GATEWAY_BIN" --log warn run --config "$T/gateway.toml") >"$T/gateway.log" 2>&1 &
+GW_PID=$!
+PIDS+=("$GW_PID")
+for ((i = 0; ; i++)); do
+    [[ $(http_status "$ADMIN_PORT" /healthz) == *" 200 "* ]] && break
+    kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during start"
+    ((i < 300)) || die "gateway /healthz did not answer 200"
+    sleep 0.1
+done
+wait_port "$GW_PORT" "$GW_PID" "gateway"
+sleep 1 # let both settle before taking idle figures
+
+IDLE_RSS_GW=$(proxy_mem VmRSS gateway)
+IDLE_RSS_NGX=$(proxy_mem VmRSS nginx)
+log "idle RSS: gateway $((IDLE_RSS_GW / 1024)) MiB, nginx (master+workers) $((IDLE_RSS_NGX / 1024)) MiB"
+
+# Connections the upstream has accepted so far (0 without stub_status).
+upstream_accepts() {
+    if ((HAVE_STUB)); then
+        timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+            printf "GET /upstream_status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3; cat <&3' _ "$UP_PORT" \
+            | awk 'f {print $1; exit} /accepts/ {f = 1}'
+    else
+        echo 0
+    fi
+}
+
+port_of() { case $1 in gateway) echo "$GW_PORT" ;; nginx) echo "$NGX_PORT" ;; esac; }
+
+# Smoke test: both proxies answer 200 with the 1 KiB body over the protocol asked for.
+smoke() { # proxy proto
+    local out alpn want args=(-n 4 -c 1)
+    [[ $2 == h1 ]] && { args+=(--h1); want=http/1.1; } || want=h2
+    out=$(h2load "${args[@]}" "https://127.0.0.1:$(port_of "$1")/" 2>&1) || die "$1/$2: h2load failed: $out"
+    grep -q 'status codes: 4 2xx' <<<"$out" || die "$1/$2: not 4x 2xx: $out"
+    grep -qE '\(4096\) data' <<<"$out" || die "$1/$2: body is not 1 KiB: $out"
+    alpn=$(awk -F': ' '/^Application protocol/ {print $2}' <<<"$out")
+    [[ $alpn == "$want" ]] || die "$1/$2: negotiated '$alpn', wanted $want"
+    awk -F': ' '/^(TLS Protocol|Cipher)/ {s = s (s ? " " : "") $2} END {print s}' <<<"$out"
+}
+declare -A TLS_INFO
+for p in nginx gateway; do for proto in h1 h2; do TLS_INFO[$p]=$(smoke "$p" "$proto"); done; done
+
+# ---------------------------------------------------------------------------------------------
+# Load
+# ---------------------------------------------------------------------------------------------
+RAW=$T/raw.tsv
+printf 'round\tproxy\tproto\trps\tp50_us\tp99_us\tmean_us\trequests\terrors\tpeak_rss_kib\tcpu_us_per_req\tupstream_conns\th2load_cpu_pct\tother_cpu_pct\n' >"$RAW"
+HWM_RESET=1
+NCPU=$(nproc)
+
+# Busy ticks of the whole machine (all CPUs) from /proc/stat.
+sys_busy() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+now_ns() { date +%s%N; }
+
+# One CPU snapshot: time, proxy, upstream, load generator, whole machine.
+snapshot() { # h2load-pid proxy-pids...
+    local h=$1
+    shift
+    # shellcheck disable=SC2086
+    echo "$(now_ns) $(cpu_ticks "$@") $(cpu_ticks $UP_PIDS) $(cpu_ticks "$h") $(sys_busy)"
+}
+
+# Seconds of NOISE_BUDGET left: elapsed time beyond what the runs kept so far needed.
+RUNS_KEPT=0
+noise_budget_left() {
+    echo $((NOISE_BUDGET - ($(date +%s) - START - RUNS_KEPT * (WARMUP + DURATION + 2))))
+}
+
+# Waits (at most QUIET_MAX_WAIT s) until the machine is quiet apart from our idle processes.
+wait_quiet() {
+    local waited=0 b0 b1 pct
+    while :; do
+        (($(noise_budget_left) > 0)) || return 0
+        b0=$(sys_busy)
+        sleep 1
+        b1=$(sys_busy)
+        pct=$(((b1 - b0) * 100 / CLK_TCK / NCPU))
+        ((pct <= QUIET_PCT)) && return 0
+        if ((waited >= QUIET_MAX_WAIT)); then
+            log "machine still busy (${pct}% CPU) after ${waited}s; running anyway"
+            return 0
+        fi
+        ((waited == 0)) && log "machine busy (${pct}% CPU used by other processes); waiting up to ${QUIET_MAX_WAIT}s"
+        sleep 1
+        waited=$((waited + 2))
+    done
+}
+
+# One measured run; appends a line to $RAW. Returns 1 (without appending) when other
+# processes used more than NOISY_PCT of the machine and the caller may repeat it.
+run_one() { # round proxy proto may-retry
+    local round=$1 proxy=$2 proto=$3 may_retry=$4 pids out logf args hpid rps done_ errors p50 p99 mean hwm a0 a1 conns s0 s1 cpu h2cpu other
+    pids=$(proxy_pids "$proxy")
+    out=$T/h2load-$proxy-$proto-$round.txt
+    logf=$T/latency-$proxy-$proto-$round.log
+    args=(-c "$CONNECTIONS" -t "$H2LOAD_THREADS" -D "$DURATION" --warm-up-time "$WARMUP" --log-file "$logf")
+    if [[ $proto == h1 ]]; then args+=(--h1 -m 1); else args+=(-m "$H2_STREAMS"); fi
+    # shellcheck disable=SC2086
+    reset_hwm $pids || HWM_RESET=0
+    a0=$(upstream_accepts)
+    h2load "${args[@]}" "https://127.0.0.1:$(port_of "$proxy")/" >"$out" 2>&1 &
+    hpid=$!
+    # CPU is sampled inside the measured phase only (after the warm-up, 0.3 s margins).
+    sleep "$(awk -v w="$WARMUP" 'BEGIN {print w + 0.3}')"
+    # shellcheck disable=SC2086
+    s0=$(snapshot "$hpid" $pids)
+    sleep "$(awk -v d="$DURATION" 'BEGIN {print (d > 1 ? d - 0.6 : d / 2)}')"
+    # shellcheck disable=SC2086
+    s1=$(snapshot "$hpid" $pids)
+    if [[ -n ${DEBUG:-} ]]; then log "snapshots: $s0 / $s1"; fi
+    wait "$hpid" || die "h2load failed, see $out"
+    a1=$(upstream_accepts)
+    conns=$((a1 > a0 ? a1 - a0 - 1 : 0)) # the second status request is one of them
+    ((HAVE_STUB)) || conns=n/a
+    # shellcheck disable=SC2086
+    hwm=$(mem_kib VmHWM $pids)
+    rps=$(awk '/^finished in/ {print $4; exit}' "$out")
+    # "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
+    done_=$(awk '/^requests:/ {print $6; exit}' "$out")
+    errors=$(awk '/^requests:/ {print $10; exit}' "$out")
+    # non-2xx answers count as errors too
+    errors=$((errors + $(awk '/^status codes:/ {print $5 + $7 + $9; exit}' "$out")))
+    [[ -n $rps && -n $done_ ]] || die "cannot parse $out"
+    # Per-request latency, 3rd column of the log file, microseconds; nearest-rank percentiles.
+    read -r p50 p99 mean < <(cut -f3 "$logf" | sort -n | awk '
+        {v[NR] = $1; s += $1}
+        END {
+            if (NR == 0) { print "nan nan nan"; exit }
+            i50 = int(0.50 * NR); if (i50 < 0.50 * NR) i50++
+            i99 = int(0.99 * NR); if (i99 < 0.99 * NR) i99++
+            printf "%d %d %.0f\n", v[i50], v[i99], s / NR
+        }')
+    # proxy CPU per request; h2load CPU (% of one core); CPU used by anything else on the
+    # machine (% of all cores: background noise, should be ~0).
+    read -r cpu h2cpu other < <(awk -v a="$s0" -v b="$s1" -v hz="$CLK_TCK" -v rps="$rps" -v n="$NCPU" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        secs = (y[1] - x[1]) / 1e9
+        proxy = (y[2] - x[2]) / hz; up = (y[3] - x[3]) / hz; gen = (y[4] - x[4]) / hz; all = (y[5] - x[5]) / hz
+        o = (all - proxy - up - gen) / secs / n * 100; if (o < 0) o = 0
+        printf "%.1f %.0f %.0f\n", (rps > 0 ? proxy / secs / rps * 1e6 : 0), gen / secs * 100, o
+    }')
+    rm -f "$logf"
+    if ((may_retry && other > NOISY_PCT && $(noise_budget_left) > 0)); then
+        log "round $round $proto $proxy: other processes used ${other}% CPU during the run; repeating it ($rps req/s discarded)"
+        return 1
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$proto" "$rps" "$p50" "$p99" "$mean" \
+        "$done_" "$errors" "$hwm" "$cpu" "$conns" "$h2cpu" "$other" >>"$RAW"
+    log "round $round $proto $proxy: $rps req/s, p50 ${p50}us, p99 ${p99}us, errors $errors, peak RSS $((hwm / 1024)) MiB," \
+        "proxy CPU ${cpu}us/req, upstream conns opened $conns, h2load CPU ${h2cpu}%, other CPU ${other}%"
+}
+
+START=$(date +%s)
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load: {h1,h2} x $ROUNDS rounds x {nginx,gateway}, ${WARMUP}s warm-up + ${DURATION}s each"
+REPEATED=0
+# All HTTP/1.1 rounds first, so the HTTP/1.1 peak RSS is not inflated by the HTTP/2 load
+# (freed memory is not necessarily returned to the OS).
+for proto in h1 h2; do
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if ((r % 2)); then order=(nginx gateway); else order=(gateway nginx); fi
+        for proxy in "${order[@]}"; do
+            for ((attempt = 0; ; attempt++)); do
+                wait_quiet
+                run_one "$r" "$proxy" "$proto" $((attempt < RETRIES)) && break
+                REPEATED=$((REPEATED + 1))
+            done
+            RUNS_KEPT=$((RUNS_KEPT + 1))
+        done
+    done
+done
+ELAPSED=$(($(date +%s) - START))
+((HWM_RESET)) || log "WARNING: could not reset VmHWM; peak RSS is over the whole process life"
+
+for p in gateway nginx; do kill -0 "$(proxy_pids "$p" | cut -d' ' -f1)" 2>/dev/null || die "$p died during the run"; done
+END_RSS_GW=$(proxy_mem VmRSS gateway)
+END_RSS_NGX=$(proxy_mem VmRSS nginx)
+LIFE_HWM_GW=$(proxy_mem VmHWM gateway)
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+col() { # proxy proto column-name -> values, one per round
+    awk -F'\t' -v p="$1" -v q="$2" -v c="$3" '
+        NR == 1 {for (i = 1; i <= NF; i++) idx[$i] = i; next}
+        $2 == p && $3 == q {print $idx[c]}' "$RAW"
+}
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u / 1000}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+
+GW_VERSION=$("$GATEWAY_BIN" version 2>/dev/null || echo "ms365-gateway ?")
+cat <<EOF
+## Proxy benchmark run
+
+- date: $(date -u '+%Y-%m-%d %H:%M UTC')
+- load average before the load phase: $LOADAVG_START
+- machine: $(nproc) CPUs, $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)
+- software: $GW_VERSION (\`--log warn\`), nginx $NGX_VERSION (upstream: $UPSTREAM_WORKERS worker, proxy: 2 workers), $(h2load --version 2>&1 | head -n1)
+- TLS: nginx: ${TLS_INFO[nginx]:-?}; gateway: ${TLS_INFO[gateway]:-?} (P-256 self-signed certificate, same for both)
+- load: \`h2load -c $CONNECTIONS -t $H2LOAD_THREADS -D $DURATION --warm-up-time $WARMUP\`, h1: \`--h1 -m 1\`, h2: \`-m $H2_STREAMS\`; $ROUNDS rounds, interleaved A/B (first proxy alternates); load phase took ${ELAPSED}s ($REPEATED runs repeated because other processes were busy)
+- response: 1 KiB body from an upstream nginx over keep-alive HTTP/1.1; each proxy keeps up to $UPSTREAM_KEEPALIVE idle upstream connections
+
+### Per run
+
+| round | protocol | proxy | req/s | p50 ms | p99 ms | mean ms | errors | peak RSS MiB | proxy CPU µs/req | upstream conns opened | h2load CPU % | other CPU % |
+|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+EOF
+tail -n +2 "$RAW" | while IFS=$'\t' read -r round proxy proto rps p50 p99 mean _ errors hwm cpu conns h2cpu other; do
+    printf '| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$round" "$proto" "$proxy" "$rps" \
+        "$(ms "$p50")" "$(ms "$p99")" "$(ms "$mean")" "$errors" "$(mib "$hwm")" "$cpu" "$conns" "$h2cpu" "$other"
+done
+
+cat <<EOF
+
+### Summary (median over $ROUNDS rounds)
+
+| protocol | proxy | req/s | req/s min–max | p50 ms | p99 ms | peak RSS MiB | proxy CPU µs/req | upstream conns opened per run | h2load CPU % | errors | req/s gateway/nginx | p99 gateway/nginx |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+EOF
+declare -A MED_RPS MED_P99
+for proto in h1 h2; do
+    for proxy in nginx gateway; do
+        rps=$(col "$proxy" "$proto" rps | median)
+        lo=$(col "$proxy" "$proto" rps | sort -g | head -n1)
+        hi=$(col "$proxy" "$proto" rps | sort -g | tail -n1)
+        p50=$(col "$proxy" "$proto" p50_us | median)
+        p99=$(col "$proxy" "$proto" p99_us | median)
+        peak=$(col "$proxy" "$proto" peak_rss_kib | sort -g | tail -n1)
+        cpu=$(col "$proxy" "$proto" cpu_us_per_req | median)
+        errs=$(col "$proxy" "$proto" errors | awk '{s += $1} END {print s + 0}')
+        conns=$(col "$proxy" "$proto" upstream_conns | median)
+        [[ $conns == n/a || $conns == nan ]] || conns=$(printf '%.0f' "$conns")
+        h2cpu=$(printf '%.0f' "$(col "$proxy" "$proto" h2load_cpu_pct | median)")
+        MED_RPS[$proxy$proto]=$rps
+        MED_P99[$proxy$proto]=$p99
+        rr=""
+        pr=""
+        if [[ $proxy == gateway ]]; then
+            rr="$(ratio "$rps" "${MED_RPS[nginx$proto]}")×"
+            pr="$(ratio "$p99" "${MED_P99[nginx$proto]}")×"
+        fi
+        label=$([[ $proto == h1 ]] && echo "HTTP/1.1" || echo "HTTP/2")
+        printf '| %s | %s | %.0f | %.0f–%.0f | %s | %s | %s | %.1f | %s | %s | %s | %s | %s |\n' "$label" "$proxy" "$rps" "$lo" "$hi" \
+            "$(ms "$p50")" "$(ms "$p99")" "$(mib "$peak")" "$cpu" "$conns" "$h2cpu" "$errs" "$rr" "$pr"
+    done
+done
+
+OTHER_MAX=$(tail -n +2 "$RAW" | cut -f14 | sort -g | tail -n1)
+cat <<EOF
+
+Peak RSS is the largest per-run VmHWM of that protocol's runs (reset before each run; the HTTP/1.1 rounds run first$( ((HWM_RESET)) || echo ": reset NOT possible here, so it is the lifetime peak")). CPU other than the proxies, the upstream and h2load during the measured phases: at most ${OTHER_MAX}% of the machine$(awk -v o="$OTHER_MAX" -v n="$NOISY_PCT" 'BEGIN {if (o > n) print " -- **the machine was not idle; treat the numbers with care**"}').
+
+Memory: idle RSS right after start: gateway $(mib "$IDLE_RSS_GW") MiB, nginx $(mib "$IDLE_RSS_NGX") MiB (master + 2 workers, shared pages counted in each). After the load: gateway $(mib "$END_RSS_GW") MiB, nginx $(mib "$END_RSS_NGX") MiB; gateway peak over its whole life $(mib "$LIFE_HWM_GW") MiB.
+
+### Targets
+
+| target | HTTP/1.1 | HTTP/2 |
+|---|---|---|
+EOF
+verdict() { awk -v v="$1" -v lim="$2" -v op="$3" 'BEGIN {ok = (op == ">=") ? (v >= lim) : (v <= lim); print ok ? "met" : "**not met**"}'; }
+r1=$(ratio "${MED_RPS[gatewayh1]}" "${MED_RPS[nginxh1]}")
+r2=$(ratio "${MED_RPS[gatewayh2]}" "${MED_RPS[nginxh2]}")
+q1=$(ratio "${MED_P99[gatewayh1]}" "${MED_P99[nginxh1]}")
+q2=$(ratio "${MED_P99[gatewayh2]}" "${MED_P99[nginxh2]}")
+echo "| req/s ≥ 1.0× nginx | ${r1}× $(verdict "$r1" 1.0 '>=') | ${r2}× $(verdict "$r2" 1.0 '>=') |"
+echo "| p99 ≤ 1.2× nginx | ${q1}× $(verdict "$q1" 1.2 '<=') | ${q2}× $(verdict "$q2" 1.2 '<=') |"
+idle_mb=$(awk -v k="$IDLE_RSS_GW" 'BEGIN {printf "%.1f", k * 1024 / 1e6}')
+echo "| gateway idle RSS < 30 MB | $(mib "$IDLE_RSS_GW") MiB = ${idle_mb} MB $(verdict "$idle_mb" 29.999 '<=') | (same process) |"
+log "done (load phase ${ELAPSED}s)"
