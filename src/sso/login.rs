@@ -162,7 +162,7 @@ async fn start(
     Ok(response)
 }
 
-pub(super) fn rate_limit(sso: &Sso, conn: &ConnInfo) -> Result<(), SignInProblem> {
+pub(crate) fn rate_limit(sso: &Sso, conn: &ConnInfo) -> Result<(), SignInProblem> {
     sso.limiter.check(conn.peer.ip()).map_err(|wait| {
         let mut p = SignInProblem::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -288,7 +288,8 @@ pub async fn merge_info(response: Response<Body>, extra: serde_json::Value) -> R
     let bytes = match http_body_util::Limited::new(body, LIMIT).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
-            return crate::edge::problem::HttpError::UpstreamProtocol.to_response(&HeaderMap::new());
+            return crate::edge::problem::HttpError::UpstreamProtocol
+                .to_response(&HeaderMap::new());
         }
     };
     let mut json: serde_json::Value = match serde_json::from_slice(&bytes) {

@@ -50,5 +50,21 @@ pub fn routes(sso: Arc<Sso>) -> Router {
         )
         .route("/ms365/info", get(login::info))
         .with_state(sso.clone());
-    own.merge(session_routes::routes(sso.sessions.clone()))
+    let sessions = session_routes::routes(sso.sessions.clone())
+        .route_layer(axum::middleware::from_fn_with_state(sso, limit_per_client));
+    own.merge(sessions)
+}
+
+/// Applies the sign-in rate limit to the session endpoints as well.
+async fn limit_per_client(
+    axum::extract::State(sso): axum::extract::State<Arc<Sso>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(conn) = req.extensions().get::<crate::edge::conn::ConnInfo>()
+        && let Err(problem) = login::rate_limit(&sso, conn)
+    {
+        return problem.render(req.headers());
+    }
+    next.run(req).await
 }

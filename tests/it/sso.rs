@@ -899,6 +899,12 @@ async fn sign_in_endpoints_are_rate_limited_per_client() {
     let limited = b.get("https://pbx.test/ms365/login?domain=acme.test").await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers.contains_key("retry-after"));
+    let session = b.get("https://pbx.test/ms365/session").await;
+    assert_eq!(
+        session.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the session endpoint shares the limit"
+    );
 }
 
 #[tokio::test]
