@@ -144,6 +144,10 @@ impl Gateway {
                 router,
                 limits: limits.clone(),
                 metrics: metrics.clone(),
+                request_metrics: Arc::new(crate::metrics::ListenerMetrics::new(
+                    metrics.clone(),
+                    &l.name(),
+                )),
                 http: http.clone(),
             };
             listeners.push((socket, Arc::new(ctx)));

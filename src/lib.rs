@@ -11,6 +11,7 @@
 //!   concurrency.
 //! - [`settings`]: a tenant's Microsoft 365 settings (PortSIP v22 shape), validated.
 //! - [`sso`]: sign-in with Microsoft and PBX sessions.
+//! - [`sync`]: one-way directory sync, Microsoft 365 → PBX (users → extensions), run records.
 //! - [`store`]: SQLite (embedded default) behind a driver-neutral type; migrations.
 //! - [`gateway`]: assembly, the bound-then-run lifecycle and the shutdown tree.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on the admin address.
@@ -34,6 +35,7 @@ pub mod settings;
 pub mod signals;
 pub mod sso;
 pub mod store;
+pub mod sync;
 
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayHandle, StartError};

@@ -2,6 +2,8 @@
 //! One [`Metrics`] is created at start-up and shared; recording is lock-free atomics except
 //! for the first use of a label set.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -139,5 +141,93 @@ impl Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
+    }
+}
+
+/// Route classes used as the `route` label (bounded cardinality).
+pub const ROUTE_CLASSES: [&str; 3] = ["sso", "admin", "proxy"];
+
+/// One listener's request metrics with their label sets resolved once, so recording a
+/// request costs no allocation: the proxy path records three metrics per request.
+pub struct ListenerMetrics {
+    metrics: Arc<Metrics>,
+    listener: String,
+    durations: [Histogram; 3],
+    upstream: Histogram,
+    requests: std::sync::RwLock<std::collections::HashMap<(usize, u16), Counter>>,
+}
+
+impl std::fmt::Debug for ListenerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerMetrics")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerMetrics {
+    pub fn new(metrics: Arc<Metrics>, listener: &str) -> Self {
+        let duration = |route: &'static str| {
+            metrics
+                .request_duration
+                .get_or_create(&RouteLabels {
+                    listener: listener.to_string(),
+                    route,
+                })
+                .clone()
+        };
+        let durations = ROUTE_CLASSES.map(duration);
+        let upstream = metrics
+            .upstream_duration
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .clone();
+        ListenerMetrics {
+            durations,
+            upstream,
+            requests: Default::default(),
+            listener: listener.to_string(),
+            metrics,
+        }
+    }
+
+    fn route_index(route: &str) -> usize {
+        ROUTE_CLASSES
+            .iter()
+            .position(|r| *r == route)
+            .unwrap_or(ROUTE_CLASSES.len() - 1)
+    }
+
+    pub fn observe_duration(&self, route: &str, seconds: f64) {
+        self.durations[Self::route_index(route)].observe(seconds);
+    }
+
+    pub fn observe_upstream(&self, seconds: f64) {
+        self.upstream.observe(seconds);
+    }
+
+    pub fn count_request(&self, route: &str, status: u16) {
+        let key = (Self::route_index(route), status);
+        if let Some(counter) = self
+            .requests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            counter.inc();
+            return;
+        }
+        let labels = RequestLabels {
+            listener: self.listener.clone(),
+            route: ROUTE_CLASSES[key.0],
+            status,
+        };
+        let counter = self.metrics.requests.get_or_create(&labels).clone();
+        counter.inc();
+        self.requests
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, counter);
     }
 }

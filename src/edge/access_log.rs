@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::metrics::ListenerMetrics;
 
 /// Upstream time to response headers, set by the proxy in response extensions.
 #[derive(Debug, Clone, Copy)]
@@ -47,35 +47,30 @@ impl Drop for InFlightGuard {
 /// What the log line says about a request, gathered before the body streams.
 pub struct RequestRecord {
     pub listener: Arc<str>,
-    pub method: Method,
-    pub host: String,
-    /// Path only: query strings can carry codes and tokens.
-    pub path: String,
+    /// (method, host, path) for the log line; `None` when the access log is off, so the
+    /// copies are not made at all. Path only: query strings can carry codes and tokens.
+    pub line: Option<(Method, String, String)>,
     pub route: &'static str,
     pub status: StatusCode,
     pub started: Instant,
     pub upstream: Option<Duration>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ListenerMetrics>,
     pub _in_flight: InFlightGuard,
 }
 
 impl RequestRecord {
     fn finish(&self, bytes: u64, completed: bool) {
         let total = self.started.elapsed();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                listener: self.listener.to_string(),
-                route: self.route,
-                status: self.status.as_u16(),
-            })
-            .inc();
+        self.metrics.count_request(self.route, self.status.as_u16());
+        let Some((method, host, path)) = &self.line else {
+            return;
+        };
         tracing::info!(
             target: "access",
             listener = %self.listener,
-            method = %self.method,
-            host = %self.host,
-            path = %self.path,
+            method = %method,
+            host = %host,
+            path = %path,
             status = self.status.as_u16(),
             bytes,
             completed,
@@ -87,12 +82,7 @@ impl RequestRecord {
     /// Records the time to response headers.
     pub fn record_header_latency(&self) {
         self.metrics
-            .request_duration
-            .get_or_create(&RouteLabels {
-                listener: self.listener.to_string(),
-                route: self.route,
-            })
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe_duration(self.route, self.started.elapsed().as_secs_f64());
     }
 }
 

@@ -26,7 +26,7 @@ use tower::ServiceExt;
 use super::access_log::{InFlight, MeteredBody, RequestRecord, UpstreamLatency};
 use super::headers::request_host;
 use crate::config::ServerLimits;
-use crate::metrics::{ListenerLabels, Metrics, ResultLabels};
+use crate::metrics::{ListenerLabels, ListenerMetrics, Metrics, ResultLabels};
 
 /// Facts about the connection a request arrived on, in every request's extensions.
 #[derive(Clone, Debug)]
@@ -38,6 +38,8 @@ pub struct ConnInfo {
     pub listener_index: usize,
     /// `https`, or `http` on a plain listener.
     pub proto: &'static str,
+    /// The listener's pre-resolved request metrics.
+    pub metrics: Arc<ListenerMetrics>,
 }
 
 /// Everything a listener's connections share.
@@ -49,6 +51,7 @@ pub struct ListenerContext {
     pub router: axum::Router,
     pub limits: Arc<ServerLimits>,
     pub metrics: Arc<Metrics>,
+    pub request_metrics: Arc<ListenerMetrics>,
     pub http: auto::Builder<TokioExecutor>,
 }
 
@@ -142,6 +145,7 @@ async fn serve_io<I>(
         listener: ctx.name.clone(),
         listener_index: ctx.index,
         proto,
+        metrics: ctx.request_metrics.clone(),
     };
     let service = {
         let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
@@ -185,12 +189,13 @@ async fn handle_request(
 ) -> Result<Response<MeteredBody<Body>>, Infallible> {
     let guard = in_flight.enter();
     let started = Instant::now();
-    let method = req.method().clone();
-    let host = request_host(req.headers(), req.uri())
-        .unwrap_or_default()
-        .to_string();
-    let path = req.uri().path().to_string();
-    let route = route_class(&path);
+    let route = route_class(req.uri().path());
+    let line = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
+        let host = request_host(req.headers(), req.uri())
+            .unwrap_or_default()
+            .to_string();
+        (req.method().clone(), host, req.uri().path().to_string())
+    });
     req.extensions_mut().insert(info);
     let response = match ctx.router.clone().oneshot(req).await {
         Ok(r) => r,
@@ -198,14 +203,12 @@ async fn handle_request(
     };
     let record = RequestRecord {
         listener: ctx.name.clone(),
-        method,
-        host,
-        path,
+        line,
         route,
         status: response.status(),
         started,
         upstream: response.extensions().get::<UpstreamLatency>().map(|u| u.0),
-        metrics: ctx.metrics.clone(),
+        metrics: ctx.request_metrics.clone(),
         _in_flight: guard,
     };
     record.record_header_latency();

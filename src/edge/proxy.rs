@@ -22,7 +22,7 @@ use super::headers::{self, ForwardContext};
 use super::problem::HttpError;
 use super::tls::TlsError;
 use crate::config::{ServerLimits, UpstreamConfig};
-use crate::metrics::{KindLabels, ListenerLabels, Metrics};
+use crate::metrics::{KindLabels, Metrics};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -116,7 +116,8 @@ impl Upstream {
             return HttpError::BadRequest("no connection information".into())
                 .to_response(req.headers());
         };
-        let client_headers = req.headers().clone();
+        // Only what error pages look at, not a copy of every header.
+        let client_headers = crate::edge::problem::negotiation_headers(req.headers());
         let upgrade =
             req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -141,12 +142,7 @@ impl Upstream {
                 );
             }
         };
-        self.metrics
-            .upstream_duration
-            .get_or_create(&ListenerLabels {
-                listener: conn.listener.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
+        conn.metrics.observe_upstream(elapsed.as_secs_f64());
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {

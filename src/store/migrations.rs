@@ -40,6 +40,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: SESSIONS,
         postgres: SESSIONS,
     },
+    Migration {
+        version: 5,
+        name: "pbx_users_and_sync_runs",
+        sqlite: DIRECTORY_SYNC,
+        postgres: DIRECTORY_SYNC,
+    },
 ];
 
 const TENANTS: &str = "
@@ -101,6 +107,67 @@ CREATE TABLE sessions (
     revoked_at     BIGINT
 );
 CREATE INDEX sessions_by_user ON sessions (tenant_id, oid);";
+
+// Usernames are unique case-insensitively (PortSIP treats `Adele` and `adele` as one
+// login); `ms365_oid` is NULL for the PBX's own users, and NULLs never collide in a unique
+// index on either database. `sync_disabled` says why the sync disabled a user, so only
+// users that left Microsoft 365 or the scope are candidates for grace-period deletion.
+const DIRECTORY_SYNC: &str = "
+CREATE TABLE pbx_users (
+    id                TEXT PRIMARY KEY,
+    tenant_id         TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    extension_number  TEXT NOT NULL,
+    username          TEXT NOT NULL,
+    display_name      TEXT NOT NULL,
+    first_name        TEXT,
+    last_name         TEXT,
+    email             TEXT,
+    mobile_phone      TEXT,
+    work_phone        TEXT,
+    title             TEXT,
+    department        TEXT,
+    office            TEXT,
+    enabled           BIGINT NOT NULL,
+    source            TEXT NOT NULL CHECK (source IN ('ms365', 'local')),
+    ms365_oid         TEXT,
+    sync_disabled     TEXT,
+    sync_disabled_at  BIGINT,
+    created_at        BIGINT NOT NULL,
+    updated_at        BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX pbx_users_extension ON pbx_users (tenant_id, extension_number);
+CREATE UNIQUE INDEX pbx_users_username ON pbx_users (tenant_id, LOWER(username));
+CREATE UNIQUE INDEX pbx_users_oid ON pbx_users (tenant_id, ms365_oid);
+CREATE TABLE sync_state (
+    tenant_id    TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    kind         TEXT NOT NULL,
+    delta_link   TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    updated_at   BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, kind)
+);
+CREATE TABLE sync_runs (
+    id              TEXT PRIMARY KEY,
+    tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    seq             BIGINT NOT NULL,
+    triggered_by    TEXT NOT NULL,
+    mode            TEXT,
+    started_at      BIGINT NOT NULL,
+    finished_at     BIGINT,
+    status          TEXT NOT NULL
+                    CHECK (status IN ('running', 'succeeded', 'failed', 'awaiting_approval', 'cancelled')),
+    message         TEXT,
+    counts_json     TEXT NOT NULL,
+    errors_json     TEXT NOT NULL,
+    errors_total    BIGINT NOT NULL,
+    graph_requests  BIGINT NOT NULL,
+    throttled       BIGINT NOT NULL,
+    phase           TEXT NOT NULL,
+    done            BIGINT NOT NULL,
+    total           BIGINT NOT NULL,
+    pending_json    TEXT
+);
+CREATE UNIQUE INDEX sync_runs_by_tenant ON sync_runs (tenant_id, seq);";
 
 /// The schema version this binary writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;

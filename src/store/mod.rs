@@ -5,9 +5,11 @@
 //! driver-specific types. Schema changes are versioned migrations ([`migrations`]).
 
 mod credentials;
+mod directory;
 mod migrations;
 mod ms365;
 mod sessions;
+mod sync_runs;
 mod tenants;
 
 use std::path::Path;
@@ -18,9 +20,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use credentials::{CredentialRecord, CredentialState};
+pub use directory::{DirectoryWrite, PbxProfile, PbxUser, PbxUserSource, SyncCursor};
 pub use migrations::LATEST_VERSION;
 pub use ms365::DirectoryUser;
 pub use sessions::SessionRecord;
+pub use sync_runs::{
+    EntityCounts, ItemError, ItemOutcome, MAX_RUN_ERRORS, RunOutcome, RunStatus, RunTrigger,
+    SyncRun,
+};
 pub use tenants::Tenant;
 
 /// Store failures.

@@ -10,4 +10,5 @@ mod oidc;
 mod proxy;
 mod sessions;
 mod sso;
+mod sync;
 mod tls;

@@ -184,6 +184,10 @@ async fn serve(sessions: Arc<Sessions>) -> SocketAddr {
         listener: Arc::from("pbx#0"),
         listener_index: 0,
         proto: "https",
+        metrics: Arc::new(ms365_gateway::metrics::ListenerMetrics::new(
+            Arc::new(ms365_gateway::metrics::Metrics::new()),
+            "pbx#0",
+        )),
     };
     let app = routes(sessions).layer(Extension(info));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -1,0 +1,545 @@
+//! The PBX's own users of a tenant (`pbx_users`, PortSIP v22 field names), the sync's
+//! delta cursors (`sync_state`), and the writes the users sync makes. A synced user is two
+//! rows: its `pbx_users` row (what the PBX serves) and its `ms365_users` row (what sign-in
+//! reads, and the memory of the user's extension, which outlives a PBX-side deletion so the
+//! user comes back with the same number). Both rows of one user change in one transaction.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{DirectoryUser, Store, StoreError, now_epoch};
+
+/// The synced profile fields of a PBX user (PortSIP names where PortSIP has them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PbxProfile {
+    pub display_name: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub mobile_phone: Option<String>,
+    pub work_phone: Option<String>,
+    pub title: Option<String>,
+    pub department: Option<String>,
+    pub office: Option<String>,
+}
+
+/// Where a PBX user comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PbxUserSource {
+    /// Created and kept up to date by the Microsoft 365 sync.
+    Ms365,
+    /// Created on the PBX; the sync never touches it and skips its extension number.
+    Local,
+}
+
+impl PbxUserSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PbxUserSource::Ms365 => "ms365",
+            PbxUserSource::Local => "local",
+        }
+    }
+}
+
+/// One PBX user (extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbxUser {
+    pub id: String,
+    pub tenant_id: String,
+    pub extension_number: String,
+    /// PortSIP's `name`: the login name.
+    pub username: String,
+    pub profile: PbxProfile,
+    pub enabled: bool,
+    pub source: PbxUserSource,
+    pub ms365_oid: Option<String>,
+    /// Why the sync disabled the user (`account_disabled`, `removed`, `out_of_scope`).
+    pub sync_disabled: Option<String>,
+    pub sync_disabled_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl PbxUser {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        let source: String = row.try_get("source")?;
+        Ok(PbxUser {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            extension_number: row.try_get("extension_number")?,
+            username: row.try_get("username")?,
+            profile: PbxProfile {
+                display_name: row.try_get("display_name")?,
+                first_name: row.try_get("first_name")?,
+                last_name: row.try_get("last_name")?,
+                email: row.try_get("email")?,
+                mobile_phone: row.try_get("mobile_phone")?,
+                work_phone: row.try_get("work_phone")?,
+                title: row.try_get("title")?,
+                department: row.try_get("department")?,
+                office: row.try_get("office")?,
+            },
+            enabled: row.try_get::<i64, _>("enabled")? != 0,
+            source: if source == "ms365" {
+                PbxUserSource::Ms365
+            } else {
+                PbxUserSource::Local
+            },
+            ms365_oid: row.try_get("ms365_oid")?,
+            sync_disabled: row.try_get("sync_disabled")?,
+            sync_disabled_at: row.try_get("sync_disabled_at")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Where a delta round of one kind (`users`, …) resumes, and the scope it was taken under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncCursor {
+    pub delta_link: String,
+    /// A digest of the scope settings: a round taken under another scope must not resume.
+    pub fingerprint: String,
+    pub updated_at: i64,
+}
+
+/// One change of one synced user; both of its rows change together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryWrite {
+    /// A new PBX user (or one re-created after a PBX-side deletion) and its directory entry.
+    Create {
+        user: Box<PbxUser>,
+        directory: Box<DirectoryUser>,
+    },
+    /// New profile and state of the user with `oid`; `disabled` says why it is disabled.
+    Update {
+        oid: String,
+        upn: String,
+        profile: Box<PbxProfile>,
+        disabled: Option<String>,
+    },
+    /// Disables the user with `oid` (only its directory entry when its PBX row is gone).
+    Disable { oid: String, reason: String },
+    /// Deletes both rows (grace period over).
+    Delete { oid: String },
+}
+
+macro_rules! select_pbx_users {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, tenant_id, extension_number, username, display_name, first_name, last_name,
+             email, mobile_phone, work_phone, title, department, office, enabled, source, ms365_oid,
+             sync_disabled, sync_disabled_at, created_at, updated_at FROM pbx_users ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    /// Every PBX user of the tenant, by extension number.
+    pub async fn pbx_users(&self, tenant_id: &str) -> Result<Vec<PbxUser>, StoreError> {
+        let rows = sqlx::query(select_pbx_users!(
+            "WHERE tenant_id = $1 ORDER BY extension_number"
+        ))
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(PbxUser::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    pub async fn pbx_user(&self, tenant_id: &str, id: &str) -> Result<Option<PbxUser>, StoreError> {
+        let row = sqlx::query(select_pbx_users!("WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(PbxUser::from_row).transpose()?)
+    }
+
+    /// The PBX user synced from Microsoft user `oid`.
+    pub async fn pbx_user_by_oid(
+        &self,
+        tenant_id: &str,
+        oid: &str,
+    ) -> Result<Option<PbxUser>, StoreError> {
+        let row = sqlx::query(select_pbx_users!("WHERE tenant_id = $1 AND ms365_oid = $2"))
+            .bind(tenant_id)
+            .bind(oid.to_ascii_lowercase())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(PbxUser::from_row).transpose()?)
+    }
+
+    /// Creates a user of the PBX's own (not from Microsoft 365); a taken extension or
+    /// username is a conflict.
+    pub async fn create_local_pbx_user(
+        &self,
+        tenant_id: &str,
+        extension_number: &str,
+        username: &str,
+        profile: &PbxProfile,
+    ) -> Result<PbxUser, StoreError> {
+        let now = now_epoch();
+        let user = PbxUser {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant_id.to_string(),
+            extension_number: extension_number.to_string(),
+            username: username.to_string(),
+            profile: profile.clone(),
+            enabled: true,
+            source: PbxUserSource::Local,
+            ms365_oid: None,
+            sync_disabled: None,
+            sync_disabled_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.pool().begin().await?;
+        insert_pbx_user(&mut tx, &user).await.map_err(|e| {
+            conflict_or(e, || {
+                format!("extension {extension_number} or username {username} is taken")
+            })
+        })?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Deletes a PBX user on the PBX side. A synced user's directory entry (and with it
+    /// the user's extension number) stays: the next sync brings the user back.
+    pub async fn delete_pbx_user(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM pbx_users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Every Microsoft 365 directory entry of the tenant (synced and bound), by oid.
+    pub async fn directory_users(&self, tenant_id: &str) -> Result<Vec<DirectoryUser>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled,
+             source FROM ms365_users WHERE tenant_id = $1 ORDER BY oid",
+        )
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DirectoryUser {
+                    tenant_id: row.try_get("tenant_id")?,
+                    oid: row.try_get("oid")?,
+                    upn: row.try_get("upn")?,
+                    pbx_user_id: row.try_get("pbx_user_id")?,
+                    extension: row.try_get("extension")?,
+                    display_name: row.try_get("display_name")?,
+                    email: row.try_get("email")?,
+                    role: row.try_get("role")?,
+                    enabled: row.try_get::<i64, _>("enabled")? != 0,
+                    source: row.try_get("source")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Applies `writes` in one transaction: all of them or none.
+    pub async fn apply_directory_writes(
+        &self,
+        tenant_id: &str,
+        writes: &[DirectoryWrite],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let now = now_epoch();
+        for write in writes {
+            apply_write(&mut tx, tenant_id, write, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stored cursor of delta rounds of `kind`.
+    pub async fn sync_cursor(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+    ) -> Result<Option<SyncCursor>, StoreError> {
+        let row = sqlx::query(
+            "SELECT delta_link, fingerprint, updated_at FROM sync_state
+             WHERE tenant_id = $1 AND kind = $2",
+        )
+        .bind(tenant_id)
+        .bind(kind)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(SyncCursor {
+            delta_link: row.try_get("delta_link")?,
+            fingerprint: row.try_get("fingerprint")?,
+            updated_at: row.try_get("updated_at")?,
+        }))
+    }
+
+    /// Saves where the next delta round of `kind` starts. Call only after the round's
+    /// changes are committed.
+    pub async fn save_sync_cursor(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        delta_link: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sync_state (tenant_id, kind, delta_link, fingerprint, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, kind) DO UPDATE SET delta_link = excluded.delta_link,
+             fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+        )
+        .bind(tenant_id)
+        .bind(kind)
+        .bind(delta_link)
+        .bind(fingerprint)
+        .bind(now_epoch())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets the cursor: the next run of `kind` is a full one.
+    pub async fn clear_sync_cursor(&self, tenant_id: &str, kind: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sync_state WHERE tenant_id = $1 AND kind = $2")
+            .bind(tenant_id)
+            .bind(kind)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+/// A unique-constraint failure as a [`StoreError::Conflict`] with `message`.
+fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Query(e),
+    }
+}
+
+async fn apply_write(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    write: &DirectoryWrite,
+    now: i64,
+) -> Result<(), StoreError> {
+    match write {
+        DirectoryWrite::Create { user, directory } => {
+            insert_pbx_user(tx, user).await.map_err(|e| {
+                conflict_or(e, || {
+                    format!(
+                        "extension {} or username {} was taken meanwhile",
+                        user.extension_number, user.username
+                    )
+                })
+            })?;
+            upsert_directory(tx, directory, now).await?;
+        }
+        DirectoryWrite::Update {
+            oid,
+            upn,
+            profile,
+            disabled,
+        } => update_user(tx, tenant_id, oid, upn, profile, disabled.as_deref(), now).await?,
+        DirectoryWrite::Disable { oid, reason } => {
+            disable_user(tx, tenant_id, oid, reason, now).await?
+        }
+        DirectoryWrite::Delete { oid } => delete_user(tx, tenant_id, oid).await?,
+    }
+    Ok(())
+}
+
+async fn insert_pbx_user(
+    tx: &mut Transaction<'static, Any>,
+    u: &PbxUser,
+) -> Result<(), sqlx::Error> {
+    let p = &u.profile;
+    sqlx::query(
+        "INSERT INTO pbx_users (id, tenant_id, extension_number, username, display_name, first_name,
+         last_name, email, mobile_phone, work_phone, title, department, office, enabled, source,
+         ms365_oid, sync_disabled, sync_disabled_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+    )
+    .bind(&u.id)
+    .bind(&u.tenant_id)
+    .bind(&u.extension_number)
+    .bind(&u.username)
+    .bind(&p.display_name)
+    .bind(&p.first_name)
+    .bind(&p.last_name)
+    .bind(&p.email)
+    .bind(&p.mobile_phone)
+    .bind(&p.work_phone)
+    .bind(&p.title)
+    .bind(&p.department)
+    .bind(&p.office)
+    .bind(i64::from(u.enabled))
+    .bind(u.source.as_str())
+    .bind(&u.ms365_oid)
+    .bind(&u.sync_disabled)
+    .bind(u.sync_disabled_at)
+    .bind(u.created_at)
+    .bind(u.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Creates or refreshes a synced directory entry; an administrator-given role is kept, and
+/// an administrator's binding of the oid is never overwritten.
+async fn upsert_directory(
+    tx: &mut Transaction<'static, Any>,
+    u: &DirectoryUser,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ms365_users (tenant_id, oid, upn, pbx_user_id, extension, display_name, email,
+         role, enabled, source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (tenant_id, oid) DO UPDATE SET upn = excluded.upn,
+         pbx_user_id = excluded.pbx_user_id, extension = excluded.extension,
+         display_name = excluded.display_name, email = excluded.email, enabled = excluded.enabled,
+         source = excluded.source, updated_at = excluded.updated_at
+         WHERE ms365_users.source = 'sync'",
+    )
+    .bind(&u.tenant_id)
+    .bind(&u.oid)
+    .bind(&u.upn)
+    .bind(&u.pbx_user_id)
+    .bind(&u.extension)
+    .bind(&u.display_name)
+    .bind(&u.email)
+    .bind(&u.role)
+    .bind(i64::from(u.enabled))
+    .bind(&u.source)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_user(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    oid: &str,
+    upn: &str,
+    p: &PbxProfile,
+    disabled: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let enabled = i64::from(disabled.is_none());
+    // The first disabling time is kept: the grace period runs from it.
+    sqlx::query(
+        "UPDATE pbx_users SET display_name = $3, first_name = $4, last_name = $5, email = $6,
+         mobile_phone = $7, work_phone = $8, title = $9, department = $10, office = $11,
+         enabled = $12, sync_disabled = $13,
+         sync_disabled_at = CASE WHEN $12 = 1 THEN NULL ELSE COALESCE(sync_disabled_at, $14) END,
+         updated_at = $14
+         WHERE tenant_id = $1 AND ms365_oid = $2 AND source = 'ms365'",
+    )
+    .bind(tenant_id)
+    .bind(oid)
+    .bind(&p.display_name)
+    .bind(&p.first_name)
+    .bind(&p.last_name)
+    .bind(&p.email)
+    .bind(&p.mobile_phone)
+    .bind(&p.work_phone)
+    .bind(&p.title)
+    .bind(&p.department)
+    .bind(&p.office)
+    .bind(enabled)
+    .bind(disabled)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    mirror_directory(tx, tenant_id, oid, upn, now).await
+}
+
+/// Makes the directory entry mirror the PBX row; it is re-created if it went missing, so
+/// sign-in always finds a synced user. A binding made by an administrator is left alone.
+async fn mirror_directory(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    oid: &str,
+    upn: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ms365_users (tenant_id, oid, upn, pbx_user_id, extension, display_name, email,
+         role, enabled, source, updated_at)
+         SELECT tenant_id, ms365_oid, $3, id, extension_number, display_name, email, 'user',
+         enabled, 'sync', $4 FROM pbx_users
+         WHERE tenant_id = $1 AND ms365_oid = $2 AND source = 'ms365'
+         ON CONFLICT (tenant_id, oid) DO UPDATE SET upn = excluded.upn,
+         pbx_user_id = excluded.pbx_user_id, extension = excluded.extension,
+         display_name = excluded.display_name, email = excluded.email, enabled = excluded.enabled,
+         updated_at = excluded.updated_at WHERE ms365_users.source = 'sync'",
+    )
+    .bind(tenant_id)
+    .bind(oid)
+    .bind(upn)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn disable_user(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    oid: &str,
+    reason: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE pbx_users SET enabled = 0, sync_disabled = $3,
+         sync_disabled_at = COALESCE(sync_disabled_at, $4), updated_at = $4
+         WHERE tenant_id = $1 AND ms365_oid = $2 AND source = 'ms365'",
+    )
+    .bind(tenant_id)
+    .bind(oid)
+    .bind(reason)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE ms365_users SET enabled = 0, updated_at = $3
+         WHERE tenant_id = $1 AND oid = $2 AND source = 'sync'",
+    )
+    .bind(tenant_id)
+    .bind(oid)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn delete_user(
+    tx: &mut Transaction<'static, Any>,
+    tenant_id: &str,
+    oid: &str,
+) -> Result<(), StoreError> {
+    for sql in [
+        "DELETE FROM pbx_users WHERE tenant_id = $1 AND ms365_oid = $2 AND source = 'ms365'",
+        "DELETE FROM ms365_users WHERE tenant_id = $1 AND oid = $2 AND source = 'sync'",
+    ] {
+        sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(oid)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}

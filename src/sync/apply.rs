@@ -1,0 +1,375 @@
+//! Applying a plan: new users get their extension number and username here, from a fresh
+//! look at the store and in oid order (so a plan approved days later still gets free
+//! numbers, and the numbers do not depend on Graph's order); then the writes go to the
+//! store in transactions of `batch_size`. A batch that fails is retried one user at a
+//! time, so one conflicting user (a number taken on the PBX side meanwhile) fails alone,
+//! with its reason, and the rest is applied. The delta cursor is saved only after every
+//! write is committed and no user failed: a failed user is retried by the next run.
+
+use std::collections::HashMap;
+
+use super::extensions::{Allocator, ExtensionRange, RANGE_EXHAUSTED};
+use super::plan::{BOUND, Change, DisableReason, Effect, Plan};
+use super::run::{MAX_PREVIEW, RunReport, Tracker};
+use super::username::Usernames;
+use super::{SyncError, SyncOptions, USERS_KIND};
+use crate::settings::Ms365Settings;
+use crate::store::{
+    DirectoryUser, DirectoryWrite, ItemError, ItemOutcome, PbxProfile, PbxUser, PbxUserSource,
+    RunStatus, Store, StoreError, now_epoch,
+};
+
+/// Who a write is about, for counts and error reports.
+struct Meta {
+    oid: String,
+    name: String,
+    effect: Effect,
+}
+
+/// The writes of a plan, ready for the store.
+#[derive(Default)]
+struct Writes {
+    meta: Vec<Meta>,
+    writes: Vec<DirectoryWrite>,
+}
+
+/// The store's users of the tenant, as assigning needs them.
+struct Current<'a> {
+    tenant_id: &'a str,
+    rows: HashMap<String, &'a PbxUser>,
+    dirs: HashMap<String, &'a DirectoryUser>,
+    numbers: Allocator,
+    names: Usernames,
+    now: i64,
+}
+
+impl<'a> Current<'a> {
+    fn new(
+        tenant_id: &'a str,
+        range: ExtensionRange,
+        pbx: &'a [PbxUser],
+        dir: &'a [DirectoryUser],
+    ) -> Self {
+        // Oids compare in lower case everywhere in the sync.
+        let remembered: Vec<(String, &str)> = (dir.iter())
+            .filter_map(|d| Some((d.oid.to_ascii_lowercase(), d.extension.as_deref()?)))
+            .collect();
+        Current {
+            tenant_id,
+            rows: (pbx.iter())
+                .filter_map(|p| Some((p.ms365_oid.as_deref()?.to_ascii_lowercase(), p)))
+                .collect(),
+            dirs: (dir.iter())
+                .map(|d| (d.oid.to_ascii_lowercase(), d))
+                .collect(),
+            numbers: Allocator::new(
+                range,
+                pbx.iter().map(|p| p.extension_number.as_str()),
+                remembered.iter().map(|(oid, ext)| (oid.as_str(), *ext)),
+            ),
+            names: Usernames::new(pbx.iter().map(|p| p.username.as_str())),
+            now: now_epoch(),
+        }
+    }
+
+    /// The write for an upsert: an update when the PBX user exists, else a creation. An
+    /// oid bound meanwhile by an administrator is skipped; a full range fails the user.
+    fn upsert(
+        &mut self,
+        oid: &str,
+        upn: &str,
+        profile: &PbxProfile,
+        disabled: Option<DisableReason>,
+        effect: Effect,
+    ) -> Result<(Effect, DirectoryWrite), ItemError> {
+        let problem = |outcome, reason: &str| ItemError {
+            entity: "user".into(),
+            key: oid.to_string(),
+            name: upn.to_string(),
+            outcome,
+            reason: reason.to_string(),
+        };
+        if self.dirs.get(oid).is_some_and(|d| d.source != "sync") {
+            return Err(problem(ItemOutcome::Skipped, BOUND));
+        }
+        if self.rows.contains_key(oid) {
+            // A plan made earlier may call it a creation; it is an update now.
+            let effect = if effect == Effect::Create {
+                Effect::Update
+            } else {
+                effect
+            };
+            let write = DirectoryWrite::Update {
+                oid: oid.to_string(),
+                upn: upn.to_string(),
+                profile: Box::new(profile.clone()),
+                disabled: disabled.map(|d| d.as_str().to_string()),
+            };
+            return Ok((effect, write));
+        }
+        match self.create(oid, upn, profile, disabled) {
+            Some(write) => Ok((Effect::Create, write)),
+            None => Err(problem(ItemOutcome::Failed, RANGE_EXHAUSTED)),
+        }
+    }
+
+    fn name_of(&self, oid: &str) -> String {
+        self.dirs
+            .get(oid)
+            .map_or_else(|| oid.to_string(), |d| d.upn.clone())
+    }
+
+    /// A new PBX user for `oid` (a number and a username), or `None` when the range is full.
+    fn create(
+        &mut self,
+        oid: &str,
+        upn: &str,
+        profile: &PbxProfile,
+        disabled: Option<DisableReason>,
+    ) -> Option<DirectoryWrite> {
+        let extension = self.numbers.assign(oid)?;
+        let earlier = self.dirs.get(oid);
+        // The same id as before a PBX-side deletion: the user comes back as itself.
+        let id = earlier.map_or_else(
+            || uuid::Uuid::new_v4().to_string(),
+            |d| d.pbx_user_id.clone(),
+        );
+        let user = PbxUser {
+            id: id.clone(),
+            tenant_id: self.tenant_id.to_string(),
+            extension_number: extension.clone(),
+            username: self.names.claim(upn),
+            profile: profile.clone(),
+            enabled: disabled.is_none(),
+            source: PbxUserSource::Ms365,
+            ms365_oid: Some(oid.to_string()),
+            sync_disabled: disabled.map(|d| d.as_str().to_string()),
+            sync_disabled_at: disabled.map(|_| self.now),
+            created_at: self.now,
+            updated_at: self.now,
+        };
+        let directory = DirectoryUser {
+            tenant_id: self.tenant_id.to_string(),
+            oid: oid.to_string(),
+            upn: upn.to_string(),
+            pbx_user_id: id,
+            extension: Some(extension),
+            display_name: profile.display_name.clone(),
+            email: profile.email.clone(),
+            role: earlier.map_or_else(|| "user".to_string(), |d| d.role.clone()),
+            enabled: disabled.is_none(),
+            source: "sync".into(),
+        };
+        Some(DirectoryWrite::Create {
+            user: Box::new(user),
+            directory: Box::new(directory),
+        })
+    }
+}
+
+/// Turns changes into writes; users without a free number fail here.
+fn assign(changes: &[Change], current: &mut Current<'_>, run: &mut Tracker) -> Writes {
+    let mut out = Writes::default();
+    for change in changes {
+        let oid = change.oid().to_string();
+        let (name, effect, write) = match change {
+            Change::Upsert {
+                upn,
+                profile,
+                disabled,
+                effect,
+                ..
+            } => match current.upsert(&oid, upn, profile, *disabled, *effect) {
+                Ok((effect, write)) => (upn.clone(), effect, write),
+                Err(item) => {
+                    run.item(item);
+                    continue;
+                }
+            },
+            Change::Disable { reason, effect, .. } => {
+                let write = DirectoryWrite::Disable {
+                    oid: oid.clone(),
+                    reason: reason.as_str().to_string(),
+                };
+                (current.name_of(&oid), *effect, write)
+            }
+            Change::Delete { .. } => {
+                let write = DirectoryWrite::Delete { oid: oid.clone() };
+                (current.name_of(&oid), Effect::Delete, write)
+            }
+        };
+        out.meta.push(Meta { oid, name, effect });
+        out.writes.push(write);
+    }
+    out
+}
+
+/// One line of a dry run's preview.
+fn describe(meta: &Meta, write: &DirectoryWrite) -> String {
+    match write {
+        DirectoryWrite::Create { user, .. } => format!(
+            "create {} as extension {} (username {}){}",
+            meta.name,
+            user.extension_number,
+            user.username,
+            if user.enabled { "" } else { ", disabled" }
+        ),
+        DirectoryWrite::Update { disabled, .. } => match disabled {
+            Some(reason) => format!("update {} (disabled: {reason})", meta.name),
+            None => format!("update {}", meta.name),
+        },
+        DirectoryWrite::Disable { reason, .. } => format!("disable {} ({reason})", meta.name),
+        DirectoryWrite::Delete { .. } => format!("delete {} (grace period over)", meta.name),
+    }
+}
+
+/// A write error that concerns the item (a constraint), not the store as a whole.
+fn is_item_error(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Conflict(_) | StoreError::Query(sqlx::Error::Database(_))
+    )
+}
+
+async fn write_batches(
+    store: &Store,
+    tenant_id: &str,
+    w: Writes,
+    batch: usize,
+    run: &mut Tracker,
+) -> Result<(), SyncError> {
+    let total = w.writes.len() as u64;
+    let mut done = 0u64;
+    run.progress("apply", 0, total).await;
+    let batch = batch.max(1);
+    for (meta, writes) in w.meta.chunks(batch).zip(w.writes.chunks(batch)) {
+        match store.apply_directory_writes(tenant_id, writes).await {
+            Ok(()) => meta.iter().for_each(|m| run.count(m.effect)),
+            Err(e) if is_item_error(&e) => {
+                tracing::warn!(error = %e, "a batch of user writes failed; retrying one by one");
+                one_by_one(store, tenant_id, meta, writes, run).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        done += writes.len() as u64;
+        run.progress("apply", done, total).await;
+    }
+    Ok(())
+}
+
+async fn one_by_one(
+    store: &Store,
+    tenant_id: &str,
+    meta: &[Meta],
+    writes: &[DirectoryWrite],
+    run: &mut Tracker,
+) -> Result<(), SyncError> {
+    for (m, write) in meta.iter().zip(writes) {
+        match (store.apply_directory_writes(tenant_id, std::slice::from_ref(write))).await {
+            Ok(()) => run.count(m.effect),
+            Err(e) if is_item_error(&e) => run.fail_item(&m.oid, &m.name, e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Assigns and writes the plan's changes (a dry run only assigns, for the preview).
+async fn apply_plan(
+    store: &Store,
+    tenant_id: &str,
+    settings: &Ms365Settings,
+    opts: &SyncOptions,
+    plan: &Plan,
+    run: &mut Tracker,
+) -> Result<(), SyncError> {
+    let starting = &settings.users.starting_extension_number;
+    let range = ExtensionRange::from_settings(starting, &opts.default_range)?;
+    let pbx = store.pbx_users(tenant_id).await?;
+    let dir = store.directory_users(tenant_id).await?;
+    let mut current = Current::new(tenant_id, range, &pbx, &dir);
+    let writes = assign(&plan.changes, &mut current, run);
+    if run.is_dry() {
+        for (m, w) in writes.meta.iter().zip(&writes.writes) {
+            run.count(m.effect);
+            if run.preview.len() < MAX_PREVIEW {
+                run.preview.push(describe(m, w));
+            }
+        }
+        return Ok(());
+    }
+    write_batches(store, tenant_id, writes, opts.batch_size, run).await
+}
+
+/// Applies the plan, then saves the delta cursor (only when every user made it), then
+/// records the end of the run.
+pub(crate) async fn apply_and_finish(
+    store: &Store,
+    tenant_id: &str,
+    settings: &Ms365Settings,
+    opts: &SyncOptions,
+    plan: &Plan,
+    mut run: Tracker,
+) -> Result<RunReport, SyncError> {
+    let failed_before = run.users.failed;
+    let mut result = apply_plan(store, tenant_id, settings, opts, plan, &mut run).await;
+    let complete = run.users.failed == failed_before;
+    if result.is_ok() && complete && !run.is_dry() {
+        result =
+            (store.save_sync_cursor(tenant_id, USERS_KIND, &plan.delta_link, &plan.fingerprint))
+                .await
+                .map_err(SyncError::from);
+    }
+    if let Err(e) = result {
+        run.finish(RunStatus::Failed, Some(e.to_string()), None)
+            .await?;
+        return Err(e);
+    }
+    if !complete {
+        run.notes.push(
+            "some users failed; the delta cursor was not advanced, so the next run retries them"
+                .into(),
+        );
+    }
+    Ok(run.finish(RunStatus::Succeeded, None, None).await?)
+}
+
+/// Applies the plan a run held back at the deletion threshold, then saves the deltaLink
+/// the run had fetched. Only a run still awaiting approval can be approved, and only once
+/// (a newer run supersedes it: its plan would be stale).
+pub async fn approve_run(
+    store: &Store,
+    run_id: &str,
+    opts: &SyncOptions,
+) -> Result<RunReport, SyncError> {
+    let run =
+        (store.sync_run(run_id).await?).ok_or_else(|| SyncError::RunNotFound(run_id.into()))?;
+    let Some(json) = store.take_pending_sync_run(run_id).await? else {
+        return Err(SyncError::NotAwaitingApproval {
+            id: run_id.to_string(),
+            status: run.status.as_str().to_string(),
+        });
+    };
+    let tracker = Tracker::resume(store, &run, opts);
+    let plan: Plan = match serde_json::from_str(&json) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let reason = e.to_string();
+            let message = format!("the held plan is unreadable: {reason}");
+            tracker
+                .finish(RunStatus::Failed, Some(message), None)
+                .await?;
+            return Err(SyncError::CorruptPlan {
+                id: run_id.into(),
+                reason,
+            });
+        }
+    };
+    let settings = store.ms365_settings(&run.tenant_id).await?;
+    tracing::info!(
+        run = run_id,
+        changes = plan.changes.len(),
+        "applying an approved sync run"
+    );
+    apply_and_finish(store, &run.tenant_id, &settings, opts, &plan, tracker).await
+}

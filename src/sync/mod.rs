@@ -1,0 +1,136 @@
+//! Directory sync, one way: Microsoft 365 → the PBX. This part: users → extensions.
+//!
+//! A run fetches (`/users/delta`, from the stored deltaLink or from scratch), plans (compares
+//! every user Graph returned with the store, in memory only the changes and the seen oids),
+//! checks the deletion threshold, then applies the plan in batched transactions and only
+//! then saves the deltaLink. Nothing is written before the fetch is complete, so a Graph
+//! failure can never read as "users removed".
+//!
+//! - [`users`]: [`sync_users`], the run from fetch to deltaLink.
+//! - [`scope`]: who is in scope (settings, guests, group, departments) and its fingerprint.
+//! - [`plan`]: Graph users against the store: the changes of a run, serialisable for approval.
+//! - [`extensions`]: extension ranges and stable, order-independent number allocation.
+//! - [`username`]: PortSIP-valid, tenant-unique usernames from UPNs.
+//! - [`apply`]: numbers and names for new users, batched writes, [`approve_run`].
+//! - [`run`]: the run record (progress, counts, capped errors, Graph traffic) and [`RunReport`].
+
+pub mod apply;
+pub mod extensions;
+pub mod plan;
+pub mod run;
+pub mod scope;
+pub mod username;
+pub mod users;
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use apply::approve_run;
+pub use run::{Progress, RunReport};
+pub use users::sync_users;
+
+use crate::graph::{GraphClient, GraphError};
+pub use crate::store::{EntityCounts, ItemError, ItemOutcome, RunStatus, RunTrigger};
+use crate::store::{Store, StoreError};
+
+/// `sync_state.kind` of the users delta round.
+pub const USERS_KIND: &str = "users";
+/// Default deletion threshold: Entra Connect's accidental-delete guard.
+pub const DEFAULT_THRESHOLD: usize = 500;
+/// Writes per transaction.
+pub const DEFAULT_BATCH: usize = 500;
+
+/// What a run needs: the store, a Graph client for the tenant's directory, the tenant.
+#[derive(Clone, Debug)]
+pub struct SyncContext {
+    pub store: Store,
+    pub graph: GraphClient,
+    /// The PBX tenant id (its settings name the Microsoft directory).
+    pub tenant_id: String,
+}
+
+/// Called after every page fetched and every batch written (a CLI progress bar).
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// How to run. The scope switches that PortSIP's settings document has no field for
+/// (group, departments) live here.
+#[derive(Clone)]
+pub struct SyncOptions {
+    pub trigger: RunTrigger,
+    /// Compute and report; write nothing (not even a run record).
+    pub dry_run: bool,
+    /// Only transitive members of this group are in scope.
+    pub group_id: Option<String>,
+    /// Only users of these departments (case-insensitive) are in scope; empty = all.
+    pub departments: Vec<String>,
+    /// A run disabling + deleting more users than this stops for approval.
+    pub threshold: usize,
+    /// When set, the threshold is this percentage of the tenant's enabled synced users.
+    pub threshold_percent: Option<f64>,
+    /// Delete users the sync disabled (removed or out of scope) longer ago than this.
+    pub delete_after: Option<Duration>,
+    /// Numbers for new users when `starting_extension_number` is empty.
+    pub default_range: RangeInclusive<u64>,
+    /// Writes per transaction.
+    pub batch_size: usize,
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            trigger: RunTrigger::Manual,
+            dry_run: false,
+            group_id: None,
+            departments: Vec::new(),
+            threshold: DEFAULT_THRESHOLD,
+            threshold_percent: None,
+            delete_after: None,
+            default_range: 1000..=9999,
+            batch_size: DEFAULT_BATCH,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("trigger", &self.trigger)
+            .field("dry_run", &self.dry_run)
+            .field("group_id", &self.group_id)
+            .field("departments", &self.departments)
+            .field("threshold", &self.threshold)
+            .field("threshold_percent", &self.threshold_percent)
+            .field("delete_after", &self.delete_after)
+            .field("default_range", &self.default_range)
+            .field("batch_size", &self.batch_size)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// Failures of the sync layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Graph failed (after the client's retries); the run applied nothing.
+    #[error("run {run_id} failed, nothing was changed: Microsoft Graph: {source}")]
+    Fetch {
+        run_id: String,
+        source: Box<GraphError>,
+    },
+    /// The delta round ended without a deltaLink: an incomplete answer, not applied.
+    #[error("run {run_id} failed, nothing was changed: the delta round ended without a deltaLink")]
+    Incomplete { run_id: String },
+    #[error("{0}")]
+    InvalidOptions(String),
+    #[error("sync run {0} not found")]
+    RunNotFound(String),
+    #[error("sync run {id} is {status}, not awaiting approval")]
+    NotAwaitingApproval { id: String, status: String },
+    #[error("the held plan of sync run {id} is unreadable: {reason}")]
+    CorruptPlan { id: String, reason: String },
+}
