@@ -86,6 +86,8 @@ pub struct Ms365Settings {
     pub events: Scope,
     /// Beyond PortSIP: `PS256` (default) or `RS256` client assertions.
     pub assertion_alg: String,
+    /// Beyond PortSIP: also accept PS256-signed ID tokens (RS256 is always accepted).
+    pub allow_ps256_id_tokens: bool,
     /// Beyond PortSIP: IANA time zone the schedule runs in.
     pub time_zone: String,
     /// Beyond PortSIP: where users land after signing in, per client.
@@ -107,6 +109,7 @@ impl Default for Ms365Settings {
             shared_mailbox: Scope::default(),
             events: Scope::default(),
             assertion_alg: "PS256".into(),
+            allow_ps256_id_tokens: false,
             time_zone: "UTC".into(),
             portal_landing_path: "/portal/".into(),
             webrtc_landing_path: "/webrtc/".into(),

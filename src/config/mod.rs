@@ -216,6 +216,8 @@ pub struct SsoConfig {
     pub forward_session_token: bool,
     /// Login, redirect and session requests allowed per client IP and minute.
     pub login_rate_per_minute: u32,
+    /// Logout also signs the user out at Microsoft (the cloud's `end_session_endpoint`).
+    pub end_session_at_microsoft: bool,
 }
 
 /// `[clouds.NAME]`.

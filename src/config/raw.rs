@@ -93,6 +93,7 @@ pub struct RawSso {
     pub protected_paths: Option<Vec<String>>,
     pub forward_session_token: Option<bool>,
     pub login_rate_per_minute: Option<u32>,
+    pub end_session_at_microsoft: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -308,6 +308,7 @@ fn sso(raw: super::raw::RawSso, o: &Origin<'_>) -> Result<SsoConfig, ConfigError
             Some(n) => n,
             None => 60,
         },
+        end_session_at_microsoft: raw.end_session_at_microsoft.unwrap_or(false),
     })
 }
 

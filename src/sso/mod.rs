@@ -55,16 +55,57 @@ pub fn routes(sso: Arc<Sso>) -> Router {
     own.merge(sessions)
 }
 
-/// Applies the sign-in rate limit to the session endpoints as well.
+/// Applies the sign-in rate limit to the session endpoints, and on logout (when configured)
+/// sends the browser on to sign out at Microsoft too.
 async fn limit_per_client(
     axum::extract::State(sso): axum::extract::State<Arc<Sso>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if let Some(conn) = req.extensions().get::<crate::edge::conn::ConnInfo>()
-        && let Err(problem) = login::rate_limit(&sso, conn)
-    {
+    let Some(conn) = req
+        .extensions()
+        .get::<crate::edge::conn::ConnInfo>()
+        .cloned()
+    else {
+        return next.run(req).await;
+    };
+    if let Err(problem) = login::rate_limit(&sso, &conn) {
         return problem.render(req.headers());
     }
-    next.run(req).await
+    let ending = if sso.config.sso.end_session_at_microsoft && req.uri().path() == "/ms365/logout" {
+        match session::session_cookie(req.headers()) {
+            Some(cookie) => sso.sessions.resolve(cookie).await.ok().flatten(),
+            None => None,
+        }
+    } else {
+        None
+    };
+    let mut response = next.run(req).await;
+    if let Some(info) = ending
+        && response.status() == http::StatusCode::FOUND
+        && let Some(url) = end_session_url(&sso, &info, conn.listener_index).await
+        && let Ok(value) = http::HeaderValue::from_str(&url)
+    {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response
+}
+
+/// The cloud's sign-out URL for the session's tenant, returning to this listener's
+/// registered redirect URI (which sends a bare return on to the sign-in page).
+async fn end_session_url(
+    sso: &Sso,
+    info: &session::SessionInfo,
+    listener: usize,
+) -> Option<String> {
+    let settings = sso.store.ms365_settings(&info.tenant_id).await.ok()?;
+    let back = sso.listener(listener)?.redirect_uri();
+    let mut url = reqwest::Url::parse(
+        &sso.endpoints(settings.national_cloud)
+            .end_session_url(&settings.directory_id),
+    )
+    .ok()?;
+    url.query_pairs_mut()
+        .append_pair("post_logout_redirect_uri", &back);
+    Some(url.to_string())
 }

@@ -64,6 +64,10 @@ async fn finish(
     if let Err(problem) = rate_limit(sso, conn) {
         return problem.render(headers);
     }
+    if p.state.is_none() && p.code.is_none() && p.error.is_none() {
+        // Microsoft's sign-out returns here without parameters.
+        return signed_out();
+    }
     let Some(state) = p.state.clone().filter(|s| !s.is_empty() && s.len() <= 512) else {
         return flow_problem(FlowProblem::Missing, None).render(headers);
     };
@@ -89,6 +93,14 @@ async fn finish(
         Ok(response) => response,
         Err(problem) => with_cleared(problem, headers, &state),
     }
+}
+
+fn signed_out() -> Response<Body> {
+    let mut response = StatusCode::FOUND.into_response();
+    response
+        .headers_mut()
+        .insert(LOCATION, HeaderValue::from_static("/ms365/?logged_out=1"));
+    response
 }
 
 /// Renders `problem` and deletes the flow cookie of `state`.
@@ -235,7 +247,11 @@ async fn redeem(
         client_id: &settings.application_id,
         directory_id: &settings.directory_id,
         nonce: &flow.nonce,
-        algorithms: &[Algorithm::RS256],
+        algorithms: if settings.allow_ps256_id_tokens {
+            &[Algorithm::RS256, Algorithm::PS256]
+        } else {
+            &[Algorithm::RS256]
+        },
     };
     validate_id_token(
         &sso.jwks,

@@ -369,3 +369,21 @@ async fn the_last_good_key_set_is_kept_when_a_fetch_fails() {
         .await
         .expect("cached keys still verify");
 }
+
+#[tokio::test]
+async fn ps256_is_accepted_only_when_allowed() {
+    let c = case().await;
+    let token = sign(&c.key, Algorithm::PS256, true, &good_claims());
+    let err = c.check(&token).await.unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+    let expect = IdTokenExpectations {
+        issuer: ISS,
+        client_id: CLIENT,
+        directory_id: DIR,
+        nonce: NONCE,
+        algorithms: &[Algorithm::RS256, Algorithm::PS256],
+    };
+    validate_id_token(&c.cache, &c.server.url, &token, &expect)
+        .await
+        .expect("PS256 allowed by the tenant");
+}

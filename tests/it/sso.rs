@@ -953,3 +953,35 @@ async fn logout_ends_the_session_everywhere_it_was_used() {
         "a revoked session carries no identity"
     );
 }
+
+#[tokio::test]
+async fn logout_can_also_sign_out_at_microsoft_and_come_back() {
+    let w = SsoWorld::new(WorldOptions {
+        sso_extra: "end_session_at_microsoft = true",
+        ..Default::default()
+    })
+    .await;
+    let b = w.browser();
+    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
+        .await;
+    let out = b.get("https://pbx.test/ms365/logout").await;
+    assert_eq!(out.status, StatusCode::FOUND);
+    let location = reqwest::Url::parse(&out.location()).expect("absolute URL at Microsoft");
+    assert!(
+        location
+            .path()
+            .ends_with(&format!("/{DIRECTORY}/oauth2/v2.0/logout")),
+        "{location}"
+    );
+    let back = location
+        .query_pairs()
+        .find(|(k, _)| k == "post_logout_redirect_uri")
+        .unwrap()
+        .1
+        .into_owned();
+    assert_eq!(back, PBX_REDIRECT);
+    assert!(b.cookie("pbx.test", "__Host-pbx_session").await.is_none());
+    let returned = b.get(&back).await;
+    assert_eq!(returned.status, StatusCode::FOUND);
+    assert_eq!(returned.location(), "/ms365/?logged_out=1");
+}
