@@ -77,6 +77,20 @@ enum Command {
         #[arg(long, default_value = "demo")]
         seed: String,
     },
+    /// Sync one tenant's Microsoft 365 users to PBX extensions now and print the report.
+    Sync {
+        #[arg(long, short, env = "MS365GW_CONFIG")]
+        config: PathBuf,
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Show what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     Version,
 }
@@ -93,6 +107,24 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
         Command::Emulator { bind, seed } => run_emulator(bind, &seed),
+        Command::Sync {
+            config,
+            tenant,
+            dry_run,
+            json,
+        } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match sync_now(&config, &tenant, dry_run, json) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Keygen {
             config,
             tenant,
@@ -148,6 +180,82 @@ fn run_emulator(bind: std::net::SocketAddr, seed: &str) -> ExitCode {
             }
         }
     })
+}
+
+fn sync_now(config: &Config, tenant: &str, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+
+    use ms365_gateway::store::{RunStatus, RunTrigger, Store};
+    use ms365_gateway::sync::{SyncOptions, context, sync_users};
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let store = Store::open_sqlite(&config.data_dir, 2).await?;
+        for seed in &config.tenants {
+            store.upsert_tenant(seed).await?;
+        }
+        let ctx = context::for_tenant(config, &store, tenant).await?;
+        let mut options = SyncOptions {
+            trigger: RunTrigger::Cli,
+            dry_run,
+            ..SyncOptions::default()
+        };
+        if std::io::stderr().is_terminal() {
+            options.progress = Some(std::sync::Arc::new(|p: &ms365_gateway::sync::Progress| {
+                let total = if p.total > 0 {
+                    format!("/{}", p.total)
+                } else {
+                    String::new()
+                };
+                eprint!("\r{:>6} {}{total}   ", p.phase, p.done);
+            }));
+        }
+        let report = sync_users(&ctx, &options).await;
+        store.close().await;
+        anyhow::Ok(report?)
+    })?;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(match report.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
+
+fn print_report(r: &ms365_gateway::sync::RunReport) {
+    let what = if r.dry_run {
+        "dry run (nothing changed)"
+    } else {
+        "run"
+    };
+    println!(
+        "sync {what} {} of tenant {}: {:?} ({})",
+        r.run_id,
+        r.tenant_id,
+        r.status,
+        r.mode.as_deref().unwrap_or("-")
+    );
+    for (kind, c) in &r.counts {
+        println!("  {kind}: {c:?}");
+    }
+    println!(
+        "  graph requests: {}, throttled: {}",
+        r.graph_requests, r.throttled
+    );
+    if let Some(m) = &r.message {
+        println!("  {m}");
+    }
+    for e in &r.errors {
+        println!("  ! {e:?}");
+    }
+    for line in &r.preview {
+        println!("  ~ {line}");
+    }
 }
 
 fn keygen(

@@ -15,6 +15,7 @@
 //! - [`run`]: the run record (progress, counts, capped errors, Graph traffic) and [`RunReport`].
 
 pub mod apply;
+pub mod context;
 pub mod extensions;
 pub mod plan;
 pub mod run;

@@ -11,4 +11,5 @@ mod proxy;
 mod sessions;
 mod sso;
 mod sync;
+mod sync_cli;
 mod tls;
