@@ -34,8 +34,6 @@ pub struct SsoWorld {
     pub client_id: String,
     /// An enabled emulator user with a directory entry: (oid, upn).
     pub user: (String, String),
-    /// The gateway's configuration, as written.
-    pub toml: String,
 }
 
 pub struct WorldOptions<'a> {
@@ -81,6 +79,7 @@ impl SsoWorld {
             ..Default::default()
         });
         let gateway = TestGateway::start(setup.config(&toml)).await;
+        // Written out too, for tests that run the binary on the same configuration.
         std::fs::write(setup.path("gateway.toml"), &toml).unwrap();
         let store = Store::open_sqlite(&setup.path("data"), 2).await.unwrap();
         let mut world = SsoWorld {
@@ -91,7 +90,6 @@ impl SsoWorld {
             store,
             client_id,
             user: (String::new(), String::new()),
-            toml,
         };
         world.configure_tenant().await;
         world
