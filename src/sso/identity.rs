@@ -103,6 +103,14 @@ fn unauthenticated(req: &Request<Body>) -> Response<Body> {
 
 /// Removes the session and flow cookies from the Cookie header(s) the PBX will see.
 pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
+    // Most proxied requests carry none of ours: leave their headers untouched.
+    let ours = headers.get_all(COOKIE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains(SESSION_COOKIE) || v.contains(FLOW_COOKIE_PREFIX))
+    });
+    if !ours {
+        return;
+    }
     let kept: Vec<String> = headers
         .get_all(COOKIE)
         .iter()

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod login;
 pub mod login_page;
 pub mod pages;
+pub mod photos_route;
 pub mod ratelimit;
 pub mod redirect;
 pub mod return_to;
@@ -49,6 +50,7 @@ pub fn routes(sso: Arc<Sso>) -> Router {
             get(redirect::redirect_get).post(redirect::redirect_post),
         )
         .route("/ms365/info", get(login::info))
+        .route("/ms365/photos/{user}", get(photos_route::photo))
         .with_state(sso.clone());
     let sessions = session_routes::routes(sso.sessions.clone())
         .route_layer(axum::middleware::from_fn_with_state(sso, limit_per_client));

@@ -46,6 +46,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: DIRECTORY_SYNC,
         postgres: DIRECTORY_SYNC,
     },
+    Migration {
+        version: 6,
+        name: "user_photos",
+        sqlite: "CREATE TABLE user_photos (tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE, oid TEXT NOT NULL, etag TEXT NOT NULL, content_type TEXT NOT NULL, bytes BLOB NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, oid));",
+        postgres: "CREATE TABLE user_photos (tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE, oid TEXT NOT NULL, etag TEXT NOT NULL, content_type TEXT NOT NULL, bytes BYTEA NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, oid));",
+    },
 ];
 
 const TENANTS: &str = "

@@ -8,6 +8,7 @@ mod credentials;
 mod directory;
 mod migrations;
 mod ms365;
+mod photos;
 mod sessions;
 mod sync_runs;
 mod tenants;
@@ -23,6 +24,7 @@ pub use credentials::{CredentialRecord, CredentialState};
 pub use directory::{DirectoryWrite, PbxProfile, PbxUser, PbxUserSource, SyncCursor};
 pub use migrations::LATEST_VERSION;
 pub use ms365::DirectoryUser;
+pub use photos::StoredPhoto;
 pub use sessions::SessionRecord;
 pub use sync_runs::{
     EntityCounts, ItemError, ItemOutcome, MAX_RUN_ERRORS, RunOutcome, RunStatus, RunTrigger,

@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod context;
 pub mod extensions;
+pub mod photos;
 pub mod plan;
 pub mod run;
 pub mod scope;
@@ -126,6 +127,9 @@ pub enum SyncError {
     /// The delta round ended without a deltaLink: an incomplete answer, not applied.
     #[error("run {run_id} failed, nothing was changed: the delta round ended without a deltaLink")]
     Incomplete { run_id: String },
+    /// Photo sync stopped on a Graph failure; photos stored by earlier rounds stay.
+    #[error("photo sync stopped (photos stored before this point are kept): Microsoft Graph: {0}")]
+    PhotoFetch(Box<GraphError>),
     #[error("{0}")]
     InvalidOptions(String),
     #[error("sync run {0} not found")]

@@ -7,6 +7,7 @@ mod entra;
 mod graph;
 mod lifecycle;
 mod oidc;
+mod photos;
 mod proxy;
 mod sessions;
 mod sso;
