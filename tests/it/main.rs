@@ -3,6 +3,7 @@
 mod common;
 
 mod config;
+mod directory;
 mod entra;
 mod graph;
 mod lifecycle;

@@ -1,0 +1,64 @@
+//! The directory read API for signed-in users: who am I, and the tenant's extensions.
+
+use http::StatusCode;
+use ms365_gateway::Config;
+use ms365_gateway::sync::{SyncOptions, context, sync_users};
+
+use crate::sso::{SsoWorld, WorldOptions};
+
+#[tokio::test]
+async fn signed_in_users_see_themselves_and_their_tenants_extensions() {
+    let w = SsoWorld::new(WorldOptions::default()).await;
+    w.settings(|s| s.users.enabled = true).await;
+    let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
+    let ctx = context::for_tenant(&config, &w.store, "acme")
+        .await
+        .unwrap();
+    sync_users(&ctx, &SyncOptions::default()).await.unwrap();
+    let b = w.browser();
+    assert_eq!(
+        b.get("https://pbx.test/ms365/directory/me").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
+        .await;
+    let me = b.get("https://pbx.test/ms365/directory/me").await.json();
+    let mine = w
+        .store
+        .pbx_user_by_oid("acme", &w.user.0)
+        .await
+        .unwrap()
+        .expect("synced");
+    assert_eq!(me["extension_number"], mine.extension_number.as_str());
+    assert_eq!(me["domain"], "acme.test");
+    assert_eq!(me["avatar_url"], format!("/ms365/photos/{}", mine.id));
+    let all = b.get("https://pbx.test/ms365/directory/users").await.json();
+    let enabled = w
+        .store
+        .pbx_users("acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.enabled)
+        .count();
+    assert_eq!(all["items"].as_array().unwrap().len(), enabled);
+    let needle = mine.profile.display_name.to_uppercase();
+    let found = b
+        .get(&format!(
+            "https://pbx.test/ms365/directory/users?q={}",
+            crate::sso::urlencode(&needle)
+        ))
+        .await
+        .json();
+    let items = found["items"].as_array().unwrap();
+    assert!(
+        items.iter().any(|u| u["id"] == mine.id.as_str()),
+        "case-insensitive search: {found}"
+    );
+    assert!(items.len() < enabled, "the search narrows the list");
+    let none = b
+        .get("https://pbx.test/ms365/directory/users?q=zzzz-no-such-user")
+        .await
+        .json();
+    assert!(none["items"].as_array().unwrap().is_empty());
+}
