@@ -66,6 +66,8 @@ pub struct Gateway {
     reload_trigger: Arc<Notify>,
     stop: StopSignals,
     tunnels: TaskTracker,
+    /// Directory sync queue and schedule; stops with the graceful shutdown signal.
+    sync_worker: crate::sync::worker::SyncWorker,
 }
 
 /// A way to reach a running gateway from outside (signal handlers, tests).
@@ -154,6 +156,11 @@ impl Gateway {
         }
         let admin = bind(config.admin.bind, "admin.bind").await?;
         let reloader = Arc::new(CertReloader::new(loader, watched, metrics.clone()));
+        let sync_worker = crate::sync::worker::SyncWorker::new(
+            config.clone(),
+            store.clone(),
+            stop.graceful.clone(),
+        );
         Ok(Gateway {
             config,
             store,
@@ -164,7 +171,13 @@ impl Gateway {
             reload_trigger: Arc::new(Notify::new()),
             stop,
             tunnels,
+            sync_worker,
         })
+    }
+
+    /// Hands sync requests ("sync now") to the gateway's sync worker.
+    pub fn sync_worker(&self) -> crate::sync::worker::SyncHandle {
+        self.sync_worker.handle()
     }
 
     /// Bound addresses of the listeners, in config order (resolves port 0).
@@ -205,6 +218,7 @@ impl Gateway {
             reload_trigger,
             stop,
             tunnels,
+            sync_worker,
         } = self;
         let connections = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(config.server.max_connections));
@@ -243,6 +257,7 @@ impl Gateway {
             stop.graceful.clone(),
         );
         tasks.push(("certificate reloader".into(), tokio::spawn(reload)));
+        tasks.push(("sync worker".into(), tokio::spawn(sync_worker.run())));
         ready.store(true, Ordering::Release);
         tracing::info!(listeners = config.listeners.len(), "gateway serving");
 

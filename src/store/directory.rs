@@ -154,7 +154,12 @@ impl Store {
 
     /// Enabled PBX users whose name, extension, email or department contains `q`
     /// (case-insensitive), by extension, at most `limit`.
-    pub async fn search_pbx_users(&self, tenant_id: &str, q: &str, limit: i64) -> Result<Vec<PbxUser>, StoreError> {
+    pub async fn search_pbx_users(
+        &self,
+        tenant_id: &str,
+        q: &str,
+        limit: i64,
+    ) -> Result<Vec<PbxUser>, StoreError> {
         let pattern = format!("%{}%", q.to_lowercase().replace(['%', '_'], ""));
         let rows = sqlx::query(select_pbx_users!(
             "WHERE tenant_id = $1 AND enabled = 1 AND (LOWER(display_name) LIKE $2 OR extension_number LIKE $2
@@ -166,7 +171,10 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(PbxUser::from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(PbxUser::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     pub async fn pbx_user(&self, tenant_id: &str, id: &str) -> Result<Option<PbxUser>, StoreError> {

@@ -52,6 +52,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: "CREATE TABLE user_photos (tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE, oid TEXT NOT NULL, etag TEXT NOT NULL, content_type TEXT NOT NULL, bytes BLOB NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, oid));",
         postgres: "CREATE TABLE user_photos (tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE, oid TEXT NOT NULL, etag TEXT NOT NULL, content_type TEXT NOT NULL, bytes BYTEA NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, oid));",
     },
+    Migration {
+        version: 7,
+        name: "contacts",
+        sqlite: super::contacts::MIGRATION,
+        postgres: super::contacts::MIGRATION,
+    },
 ];
 
 const TENANTS: &str = "

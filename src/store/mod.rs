@@ -4,6 +4,7 @@
 //! PostgreSQL runs the same queries: `$n` placeholders, integer epoch seconds for time, no
 //! driver-specific types. Schema changes are versioned migrations ([`migrations`]).
 
+mod contacts;
 mod credentials;
 mod directory;
 mod migrations;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use contacts::{ContactBook, ContactFields, StoredContact, UpsertCounts};
 pub use credentials::{CredentialRecord, CredentialState};
 pub use directory::{DirectoryWrite, PbxProfile, PbxUser, PbxUserSource, SyncCursor};
 pub use migrations::LATEST_VERSION;

@@ -15,14 +15,17 @@
 //! - [`run`]: the run record (progress, counts, capped errors, Graph traffic) and [`RunReport`].
 
 pub mod apply;
+pub mod contacts;
 pub mod context;
 pub mod extensions;
 pub mod photos;
 pub mod plan;
 pub mod run;
+pub mod scheduler;
 pub mod scope;
 pub mod username;
 pub mod users;
+pub mod worker;
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 mod common;
 
 mod config;
+mod contacts;
 mod directory;
 mod entra;
 mod graph;
@@ -15,3 +16,4 @@ mod sso;
 mod sync;
 mod sync_cli;
 mod tls;
+mod worker;

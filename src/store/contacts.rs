@@ -1,0 +1,585 @@
+//! Contacts synced from Outlook, in PortSIP's contact fields: personal contacts (one book per
+//! PBX user, from the user's default Contacts folder) and company contacts (one book per
+//! shared mailbox). Rows are keyed by the Graph contact id (`source_id`) within their book,
+//! so a sync can upsert and remove exactly what Graph reports. Searched lists back the
+//! directory API.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Store, StoreError, now_epoch};
+
+/// Schema of migration 7 (the same SQL on SQLite and PostgreSQL).
+pub(super) const MIGRATION: &str = "
+CREATE TABLE personal_contacts (
+    tenant_id          TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    owner_pbx_user_id  TEXT NOT NULL,
+    source_id          TEXT NOT NULL,
+    name TEXT NOT NULL, email TEXT NOT NULL, company TEXT NOT NULL, title TEXT NOT NULL,
+    business TEXT NOT NULL, business2 TEXT NOT NULL, mobile_phone TEXT NOT NULL,
+    mobile_phone2 TEXT NOT NULL, home_phone TEXT NOT NULL, home_phone2 TEXT NOT NULL,
+    other TEXT NOT NULL, business_fax TEXT NOT NULL, home_fax TEXT NOT NULL,
+    address TEXT NOT NULL, notes TEXT NOT NULL,
+    updated_at         BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, owner_pbx_user_id, source_id)
+);
+CREATE TABLE company_contacts (
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    mailbox     TEXT NOT NULL,
+    source_id   TEXT NOT NULL,
+    name TEXT NOT NULL, email TEXT NOT NULL, company TEXT NOT NULL, title TEXT NOT NULL,
+    business TEXT NOT NULL, business2 TEXT NOT NULL, mobile_phone TEXT NOT NULL,
+    mobile_phone2 TEXT NOT NULL, home_phone TEXT NOT NULL, home_phone2 TEXT NOT NULL,
+    other TEXT NOT NULL, business_fax TEXT NOT NULL, home_fax TEXT NOT NULL,
+    address TEXT NOT NULL, notes TEXT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, mailbox, source_id)
+);";
+
+/// PortSIP's contact fields; an empty string is an absent value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContactFields {
+    pub name: String,
+    pub email: String,
+    pub company: String,
+    pub title: String,
+    pub business: String,
+    pub business2: String,
+    pub mobile_phone: String,
+    pub mobile_phone2: String,
+    pub home_phone: String,
+    pub home_phone2: String,
+    pub other: String,
+    pub business_fax: String,
+    pub home_fax: String,
+    pub address: String,
+    pub notes: String,
+}
+
+const FIELD_COLUMNS: &str = "name, email, company, title, business, business2, mobile_phone, \
+    mobile_phone2, home_phone, home_phone2, other, business_fax, home_fax, address, notes";
+
+impl ContactFields {
+    fn values(&self) -> [&str; 15] {
+        [
+            &self.name,
+            &self.email,
+            &self.company,
+            &self.title,
+            &self.business,
+            &self.business2,
+            &self.mobile_phone,
+            &self.mobile_phone2,
+            &self.home_phone,
+            &self.home_phone2,
+            &self.other,
+            &self.business_fax,
+            &self.home_fax,
+            &self.address,
+            &self.notes,
+        ]
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ContactFields {
+            name: row.try_get("name")?,
+            email: row.try_get("email")?,
+            company: row.try_get("company")?,
+            title: row.try_get("title")?,
+            business: row.try_get("business")?,
+            business2: row.try_get("business2")?,
+            mobile_phone: row.try_get("mobile_phone")?,
+            mobile_phone2: row.try_get("mobile_phone2")?,
+            home_phone: row.try_get("home_phone")?,
+            home_phone2: row.try_get("home_phone2")?,
+            other: row.try_get("other")?,
+            business_fax: row.try_get("business_fax")?,
+            home_fax: row.try_get("home_fax")?,
+            address: row.try_get("address")?,
+            notes: row.try_get("notes")?,
+        })
+    }
+}
+
+/// Which book a contact belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ContactBook {
+    /// The personal contacts of a PBX user (its id).
+    Personal(String),
+    /// The company contacts from one shared mailbox (its object id).
+    Company(String),
+}
+
+impl ContactBook {
+    fn table(&self) -> &'static str {
+        match self {
+            ContactBook::Personal(_) => "personal_contacts",
+            ContactBook::Company(_) => "company_contacts",
+        }
+    }
+
+    fn owner_column(&self) -> &'static str {
+        match self {
+            ContactBook::Personal(_) => "owner_pbx_user_id",
+            ContactBook::Company(_) => "mailbox",
+        }
+    }
+
+    /// The PBX user id or the mailbox id.
+    pub fn owner(&self) -> &str {
+        match self {
+            ContactBook::Personal(o) | ContactBook::Company(o) => o,
+        }
+    }
+
+    /// `personal` or `company`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ContactBook::Personal(_) => "personal",
+            ContactBook::Company(_) => "company",
+        }
+    }
+}
+
+/// A stored contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredContact {
+    /// `personal` or `company`.
+    pub kind: &'static str,
+    /// The owning PBX user id (personal) or shared mailbox id (company).
+    pub owner: String,
+    pub source_id: String,
+    #[serde(flatten)]
+    pub fields: ContactFields,
+    pub updated_at: i64,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertCounts {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+}
+
+// Dynamic SQL here only splices the static table, column and placeholder names below;
+// every value is bound.
+
+/// Ids bound per `IN (...)` statement.
+const IDS_PER_STATEMENT: usize = 200;
+
+impl Store {
+    /// Creates or replaces contacts of `book` in one transaction; rows already equal are
+    /// left alone.
+    pub async fn upsert_contacts(
+        &self,
+        tenant_id: &str,
+        book: &ContactBook,
+        contacts: &[(String, ContactFields)],
+    ) -> Result<UpsertCounts, StoreError> {
+        let mut counts = UpsertCounts::default();
+        if contacts.is_empty() {
+            return Ok(counts);
+        }
+        let (table, owner_col) = (book.table(), book.owner_column());
+        let upsert = format!(
+            "INSERT INTO {table} (tenant_id, {owner_col}, source_id, {FIELD_COLUMNS}, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+             ON CONFLICT (tenant_id, {owner_col}, source_id) DO UPDATE SET
+             name = excluded.name, email = excluded.email, company = excluded.company,
+             title = excluded.title, business = excluded.business, business2 = excluded.business2,
+             mobile_phone = excluded.mobile_phone, mobile_phone2 = excluded.mobile_phone2,
+             home_phone = excluded.home_phone, home_phone2 = excluded.home_phone2,
+             other = excluded.other, business_fax = excluded.business_fax,
+             home_fax = excluded.home_fax, address = excluded.address, notes = excluded.notes,
+             updated_at = excluded.updated_at"
+        );
+        // Read before the transaction: on SQLite a transaction that reads and then writes
+        // cannot wait for another writer (SQLITE_BUSY), one that only writes can.
+        let mut existing = HashMap::new();
+        let ids: Vec<&str> = contacts.iter().map(|(id, _)| id.as_str()).collect();
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let placeholders = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT source_id, {FIELD_COLUMNS} FROM {table}
+                 WHERE tenant_id = $1 AND {owner_col} = $2 AND source_id IN ({placeholders})"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .bind(book.owner());
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                let id: String = row.try_get("source_id")?;
+                existing.insert(id, ContactFields::from_row(&row)?);
+            }
+        }
+        let now = now_epoch();
+        let mut tx = self.pool().begin().await?;
+        for (source_id, fields) in contacts {
+            match existing.get(source_id) {
+                Some(old) if old == fields => {
+                    counts.unchanged += 1;
+                    continue;
+                }
+                Some(_) => counts.updated += 1,
+                None => counts.created += 1,
+            }
+            let mut q = sqlx::query(AssertSqlSafe(upsert.as_str()))
+                .bind(tenant_id)
+                .bind(book.owner())
+                .bind(source_id);
+            for v in fields.values() {
+                q = q.bind(v);
+            }
+            q.bind(now).execute(&mut *tx).await?;
+            // A contact listed twice in one batch counts once.
+            existing.insert(source_id.clone(), fields.clone());
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    /// Removes contacts of `book` by Graph id; how many were there.
+    pub async fn delete_contacts(
+        &self,
+        tenant_id: &str,
+        book: &ContactBook,
+        source_ids: &[String],
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut tx = self.pool().begin().await?;
+        for chunk in source_ids.chunks(IDS_PER_STATEMENT) {
+            let placeholders = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "DELETE FROM {} WHERE tenant_id = $1 AND {} = $2 AND source_id IN ({placeholders})",
+                book.table(),
+                book.owner_column()
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(tenant_id)
+                .bind(book.owner());
+            for id in chunk {
+                q = q.bind(id);
+            }
+            removed += q.execute(&mut *tx).await?.rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// The Graph ids of every contact of `book`.
+    pub async fn contact_source_ids(
+        &self,
+        tenant_id: &str,
+        book: &ContactBook,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT source_id FROM {} WHERE tenant_id = $1 AND {} = $2",
+            book.table(),
+            book.owner_column()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(tenant_id)
+            .bind(book.owner())
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("source_id"))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Removes every contact of `book` whose Graph id is not in `keep` (the end of a full
+    /// compare); how many were removed.
+    pub async fn delete_contacts_except(
+        &self,
+        tenant_id: &str,
+        book: &ContactBook,
+        keep: &HashSet<String>,
+    ) -> Result<usize, StoreError> {
+        let gone: Vec<String> = self
+            .contact_source_ids(tenant_id, book)
+            .await?
+            .into_iter()
+            .filter(|id| !keep.contains(id))
+            .collect();
+        self.delete_contacts(tenant_id, book, &gone).await
+    }
+
+    /// The owners (PBX user ids, or mailbox ids for company contacts) that have contacts.
+    pub async fn contact_owners(
+        &self,
+        tenant_id: &str,
+        company: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let book = if company {
+            ContactBook::Company(String::new())
+        } else {
+            ContactBook::Personal(String::new())
+        };
+        let col = book.owner_column();
+        let sql = format!(
+            "SELECT DISTINCT {col} AS owner FROM {} WHERE tenant_id = $1",
+            book.table()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(tenant_id)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("owner"))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Removes a whole book; how many contacts it had.
+    pub async fn delete_contact_book(
+        &self,
+        tenant_id: &str,
+        book: &ContactBook,
+    ) -> Result<usize, StoreError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND {} = $2",
+            book.table(),
+            book.owner_column()
+        );
+        let done = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(tenant_id)
+            .bind(book.owner())
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() as usize)
+    }
+
+    /// Personal contacts of a PBX user, by name, optionally searched with `q`.
+    pub async fn personal_contacts(
+        &self,
+        tenant_id: &str,
+        owner_pbx_user_id: &str,
+        q: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredContact>, StoreError> {
+        self.list_contacts(
+            tenant_id,
+            &ContactBook::Personal(owner_pbx_user_id.to_string()),
+            q,
+            limit,
+        )
+        .await
+    }
+
+    /// The tenant's company contacts (all shared mailboxes), by name, optionally searched.
+    pub async fn company_contacts(
+        &self,
+        tenant_id: &str,
+        q: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredContact>, StoreError> {
+        self.list_contacts(tenant_id, &ContactBook::Company(String::new()), q, limit)
+            .await
+    }
+
+    /// Personal books filter by owner; the company book of an empty owner lists all mailboxes.
+    async fn list_contacts(
+        &self,
+        tenant_id: &str,
+        book: &ContactBook,
+        q: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredContact>, StoreError> {
+        let col = book.owner_column();
+        let mut sql = format!(
+            "SELECT {col} AS owner, source_id, {FIELD_COLUMNS}, updated_at FROM {} WHERE tenant_id = $1",
+            book.table()
+        );
+        let by_owner = !book.owner().is_empty() || matches!(book, ContactBook::Personal(_));
+        let mut next = 2;
+        if by_owner {
+            sql.push_str(&format!(" AND {col} = ${next}"));
+            next += 1;
+        }
+        let pattern = q
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
+        if pattern.is_some() {
+            let p = format!("${next}");
+            let cond = [
+                "name",
+                "email",
+                "company",
+                "business",
+                "business2",
+                "mobile_phone",
+                "mobile_phone2",
+                "home_phone",
+                "home_phone2",
+                "other",
+            ]
+            .iter()
+            .map(|c| format!("LOWER({c}) LIKE {p} ESCAPE '\\'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+            sql.push_str(&format!(" AND ({cond})"));
+            next += 1;
+        }
+        sql.push_str(&format!(" ORDER BY name, source_id LIMIT ${next}"));
+        let mut query = sqlx::query(AssertSqlSafe(sql.as_str())).bind(tenant_id);
+        if by_owner {
+            query = query.bind(book.owner());
+        }
+        if let Some(p) = &pattern {
+            query = query.bind(p.clone());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = query.bind(limit).fetch_all(self.pool()).await?;
+        let kind = book.kind();
+        rows.iter()
+            .map(|r| {
+                Ok(StoredContact {
+                    kind,
+                    owner: r.try_get("owner")?,
+                    source_id: r.try_get("source_id")?,
+                    fields: ContactFields::from_row(r)?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+/// Escapes `LIKE` wildcards (with `\` as the escape character).
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upsert_compare_delete_and_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), 2).await.unwrap();
+        let seed = crate::config::TenantSeed {
+            id: "t".into(),
+            domain: "t.test".into(),
+            name: "T".into(),
+        };
+        store.upsert_tenant(&seed).await.unwrap();
+        let book = ContactBook::Personal("u1".into());
+        let c = |name: &str, phone: &str| ContactFields {
+            name: name.into(),
+            mobile_phone: phone.into(),
+            ..Default::default()
+        };
+        let first = store
+            .upsert_contacts(
+                "t",
+                &book,
+                &[
+                    ("a".into(), c("Ada 100%", "+1 555")),
+                    ("b".into(), c("Bob", "+44 20")),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!((first.created, first.updated), (2, 0));
+        let again = store
+            .upsert_contacts(
+                "t",
+                &book,
+                &[
+                    ("a".into(), c("Ada 100%", "+1 555")),
+                    ("b".into(), c("Bobby", "+44 20")),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!((again.created, again.updated, again.unchanged), (0, 1, 1));
+        let found = store
+            .personal_contacts("t", "u1", Some("BOB"), 10)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].fields.name, "Bobby");
+        assert_eq!(
+            store
+                .personal_contacts("t", "u1", Some("0%"), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .personal_contacts("t", "u1", Some("x%"), 10)
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            store
+                .personal_contacts("t", "u2", None, 10)
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        let keep = HashSet::from(["a".to_string()]);
+        assert_eq!(
+            store
+                .delete_contacts_except("t", &book, &keep)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .delete_contacts("t", &book, &["a".into()])
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(
+            store
+                .personal_contacts("t", "u1", None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let company = ContactBook::Company("m1".into());
+        store
+            .upsert_contacts("t", &company, &[("x".into(), c("Xena", ""))])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.company_contacts("t", None, 10).await.unwrap().len(),
+            1
+        );
+        assert_eq!(
+            store.contact_owners("t", true).await.unwrap(),
+            vec!["m1".to_string()]
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The per-tenant sync schedule: `sync_time`, a 5-field cron expression as PortSIP writes it
+//! (`minute hour day-of-month month day-of-week`, default `0 0 * * *`), evaluated on the wall
+//! clock of the tenant's IANA `time_zone`.
+//!
+//! Daylight-saving changes (the rules of `croner`, which follow the Open Cron Pattern
+//! Specification):
+//! - Spring forward: a fixed time that does not exist that day (02:30 in Europe/Berlin on the
+//!   last Sunday of March) runs once, at the first real instant after the gap (03:00 local).
+//! - Fall back: a fixed time that exists twice (01:30 in America/New_York on the first Sunday
+//!   of November) runs once, at its first occurrence (the daylight-time one); the repeat
+//!   is not a second run.
+//! - Jobs with a wildcard or stepped hour (`*/15 * * * *`) follow the real clock: they run
+//!   every matching instant, so the repeated hour is seen twice.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+fn parse(cron: &str) -> Result<Cron, String> {
+    let fields = cron.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "sync_time `{cron}` must have 5 fields (minute hour day-of-month month day-of-week), found {fields}"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(cron)
+        .map_err(|e| format!("sync_time `{cron}` is not a valid cron expression: {e}"))
+}
+
+/// Checks a `sync_time` value: five fields, each valid.
+pub fn validate_cron(cron: &str) -> Result<(), String> {
+    parse(cron).map(|_| ())
+}
+
+/// The tenant's time zone, or why it is not one.
+pub fn parse_tz(tz: &str) -> Result<Tz, String> {
+    let name = tz.trim();
+    let name = if name.is_empty() { "UTC" } else { name };
+    name.parse::<Tz>()
+        .map_err(|_| format!("time_zone `{tz}` is not an IANA time zone name"))
+}
+
+/// The first scheduled instant strictly after `after`, `cron` read in the time zone `tz`.
+pub fn next_run(cron: &str, tz: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let cron = parse(cron)?;
+    let tz = parse_tz(tz)?;
+    let local = after.with_timezone(&tz);
+    cron.find_next_occurrence(&local, false)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("no next run for `{}`: {e}", cron.pattern))
+}
+
+/// Whether a run came due in `(since, now]`: the schedule's next instant after `since` is not
+/// later than `now`. Several missed occurrences in the window still make one run.
+pub fn is_due(
+    cron: &str,
+    tz: &str,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, String> {
+    Ok(next_run(cron, tz, since)? <= now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    /// Every run in `[from, to)`.
+    fn runs(cron: &str, tz: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::new();
+        let mut t = from;
+        loop {
+            t = next_run(cron, tz, t).unwrap();
+            if t >= to {
+                return out;
+            }
+            out.push(t);
+        }
+    }
+
+    #[test]
+    fn midnight_default_in_utc_and_in_a_zone() {
+        let after = utc(2026, 1, 10, 12, 0);
+        assert_eq!(
+            next_run("0 0 * * *", "UTC", after).unwrap(),
+            utc(2026, 1, 11, 0, 0)
+        );
+        // Berlin is UTC+1 in winter: local midnight is 23:00 UTC the day before.
+        assert_eq!(
+            next_run("0 0 * * *", "Europe/Berlin", after).unwrap(),
+            utc(2026, 1, 10, 23, 0)
+        );
+        // Strictly after: exactly at the run time gives the next day's.
+        assert_eq!(
+            next_run("0 0 * * *", "UTC", utc(2026, 1, 11, 0, 0)).unwrap(),
+            utc(2026, 1, 12, 0, 0)
+        );
+        // An empty time zone is UTC.
+        assert_eq!(
+            next_run("0 0 * * *", "", after).unwrap(),
+            utc(2026, 1, 11, 0, 0)
+        );
+    }
+
+    #[test]
+    fn custom_time_and_weekday() {
+        // 2026-07-01 is a Wednesday; New York is UTC-4 in summer.
+        let after = utc(2026, 7, 1, 0, 0);
+        assert_eq!(
+            next_run("15 6 * * *", "America/New_York", after).unwrap(),
+            utc(2026, 7, 1, 10, 15)
+        );
+        // Mondays at 22:45 Berlin (UTC+2): 2026-07-06 20:45 UTC.
+        assert_eq!(
+            next_run("45 22 * * 1", "Europe/Berlin", after).unwrap(),
+            utc(2026, 7, 6, 20, 45)
+        );
+    }
+
+    #[test]
+    fn spring_forward_runs_once_after_the_gap() {
+        // Berlin 2026-03-29: 02:00 → 03:00 CEST. 02:30 does not exist: one run at 03:00 CEST
+        // (01:00 UTC); the days around run at 02:30 local as usual.
+        let got = runs(
+            "30 2 * * *",
+            "Europe/Berlin",
+            utc(2026, 3, 28, 0, 0),
+            utc(2026, 3, 31, 0, 0),
+        );
+        assert_eq!(
+            got,
+            vec![
+                utc(2026, 3, 28, 1, 30),
+                utc(2026, 3, 29, 1, 0),
+                utc(2026, 3, 30, 0, 30)
+            ]
+        );
+        // New York 2026-03-08: 02:00 EST → 03:00 EDT; one run at 03:00 EDT (07:00 UTC).
+        let got = runs(
+            "30 2 * * *",
+            "America/New_York",
+            utc(2026, 3, 7, 12, 0),
+            utc(2026, 3, 9, 12, 0),
+        );
+        assert_eq!(got, vec![utc(2026, 3, 8, 7, 0), utc(2026, 3, 9, 6, 30)]);
+    }
+
+    #[test]
+    fn fall_back_runs_once_not_twice() {
+        // Berlin 2026-10-25: 03:00 CEST → 02:00 CET; 02:30 happens twice, runs once (the
+        // first, 00:30 UTC).
+        let got = runs(
+            "30 2 * * *",
+            "Europe/Berlin",
+            utc(2026, 10, 24, 12, 0),
+            utc(2026, 10, 26, 12, 0),
+        );
+        assert_eq!(
+            got,
+            vec![utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]
+        );
+        // New York 2026-11-01: 02:00 EDT → 01:00 EST; 01:30 happens twice, runs once.
+        let got = runs(
+            "30 1 * * *",
+            "America/New_York",
+            utc(2026, 10, 31, 12, 0),
+            utc(2026, 11, 2, 12, 0),
+        );
+        assert_eq!(got, vec![utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)]);
+    }
+
+    #[test]
+    fn due_decision_with_an_injected_clock() {
+        let cron = "0 0 * * *";
+        let tz = "Europe/Berlin";
+        // Local midnight 2026-01-11 = 2026-01-10 23:00 UTC.
+        let before = utc(2026, 1, 10, 22, 59);
+        let at = utc(2026, 1, 10, 23, 0);
+        let after = utc(2026, 1, 10, 23, 0) + chrono::Duration::seconds(30);
+        assert!(!is_due(cron, tz, before - chrono::Duration::seconds(30), before).unwrap());
+        assert!(is_due(cron, tz, before, at).unwrap());
+        assert!(is_due(cron, tz, before, after).unwrap());
+        // The next window, after the run time, is not due again.
+        assert!(!is_due(cron, tz, after, after + chrono::Duration::seconds(30)).unwrap());
+    }
+
+    #[test]
+    fn invalid_expressions_are_explained() {
+        assert!(validate_cron("0 0 * * *").is_ok());
+        assert!(validate_cron("*/15 8-18 * * MON-FRI").is_ok());
+        let e = validate_cron("0 0 * *").unwrap_err();
+        assert!(e.contains("5 fields"), "{e}");
+        let e = validate_cron("0 0 0 * * *").unwrap_err();
+        assert!(e.contains("5 fields"), "{e}");
+        let e = validate_cron("61 0 * * *").unwrap_err();
+        assert!(e.contains("not a valid cron"), "{e}");
+        let e = next_run("0 0 * * *", "Mars/Olympus", utc(2026, 1, 1, 0, 0)).unwrap_err();
+        assert!(e.contains("IANA"), "{e}");
+    }
+}

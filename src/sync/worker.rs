@@ -1,0 +1,408 @@
+//! The sync worker: a queue of tenant sync requests, one run per tenant at a time, runs of
+//! different tenants in parallel up to a bound, and the per-tenant schedule.
+//!
+//! Coalescing rule (what "sync now" while a sync is pending means):
+//! - tenant idle → a run is queued ([`RequestOutcome::Queued`]);
+//! - tenant queued, not started (waiting for a slot) → the request joins the queued run
+//!   ([`RequestOutcome::CoalescedIntoQueued`]); the trigger of the first request is kept;
+//! - tenant running → the request is merged into the running run
+//!   ([`RequestOutcome::CoalescedIntoRunning`]): no follow-up run is queued, the requester
+//!   gets the running run's result. A change made in Microsoft 365 after that run fetched its
+//!   delta is picked up by the next run (scheduled or requested).
+//!
+//! So a tenant never has more than one run in flight and one in the queue, and N requests in
+//! a burst make one run.
+//!
+//! A run: [`context::for_tenant`], [`sync_users`] (which records its own run), then
+//! [`sync_photos`] when `users.sync_photo` is set. Failures are logged and handed to the
+//! requesters; they never stop the worker.
+//!
+//! Schedule: every [`SCHEDULE_TICK`] the worker reads the tenants' settings and queues, with
+//! trigger `schedule`, every tenant whose `users.enabled` is set (automatic mode) and whose
+//! `sync_time` (in its `time_zone`) came due since the previous check (see [`due_tenants`]).
+//!
+//! Shutdown: when the token fires the worker stops taking work, drops the futures of the
+//! running syncs (each write of the engine is its own transaction, so the store stays
+//! consistent; the next run closes the interrupted run record) and returns.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::photos::{PhotoOptions, PhotoReport, sync_photos};
+use super::{RunReport, RunTrigger, SyncOptions, context, scheduler, sync_users};
+use crate::config::Config;
+use crate::settings::Ms365Settings;
+use crate::store::Store;
+
+/// Runs of different tenants at once, unless told otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 2;
+/// How often the schedule is checked.
+pub const SCHEDULE_TICK: Duration = Duration::from_secs(30);
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// A new run was queued.
+    Queued,
+    /// The tenant is running; the request is answered by that run.
+    CoalescedIntoRunning,
+    /// A run of the tenant was already queued; the request joined it.
+    CoalescedIntoQueued,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub tenant_id: String,
+    pub trigger: RunTrigger,
+    pub users: RunReport,
+    /// `None` when photo sync is off.
+    pub photos: Option<PhotoReport>,
+    /// Why photo sync failed (the user sync before it stands).
+    pub photo_error: Option<String>,
+}
+
+/// The result of a run as requesters see it: the summary or why it failed.
+pub type RunResult = Result<RunSummary, String>;
+
+/// The worker stopped; it takes no more requests.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the sync worker has stopped")]
+pub struct WorkerStopped;
+
+/// A request's receipt: how it was handled, and the run's result when it ends.
+#[derive(Debug)]
+pub struct RunTicket {
+    pub outcome: RequestOutcome,
+    rx: watch::Receiver<Option<Arc<RunResult>>>,
+}
+
+impl RunTicket {
+    /// Waits for the run answering this request to finish.
+    pub async fn wait(mut self) -> Arc<RunResult> {
+        match self.rx.wait_for(|r| r.is_some()).await {
+            Ok(r) => r.clone().expect("checked by wait_for"),
+            Err(_) => Arc::new(Err("the sync worker stopped before the run finished".into())),
+        }
+    }
+}
+
+type Done = watch::Sender<Option<Arc<RunResult>>>;
+
+enum Slot {
+    Queued { trigger: RunTrigger, done: Done },
+    Running { done: Done },
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<String>,
+    tenants: HashMap<String, Slot>,
+    stopped: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+/// Hands sync requests to the worker; cheap to clone.
+#[derive(Clone)]
+pub struct SyncHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SyncHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncHandle").finish_non_exhaustive()
+    }
+}
+
+impl SyncHandle {
+    /// Asks for a sync of `tenant_id` (see the module's coalescing rule).
+    pub fn request(
+        &self,
+        tenant_id: &str,
+        trigger: RunTrigger,
+    ) -> Result<RunTicket, WorkerStopped> {
+        let mut state = self.shared.state.lock().expect("worker state poisoned");
+        if state.stopped {
+            return Err(WorkerStopped);
+        }
+        let (outcome, rx) = match state.tenants.get(tenant_id) {
+            Some(Slot::Queued { done, .. }) => {
+                (RequestOutcome::CoalescedIntoQueued, done.subscribe())
+            }
+            Some(Slot::Running { done }) => {
+                (RequestOutcome::CoalescedIntoRunning, done.subscribe())
+            }
+            None => {
+                let (done, rx) = watch::channel(None);
+                state
+                    .tenants
+                    .insert(tenant_id.to_string(), Slot::Queued { trigger, done });
+                state.queue.push_back(tenant_id.to_string());
+                (RequestOutcome::Queued, rx)
+            }
+        };
+        drop(state);
+        self.shared.wake.notify_one();
+        Ok(RunTicket { outcome, rx })
+    }
+
+    /// Whether `tenant_id` has a run queued or running.
+    pub fn is_busy(&self, tenant_id: &str) -> bool {
+        let state = self.shared.state.lock().expect("worker state poisoned");
+        state.tenants.contains_key(tenant_id)
+    }
+}
+
+/// The worker task; see the module documentation.
+pub struct SyncWorker {
+    config: Arc<Config>,
+    store: Store,
+    shutdown: CancellationToken,
+    concurrency: usize,
+    tick: Duration,
+    shared: Arc<Shared>,
+}
+
+impl SyncWorker {
+    pub fn new(config: Arc<Config>, store: Store, shutdown: CancellationToken) -> SyncWorker {
+        SyncWorker {
+            config,
+            store,
+            shutdown,
+            concurrency: DEFAULT_CONCURRENCY,
+            tick: SCHEDULE_TICK,
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// Runs of different tenants at once (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> SyncWorker {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// How often the schedule is checked.
+    pub fn with_schedule_tick(mut self, tick: Duration) -> SyncWorker {
+        self.tick = tick.max(Duration::from_millis(10));
+        self
+    }
+
+    pub fn handle(&self) -> SyncHandle {
+        SyncHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves requests and the schedule until the shutdown token fires.
+    pub async fn run(self) {
+        let mut running: JoinSet<(String, RunResult)> = JoinSet::new();
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_check = Utc::now();
+        let handle = self.handle();
+        loop {
+            self.dispatch(&mut running);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = self.shared.wake.notified() => {}
+                Some(joined) = running.join_next() => {
+                    match joined {
+                        Ok((tenant, result)) => self.finish(&tenant, result),
+                        Err(e) => tracing::error!(error = %e, "sync task ended abnormally"),
+                    }
+                }
+                _ = ticker.tick() => {
+                    let now = Utc::now();
+                    match self.store.tenants().await {
+                        Ok(tenants) => {
+                            let mut settings = Vec::new();
+                            for t in tenants {
+                                match self.store.ms365_settings(&t.id).await {
+                                    Ok(s) => settings.push((t.id, s)),
+                                    Err(e) => tracing::warn!(tenant = %t.id, error = %e, "sync schedule: settings unreadable"),
+                                }
+                            }
+                            for tenant in due_tenants(&settings, last_check, now) {
+                                if let Ok(ticket) = handle.request(&tenant, RunTrigger::Schedule) {
+                                    tracing::info!(tenant = %tenant, outcome = ?ticket.outcome, "scheduled sync due");
+                                }
+                            }
+                            last_check = now;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "sync schedule: tenants unreadable"),
+                    }
+                }
+            }
+        }
+        {
+            let mut state = self.shared.state.lock().expect("worker state poisoned");
+            state.stopped = true;
+            state.queue.clear();
+            // Dropping the senders tells every waiter the worker stopped.
+            state.tenants.clear();
+        }
+        let n = running.len();
+        running.shutdown().await;
+        tracing::info!(interrupted = n, "sync worker stopped");
+    }
+
+    /// Starts queued runs while slots are free.
+    fn dispatch(&self, running: &mut JoinSet<(String, RunResult)>) {
+        let mut state = self.shared.state.lock().expect("worker state poisoned");
+        while running.len() < self.concurrency {
+            let Some(tenant) = state.queue.pop_front() else {
+                break;
+            };
+            let Some(Slot::Queued { trigger, done }) = state.tenants.remove(&tenant) else {
+                continue;
+            };
+            state.tenants.insert(tenant.clone(), Slot::Running { done });
+            let config = self.config.clone();
+            let store = self.store.clone();
+            let stop = self.shutdown.clone();
+            running.spawn(async move {
+                let result = tokio::select! {
+                    _ = stop.cancelled() => Err("cancelled: the gateway is shutting down".to_string()),
+                    r = run_tenant(&config, &store, &tenant, trigger) => r,
+                };
+                (tenant, result)
+            });
+        }
+    }
+
+    fn finish(&self, tenant: &str, result: RunResult) {
+        match &result {
+            Ok(s) => tracing::info!(
+                tenant = %tenant,
+                run = %s.users.run_id,
+                status = ?s.users.status,
+                photo_error = s.photo_error.as_deref().unwrap_or(""),
+                "sync run finished"
+            ),
+            Err(e) => tracing::warn!(tenant = %tenant, error = %e, "sync run failed"),
+        }
+        let mut state = self.shared.state.lock().expect("worker state poisoned");
+        if let Some(Slot::Running { done }) = state.tenants.remove(tenant) {
+            done.send_replace(Some(Arc::new(result)));
+        }
+    }
+}
+
+/// The tenants to queue by schedule: automatic mode (`users.enabled`) and `sync_time` due in
+/// `(since, now]`. An invalid `sync_time` or `time_zone` is logged and skipped.
+pub fn due_tenants(
+    tenants: &[(String, Ms365Settings)],
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    tenants
+        .iter()
+        .filter(|(_, s)| s.users.enabled && s.is_configured())
+        .filter(
+            |(id, s)| match scheduler::is_due(&s.sync_time, &s.time_zone, since, now) {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(tenant = %id, error = %e, "sync schedule skipped");
+                    false
+                }
+            },
+        )
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// One run of a tenant: users, then photos.
+async fn run_tenant(
+    config: &Config,
+    store: &Store,
+    tenant: &str,
+    trigger: RunTrigger,
+) -> RunResult {
+    let ctx = context::for_tenant(config, store, tenant)
+        .await
+        .map_err(|e| e.to_string())?;
+    let opts = SyncOptions {
+        trigger,
+        ..Default::default()
+    };
+    let users = sync_users(&ctx, &opts).await.map_err(|e| e.to_string())?;
+    let mut summary = RunSummary {
+        tenant_id: tenant.to_string(),
+        trigger,
+        users,
+        photos: None,
+        photo_error: None,
+    };
+    let sync_photo = match store.ms365_settings(tenant).await {
+        Ok(s) => s.users.sync_photo,
+        Err(e) => {
+            summary.photo_error = Some(e.to_string());
+            false
+        }
+    };
+    if sync_photo {
+        match sync_photos(&ctx, &PhotoOptions::default()).await {
+            Ok(r) => summary.photos = Some(r),
+            Err(e) => summary.photo_error = Some(e.to_string()),
+        }
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn settings(enabled: bool, cron: &str, tz: &str) -> Ms365Settings {
+        let mut s = Ms365Settings {
+            directory_id: "11111111-2222-3333-4444-555555555555".into(),
+            application_id: "66666666-7777-8888-9999-000000000000".into(),
+            sync_time: cron.into(),
+            time_zone: tz.into(),
+            ..Default::default()
+        };
+        s.users.enabled = enabled;
+        s
+    }
+
+    #[test]
+    fn due_tenants_follow_schedule_mode_and_zone() {
+        let tenants = vec![
+            ("utc".to_string(), settings(true, "0 0 * * *", "UTC")),
+            (
+                "berlin".to_string(),
+                settings(true, "0 0 * * *", "Europe/Berlin"),
+            ),
+            ("manual".to_string(), settings(false, "0 0 * * *", "UTC")),
+            ("broken".to_string(), settings(true, "0 0 *", "UTC")),
+            ("unconfigured".to_string(), {
+                let mut s = settings(true, "0 0 * * *", "UTC");
+                s.application_id.clear();
+                s
+            }),
+        ];
+        let t = |h, m, s| Utc.with_ymd_and_hms(2026, 1, 10, h, m, s).unwrap();
+        // Berlin midnight is 23:00 UTC.
+        assert_eq!(
+            due_tenants(&tenants, t(22, 59, 30), t(23, 0, 0)),
+            vec!["berlin"]
+        );
+        assert!(due_tenants(&tenants, t(23, 0, 0), t(23, 0, 30)).is_empty());
+        let next = Utc.with_ymd_and_hms(2026, 1, 11, 0, 0, 10).unwrap();
+        assert_eq!(due_tenants(&tenants, t(23, 59, 40), next), vec!["utc"]);
+    }
+}

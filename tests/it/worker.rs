@@ -1,0 +1,164 @@
+//! The sync worker against the emulator: a requested run, coalescing of requests for a
+//! tenant that is already queued or running, and shutdown in the middle of a run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ms365_gateway::config::Config;
+use ms365_gateway::emulator::{Faults, RouteClass};
+use ms365_gateway::store::{RunStatus, RunTrigger};
+use ms365_gateway::sync::worker::{RequestOutcome, SyncHandle, SyncWorker};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::sso::{SsoWorld, WorldOptions};
+
+async fn world() -> SsoWorld {
+    let w = SsoWorld::new(WorldOptions::default()).await;
+    w.settings(|s| s.users.enabled = true).await;
+    w
+}
+
+fn start(w: &SsoWorld) -> (SyncHandle, CancellationToken, JoinHandle<()>) {
+    let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
+    let token = CancellationToken::new();
+    let worker = SyncWorker::new(Arc::new(config), w.store.clone(), token.clone());
+    let handle = worker.handle();
+    (handle, token, tokio::spawn(worker.run()))
+}
+
+fn slow_delta(w: &SsoWorld, latency: Duration) {
+    w.emulator.emulator.set_faults(
+        RouteClass::Delta,
+        Faults {
+            latency,
+            ..Faults::default()
+        },
+    );
+}
+
+#[tokio::test]
+async fn requested_run_creates_pbx_users() {
+    let w = world().await;
+    let (handle, token, task) = start(&w);
+    let ticket = handle.request("acme", RunTrigger::Api).unwrap();
+    assert_eq!(ticket.outcome, RequestOutcome::Queued);
+    let result = ticket.wait().await;
+    let summary = result.as_ref().as_ref().expect("run succeeds");
+    assert_eq!(summary.users.status, RunStatus::Succeeded);
+    assert_eq!(summary.trigger, RunTrigger::Api);
+    assert!(summary.photos.is_none(), "photo sync is off");
+    let synced = w.store.pbx_users("acme").await.unwrap();
+    assert!(synced.len() >= 6, "{} PBX users", synced.len());
+    let runs = w.store.sync_runs("acme", 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].trigger, RunTrigger::Api);
+    assert!(!handle.is_busy("acme"));
+
+    // An unknown tenant fails without stopping the worker.
+    let err = handle
+        .request("nobody", RunTrigger::Api)
+        .unwrap()
+        .wait()
+        .await;
+    assert!(err.is_err());
+    let again = handle
+        .request("acme", RunTrigger::Manual)
+        .unwrap()
+        .wait()
+        .await;
+    assert!(again.is_ok(), "{again:?}");
+
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("worker stops")
+        .unwrap();
+    assert!(handle.request("acme", RunTrigger::Api).is_err());
+}
+
+#[tokio::test]
+async fn requests_for_a_busy_tenant_are_coalesced() {
+    let w = world().await;
+    slow_delta(&w, Duration::from_millis(500));
+    let (handle, token, task) = start(&w);
+    let first = handle.request("acme", RunTrigger::Api).unwrap();
+    assert_eq!(first.outcome, RequestOutcome::Queued);
+    let second = handle.request("acme", RunTrigger::Manual).unwrap();
+    let third = handle.request("acme", RunTrigger::Cli).unwrap();
+    for t in [&second, &third] {
+        assert!(
+            matches!(
+                t.outcome,
+                RequestOutcome::CoalescedIntoQueued | RequestOutcome::CoalescedIntoRunning
+            ),
+            "{:?}",
+            t.outcome
+        );
+    }
+    let a = first.wait().await;
+    let b = second.wait().await;
+    let c = third.wait().await;
+    let id = |r: &Arc<ms365_gateway::sync::worker::RunResult>| {
+        r.as_ref().as_ref().unwrap().users.run_id.clone()
+    };
+    assert_eq!(id(&a), id(&b));
+    assert_eq!(id(&a), id(&c));
+    // One run answered all three, with the first request's trigger.
+    let runs = w.store.sync_runs("acme", 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].trigger, RunTrigger::Api);
+
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("worker stops")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_interrupts_a_run_and_a_rerun_completes() {
+    let w = world().await;
+    slow_delta(&w, Duration::from_secs(30));
+    let (handle, token, task) = start(&w);
+    let ticket = handle.request("acme", RunTrigger::Api).unwrap();
+    // Wait (by condition, bounded) until the run is recorded as running.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let runs = w.store.sync_runs("acme", 10).await.unwrap();
+            if runs.iter().any(|r| r.status == RunStatus::Running) {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the run starts");
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the worker ends promptly")
+        .unwrap();
+    let result = ticket.wait().await;
+    assert!(result.is_err(), "{result:?}");
+
+    // A new worker (a restarted gateway) completes the sync.
+    slow_delta(&w, Duration::ZERO);
+    let (handle, token, task) = start(&w);
+    let result = handle
+        .request("acme", RunTrigger::Api)
+        .unwrap()
+        .wait()
+        .await;
+    let summary = result.as_ref().as_ref().expect("the rerun succeeds");
+    assert_eq!(summary.users.status, RunStatus::Succeeded);
+    assert!(w.store.pbx_users("acme").await.unwrap().len() >= 6);
+    let runs = w.store.sync_runs("acme", 10).await.unwrap();
+    assert!(
+        runs.iter().all(|r| r.status != RunStatus::Running),
+        "{runs:?}"
+    );
+    token.cancel();
+    task.await.unwrap();
+}
