@@ -21,6 +21,17 @@ pub enum SyncType {
     Exclude,
 }
 
+/// Whether the tenant's schedule runs syncs by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SyncMode {
+    /// `sync_time` starts runs.
+    #[default]
+    Automatic,
+    /// Only "Sync now" (API, CLI) starts runs.
+    Manual,
+}
+
 /// `users`: which Microsoft 365 users become PBX extensions.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -78,6 +89,8 @@ pub struct Ms365Settings {
     pub application_id: String,
     /// Cron expression (minute hour day month weekday), PortSIP's default is midnight.
     pub sync_time: String,
+    /// Beyond PortSIP: automatic (on `sync_time`) or manual syncs only.
+    pub sync_mode: SyncMode,
     pub users: UserSync,
     pub sign_in_as_administrator: AdminSignIn,
     pub sign_in_as_standard_user: Scope,
@@ -102,6 +115,7 @@ impl Default for Ms365Settings {
             directory_id: String::new(),
             application_id: String::new(),
             sync_time: "0 0 * * *".into(),
+            sync_mode: SyncMode::Automatic,
             users: UserSync::default(),
             sign_in_as_administrator: AdminSignIn::default(),
             sign_in_as_standard_user: Scope::default(),

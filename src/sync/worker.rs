@@ -310,7 +310,11 @@ pub fn due_tenants(
 ) -> Vec<String> {
     tenants
         .iter()
-        .filter(|(_, s)| s.users.enabled && s.is_configured())
+        .filter(|(_, s)| {
+            s.users.enabled
+                && s.is_configured()
+                && s.sync_mode == crate::settings::SyncMode::Automatic
+        })
         .filter(
             |(id, s)| match scheduler::is_due(&s.sync_time, &s.time_zone, since, now) {
                 Ok(due) => due,
@@ -389,6 +393,11 @@ mod tests {
             ),
             ("manual".to_string(), settings(false, "0 0 * * *", "UTC")),
             ("broken".to_string(), settings(true, "0 0 *", "UTC")),
+            ("manual-mode".to_string(), {
+                let mut s = settings(true, "0 0 * * *", "UTC");
+                s.sync_mode = crate::settings::SyncMode::Manual;
+                s
+            }),
             ("unconfigured".to_string(), {
                 let mut s = settings(true, "0 0 * * *", "UTC");
                 s.application_id.clear();

@@ -102,6 +102,8 @@ impl SsoWorld {
             ..Default::default()
         };
         settings.sign_in_as_standard_user.enabled = true;
+        // Tests start their syncs themselves; a schedule firing mid-test would race them.
+        settings.sync_mode = ms365_gateway::settings::SyncMode::Manual;
         self.store
             .save_ms365_settings("acme", &settings)
             .await
