@@ -1,5 +1,6 @@
 //! The directory as signed-in users see it through the gateway: who they are
-//! (`/ms365/directory/me`) and the tenant's extensions (`/ms365/directory/users?q=`), in
+//! (`/ms365/directory/me`), the tenant's extensions (`/ms365/directory/users?q=`) and their
+//! personal plus the company contacts (`/ms365/directory/contacts?q=`), in
 //! PortSIP's field names, with the avatar pointing at the synced photo. Only the session's
 //! own tenant is ever visible.
 
@@ -64,6 +65,39 @@ pub async fn users(
         Ok(found) => Json(json!({ "items": found.iter().map(user_json).collect::<Vec<_>>() }))
             .into_response(),
         Err(e) => unavailable(&e),
+    }
+}
+
+pub async fn contacts(
+    State(sso): State<Arc<Sso>>,
+    headers: HeaderMap,
+    Query(q): Query<SearchQuery>,
+) -> Response {
+    let info = match signed_in(&sso, &headers).await {
+        Ok(info) => info,
+        Err(r) => return r,
+    };
+    let q = q.q.unwrap_or_default();
+    if q.len() > 100 {
+        return render(
+            StatusCode::BAD_REQUEST,
+            "BAD_QUERY",
+            "q is longer than 100 characters",
+            &headers,
+        );
+    }
+    let q = Some(q.trim()).filter(|q| !q.is_empty());
+    let limit = MAX_RESULTS as usize;
+    let personal = sso
+        .store
+        .personal_contacts(&info.tenant_id, &info.pbx_user_id, q, limit)
+        .await;
+    let company = sso.store.company_contacts(&info.tenant_id, q, limit).await;
+    match (personal, company) {
+        (Ok(p), Ok(c)) => {
+            Json(json!({ "items": p.into_iter().chain(c).collect::<Vec<_>>() })).into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => unavailable(&e),
     }
 }
 

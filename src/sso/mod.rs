@@ -4,7 +4,7 @@
 //! - [`login`]: `/ms365/login`, `/api/login/by_microsoft`, `/ms365/info`.
 //! - [`login_page`]: `/ms365/`, the sign-in entry page.
 //! - [`redirect`]: `/ms365/redirect`: code redemption, ID token checks, user mapping.
-//! - [`directory_api`]: `/ms365/directory/me` and `/ms365/directory/users` for signed-in users.
+//! - [`directory_api`]: `/ms365/directory/{me,users,contacts}` for signed-in users.
 //! - [`flow`]: the sealed per-sign-in state cookie; replay protection.
 //! - [`identity`]: the session on proxied requests: identity headers, protected paths.
 //! - [`pages`]: error pages with AADSTS codes and hints.
@@ -54,6 +54,7 @@ pub fn routes(sso: Arc<Sso>) -> Router {
         .route("/ms365/info", get(login::info))
         .route("/ms365/directory/me", get(directory_api::me))
         .route("/ms365/directory/users", get(directory_api::users))
+        .route("/ms365/directory/contacts", get(directory_api::contacts))
         .route("/ms365/photos/{user}", get(photos_route::photo))
         .with_state(sso.clone());
     let sessions = session_routes::routes(sso.sessions.clone())

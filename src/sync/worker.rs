@@ -66,6 +66,10 @@ pub struct RunSummary {
     pub photos: Option<PhotoReport>,
     /// Why photo sync failed (the user sync before it stands).
     pub photo_error: Option<String>,
+    /// `None` when neither personal nor shared-mailbox contacts are on.
+    pub contacts: Option<crate::sync::contacts::ContactReport>,
+    /// Why contact sync failed (the phases before it stand).
+    pub contact_error: Option<String>,
 }
 
 /// The result of a run as requesters see it: the summary or why it failed.
@@ -349,21 +353,41 @@ async fn run_tenant(
         users,
         photos: None,
         photo_error: None,
+        contacts: None,
+        contact_error: None,
     };
-    let sync_photo = match store.ms365_settings(tenant).await {
-        Ok(s) => s.users.sync_photo,
+    follow_up_phases(&ctx, store, tenant, &mut summary).await;
+    Ok(summary)
+}
+
+/// Photos and contacts, each when the tenant has it on; their failures are recorded in
+/// the summary and do not undo the user sync before them.
+async fn follow_up_phases(
+    ctx: &crate::sync::SyncContext,
+    store: &Store,
+    tenant: &str,
+    summary: &mut RunSummary,
+) {
+    let settings = match store.ms365_settings(tenant).await {
+        Ok(s) => s,
         Err(e) => {
             summary.photo_error = Some(e.to_string());
-            false
+            return;
         }
     };
-    if sync_photo {
-        match sync_photos(&ctx, &PhotoOptions::default()).await {
+    if settings.users.sync_photo {
+        match sync_photos(ctx, &PhotoOptions::default()).await {
             Ok(r) => summary.photos = Some(r),
             Err(e) => summary.photo_error = Some(e.to_string()),
         }
     }
-    Ok(summary)
+    if settings.personal_contacts.enabled || settings.shared_mailbox.enabled {
+        let options = crate::sync::contacts::ContactOptions::default();
+        match crate::sync::contacts::sync_contacts(ctx, &options).await {
+            Ok(r) => summary.contacts = Some(r),
+            Err(e) => summary.contact_error = Some(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
