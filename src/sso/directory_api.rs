@@ -44,22 +44,14 @@ pub async fn users(
     headers: HeaderMap,
     Query(q): Query<SearchQuery>,
 ) -> Response {
-    let info = match signed_in(&sso, &headers).await {
-        Ok(info) => info,
+    let (info, q) = match search_request(&sso, &headers, q).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    let q = q.q.unwrap_or_default();
-    if q.len() > 100 {
-        return render(
-            StatusCode::BAD_REQUEST,
-            "BAD_QUERY",
-            "q is longer than 100 characters",
-            &headers,
-        );
-    }
+    let q = q.as_deref().unwrap_or_default();
     match sso
         .store
-        .search_pbx_users(&info.tenant_id, q.trim(), MAX_RESULTS)
+        .search_pbx_users(&info.tenant_id, q, MAX_RESULTS)
         .await
     {
         Ok(found) => Json(json!({ "items": found.iter().map(user_json).collect::<Vec<_>>() }))
@@ -73,20 +65,11 @@ pub async fn contacts(
     headers: HeaderMap,
     Query(q): Query<SearchQuery>,
 ) -> Response {
-    let info = match signed_in(&sso, &headers).await {
-        Ok(info) => info,
+    let (info, q) = match search_request(&sso, &headers, q).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    let q = q.q.unwrap_or_default();
-    if q.len() > 100 {
-        return render(
-            StatusCode::BAD_REQUEST,
-            "BAD_QUERY",
-            "q is longer than 100 characters",
-            &headers,
-        );
-    }
-    let q = Some(q.trim()).filter(|q| !q.is_empty());
+    let q = q.as_deref();
     let limit = MAX_RESULTS as usize;
     let personal = sso
         .store
@@ -99,6 +82,26 @@ pub async fn contacts(
         }
         (Err(e), _) | (_, Err(e)) => unavailable(&e),
     }
+}
+
+/// The session and the trimmed search text (`None` when empty) of a search request.
+async fn search_request(
+    sso: &Sso,
+    headers: &HeaderMap,
+    q: SearchQuery,
+) -> Result<(SessionInfo, Option<String>), Response> {
+    let info = signed_in(sso, headers).await?;
+    let q = q.q.unwrap_or_default();
+    if q.len() > 100 {
+        return Err(render(
+            StatusCode::BAD_REQUEST,
+            "BAD_QUERY",
+            "q is longer than 100 characters",
+            headers,
+        ));
+    }
+    let q = q.trim();
+    Ok((info, (!q.is_empty()).then(|| q.to_string())))
 }
 
 async fn signed_in(sso: &Sso, headers: &HeaderMap) -> Result<SessionInfo, Response> {
