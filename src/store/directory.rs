@@ -254,23 +254,10 @@ impl Store {
         .bind(tenant_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DirectoryUser {
-                    tenant_id: row.try_get("tenant_id")?,
-                    oid: row.try_get("oid")?,
-                    upn: row.try_get("upn")?,
-                    pbx_user_id: row.try_get("pbx_user_id")?,
-                    extension: row.try_get("extension")?,
-                    display_name: row.try_get("display_name")?,
-                    email: row.try_get("email")?,
-                    role: row.try_get("role")?,
-                    enabled: row.try_get::<i64, _>("enabled")? != 0,
-                    source: row.try_get("source")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        Ok(rows
+            .iter()
+            .map(DirectoryUser::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Applies `writes` in one transaction: all of them or none.

@@ -26,7 +26,7 @@ pub struct DirectoryUser {
 }
 
 impl DirectoryUser {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(DirectoryUser {
             tenant_id: row.try_get("tenant_id")?,
             oid: row.try_get("oid")?,
