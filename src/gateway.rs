@@ -68,6 +68,8 @@ pub struct Gateway {
     tunnels: TaskTracker,
     /// Directory sync queue and schedule; stops with the graceful shutdown signal.
     sync_worker: crate::sync::worker::SyncWorker,
+    /// The admin API's shared state (for the certificate expiry watch).
+    admin_api: Arc<crate::admin::AdminState>,
 }
 
 /// A way to reach a running gateway from outside (signal handlers, tests).
@@ -120,6 +122,18 @@ impl Gateway {
         )?;
         let http = http_builder(&limits);
         let sso = Arc::new(crate::sso::Sso::new(config.clone(), store.clone())?);
+        let sync_worker = crate::sync::worker::SyncWorker::new(
+            config.clone(),
+            store.clone(),
+            stop.graceful.clone(),
+        );
+        let admin_api = Arc::new(crate::admin::AdminState::new(
+            config.clone(),
+            store.clone(),
+            sso.clone(),
+            sync_worker.handle(),
+            metrics.clone(),
+        )?);
         let mut listeners = Vec::new();
         let mut watched = Vec::new();
         for l in &config.listeners {
@@ -138,7 +152,7 @@ impl Gateway {
                 None => None,
             };
             let socket = bind(l.bind, &format!("listener[{}].bind", l.index)).await?;
-            let router = listener_router(l, &config, upstream.clone(), sso.clone());
+            let router = listener_router(l, &config, upstream.clone(), sso.clone(), admin_api.clone());
             let ctx = ListenerContext {
                 name: l.name().into(),
                 index: l.index,
@@ -156,11 +170,6 @@ impl Gateway {
         }
         let admin = bind(config.admin.bind, "admin.bind").await?;
         let reloader = Arc::new(CertReloader::new(loader, watched, metrics.clone()));
-        let sync_worker = crate::sync::worker::SyncWorker::new(
-            config.clone(),
-            store.clone(),
-            stop.graceful.clone(),
-        );
         Ok(Gateway {
             config,
             store,
@@ -172,6 +181,7 @@ impl Gateway {
             stop,
             tunnels,
             sync_worker,
+            admin_api,
         })
     }
 
@@ -219,6 +229,7 @@ impl Gateway {
             stop,
             tunnels,
             sync_worker,
+            admin_api,
         } = self;
         let connections = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(config.server.max_connections));
@@ -258,6 +269,8 @@ impl Gateway {
         );
         tasks.push(("certificate reloader".into(), tokio::spawn(reload)));
         tasks.push(("sync worker".into(), tokio::spawn(sync_worker.run())));
+        let expiry = crate::admin::status::watch_certificates(admin_api, stop.graceful.clone());
+        tasks.push(("certificate expiry watch".into(), tokio::spawn(expiry)));
         ready.store(true, Ordering::Release);
         tracing::info!(listeners = config.listeners.len(), "gateway serving");
 
@@ -320,6 +333,7 @@ fn listener_router(
     config: &Config,
     upstream: Upstream,
     sso: Arc<crate::sso::Sso>,
+    admin_api: Arc<crate::admin::AdminState>,
 ) -> Router {
     let target = UpstreamTarget::new(listener.upstream.as_ref().unwrap_or(&config.upstream.url));
     let route = Arc::new(ProxyRoute {
@@ -331,7 +345,9 @@ fn listener_router(
         .route("/api/info", axum::routing::get(api_info_handler))
         .fallback(proxy_handler)
         .with_state(route);
-    crate::sso::routes(sso).merge(proxied)
+    crate::sso::routes(sso)
+        .merge(crate::admin::router(admin_api))
+        .merge(proxied)
 }
 
 struct ProxyRoute {

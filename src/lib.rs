@@ -2,6 +2,8 @@
 //! TLS-terminating reverse proxy in front of the PBX.
 //!
 //! Module map (each module's own header says what it owns):
+//! - [`admin`]: the tenant administration API (PortSIP v22 `/api/ms365` shapes), its
+//!   authentication, and the `/ms365/admin` page.
 //! - [`config`]: the TOML file and `MS365GW_*` overrides, validated once into typed structs.
 //! - [`edge`]: TLS (SNI, reload), the HTTP/1.1 + HTTP/2 server, the reverse proxy.
 //! - [`emulator`]: Entra ID + Graph stand-in for tests, benchmarks and the demo.
@@ -21,6 +23,7 @@
 //! - [`fsutil`]: owner-only files for secrets.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod check;
 pub mod config;
 pub mod edge;

@@ -56,6 +56,14 @@ pub struct Metrics {
     pub connections_open: Family<ListenerLabels, Gauge>,
     pub connections_total: Family<ListenerLabels, Counter>,
     pub cert_reloads: Family<KindLabels, Counter>,
+    /// Metrics named without the `ms365_gateway_` prefix, as documented for alerting.
+    unprefixed: Registry,
+    certificate_days_left: Family<TenantLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
 }
 
 impl Default for Metrics {
@@ -116,8 +124,17 @@ impl Metrics {
             "Certificate reloads by result",
             cert_reloads.clone(),
         );
+        let mut unprefixed = Registry::default();
+        let certificate_days_left = Family::default();
+        unprefixed.register(
+            "ms365_certificate_days_left",
+            "Whole days until the tenant's signing certificate expires (negative: expired)",
+            certificate_days_left.clone(),
+        );
         Metrics {
             registry,
+            unprefixed,
+            certificate_days_left,
             requests,
             request_duration,
             upstream_duration,
@@ -133,8 +150,19 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.unprefixed);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+
+    /// Records how many whole days `tenant`'s signing certificate has left.
+    pub fn set_certificate_days_left(&self, tenant: &str, days: i64) {
+        self.certificate_days_left
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .set(days);
     }
 }
 

@@ -165,6 +165,22 @@ impl Ms365Settings {
                 "3 to 13 digits without a leading zero",
             );
         }
+        if let Err(message) = crate::sync::scheduler::validate_cron(&self.sync_time) {
+            return field("sync_time", &message);
+        }
+        if let Err(message) = crate::sync::scheduler::parse_tz(&self.time_zone) {
+            return field("time_zone", &message);
+        }
+        for (name, list) in [
+            ("users.selected_users", &self.users.selected_users),
+            ("sign_in_as_standard_user.selected_users", &self.sign_in_as_standard_user.selected_users),
+            ("personal_contacts.selected_users", &self.personal_contacts.selected_users),
+            ("shared_mailbox.selected_users", &self.shared_mailbox.selected_users),
+        ] {
+            if list.iter().any(|u| u.trim().is_empty() || u.contains(char::is_whitespace)) {
+                return field(name, "each entry is one OID or user principal name, without spaces");
+            }
+        }
         if !matches!(self.assertion_alg.as_str(), "PS256" | "RS256") {
             return field("assertion_alg", "PS256 or RS256");
         }
@@ -239,6 +255,15 @@ mod tests {
             s.validate().unwrap_err().0,
             "users.starting_extension_number"
         );
+        s.users.starting_extension_number.clear();
+        s.sync_time = "0 25 * * *".into();
+        assert_eq!(s.validate().unwrap_err().0, "sync_time");
+        s.sync_time = "0 0 * * *".into();
+        s.time_zone = "Mars/Olympus".into();
+        assert_eq!(s.validate().unwrap_err().0, "time_zone");
+        s.time_zone = "Europe/Paris".into();
+        s.shared_mailbox.selected_users = vec!["".into()];
+        assert_eq!(s.validate().unwrap_err().0, "shared_mailbox.selected_users");
         assert!(serde_json::from_str::<Ms365Settings>(r#"{"national_cloud":"MARS"}"#).is_err());
     }
 

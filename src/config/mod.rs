@@ -6,7 +6,7 @@
 mod env;
 mod raw;
 mod units;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -167,7 +167,7 @@ fn cert_files(
     })
 }
 
-fn server_name(name: &str) -> Result<String, String> {
+pub(crate) fn server_name(name: &str) -> Result<String, String> {
     let lower = name.trim_end_matches('.').to_ascii_lowercase();
     let body = lower.strip_prefix("*.").unwrap_or(&lower);
     let ok = !body.is_empty()
@@ -338,17 +338,21 @@ fn clouds(
     Ok(out)
 }
 
+/// Tenant ids: 1-64 letters, digits, '-' or '_' (they appear in paths and file names).
+pub(crate) fn tenant_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn tenants(raw: Vec<RawTenant>, o: &Origin<'_>) -> Result<Vec<TenantSeed>, ConfigError> {
     let (mut ids, mut domains) = (HashSet::new(), HashSet::new());
     let mut out = Vec::with_capacity(raw.len());
     for (i, t) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("tenant[{i}].{k}");
-        let id_ok = !t.id.is_empty()
-            && t.id.len() <= 64
-            && t.id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !id_ok {
+        if !tenant_id_ok(&t.id) {
             return Err(o.invalid(&key("id"), "use 1-64 letters, digits, '-' or '_'"));
         }
         let domain = server_name(&t.domain).map_err(|m| o.invalid(&key("domain"), m))?;

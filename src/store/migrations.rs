@@ -58,6 +58,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::contacts::MIGRATION,
         postgres: super::contacts::MIGRATION,
     },
+    Migration {
+        version: 8,
+        name: "admin_tokens",
+        sqlite: super::admin_tokens::MIGRATION,
+        postgres: super::admin_tokens::MIGRATION,
+    },
 ];
 
 const TENANTS: &str = "

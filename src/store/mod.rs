@@ -4,6 +4,7 @@
 //! PostgreSQL runs the same queries: `$n` placeholders, integer epoch seconds for time, no
 //! driver-specific types. Schema changes are versioned migrations ([`migrations`]).
 
+mod admin_tokens;
 mod contacts;
 mod credentials;
 mod directory;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use admin_tokens::AdminToken;
 pub use contacts::{ContactBook, ContactFields, StoredContact, UpsertCounts};
 pub use credentials::{CredentialRecord, CredentialState};
 pub use directory::{DirectoryWrite, PbxProfile, PbxUser, PbxUserSource, SyncCursor};

@@ -120,4 +120,71 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Binds Microsoft user `u.oid` to PBX user `u.pbx_user_id` (`source` = `binding`). A
+    /// PBX user bound to another account, or an account the sync manages, is a conflict.
+    pub async fn bind_directory_user(&self, u: &DirectoryUser) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let taken = sqlx::query(
+            "SELECT oid, source FROM ms365_users WHERE tenant_id = $1 AND (pbx_user_id = $2 OR oid = $3)",
+        )
+        .bind(&u.tenant_id)
+        .bind(&u.pbx_user_id)
+        .bind(&u.oid)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &taken {
+            let (oid, source): (String, String) = (row.try_get("oid")?, row.try_get("source")?);
+            if source == "sync" {
+                return Err(StoreError::Conflict(format!(
+                    "{oid} is managed by the Microsoft 365 sync; it cannot be bound by hand"
+                )));
+            }
+            if oid != u.oid {
+                return Err(StoreError::Conflict(format!(
+                    "the PBX user is already bound to {oid}; remove that binding first"
+                )));
+            }
+        }
+        sqlx::query("DELETE FROM ms365_users WHERE tenant_id = $1 AND oid = $2")
+            .bind(&u.tenant_id)
+            .bind(&u.oid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO ms365_users (tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled,
+             source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'binding', $10)",
+        )
+        .bind(&u.tenant_id)
+        .bind(&u.oid)
+        .bind(&u.upn)
+        .bind(&u.pbx_user_id)
+        .bind(&u.extension)
+        .bind(&u.display_name)
+        .bind(&u.email)
+        .bind(&u.role)
+        .bind(i64::from(u.enabled))
+        .bind(now_epoch())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes an administrator's binding of PBX user `pbx_user_id`; the unbound oid, if any.
+    pub async fn unbind_directory_user(
+        &self,
+        tenant_id: &str,
+        pbx_user_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM ms365_users WHERE tenant_id = $1 AND pbx_user_id = $2 AND source = 'binding'
+             RETURNING oid",
+        )
+        .bind(tenant_id)
+        .bind(pbx_user_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("oid")).transpose()?)
+    }
 }

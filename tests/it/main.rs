@@ -2,6 +2,7 @@
 
 mod common;
 
+mod admin;
 mod config;
 mod contacts;
 mod directory;

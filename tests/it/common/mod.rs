@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 pub use pki::{Leaf, TestCa};
 pub use upstream::StubUpstream;
 
+/// The system administrator's token every test configuration has (`[admin] token_file`).
+pub const SYSTEM_TOKEN: &str = "system-admin-token-for-tests-0123456789";
+
 /// Files shared by a test: a temporary directory, a CA and one certificate per listener.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -30,6 +33,7 @@ impl Setup {
         let ca = TestCa::new();
         let pbx_cert = ca.issue(dir.path(), "pbx", &["pbx.test", "localhost"]);
         let sbc_cert = ca.issue(dir.path(), "sbc", &["sbc.test"]);
+        std::fs::write(dir.path().join("admin.token"), format!("{SYSTEM_TOKEN}\n")).unwrap();
         Setup {
             dir,
             ca,
@@ -75,10 +79,12 @@ url = "{upstream_url}"
 
 [admin]
 bind = "127.0.0.1:0"
+token_file = "{token_file}"
 
 {extra}
 "#,
             data = self.path("data").display(),
+            token_file = self.path("admin.token").display(),
             pbx_cert = self.pbx_cert.cert.display(),
             pbx_key = self.pbx_cert.key.display(),
             sbc_cert = self.sbc_cert.cert.display(),
