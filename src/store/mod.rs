@@ -31,8 +31,8 @@ pub use ms365::DirectoryUser;
 pub use photos::StoredPhoto;
 pub use sessions::SessionRecord;
 pub use sync_runs::{
-    EntityCounts, ItemError, ItemOutcome, MAX_RUN_ERRORS, RunOutcome, RunStatus, RunTrigger,
-    SyncRun,
+    EntityCounts, ItemError, ItemOutcome, MAX_RUN_ERRORS, PhaseOutcome, RunOutcome, RunStatus,
+    RunTrigger, SyncRun,
 };
 pub use tenants::Tenant;
 

@@ -117,6 +117,18 @@ pub struct ItemError {
     pub reason: String,
 }
 
+/// What a later phase of a run did, for [`Store::record_sync_phase`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseOutcome {
+    /// `photos` or `contacts`.
+    pub kind: &'static str,
+    pub counts: EntityCounts,
+    pub errors: Vec<ItemError>,
+    pub graph_requests: u64,
+    /// Why the phase stopped, when it did.
+    pub failure: Option<String>,
+}
+
 /// A stored run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncRun {
@@ -281,6 +293,55 @@ impl Store {
         .bind(o.status.as_str())
         .execute(self.pool())
         .await?;
+        Ok(())
+    }
+
+    /// Adds a later phase (photos, contacts) to a run's record: its counts under `kind`,
+    /// its items (within the cap), its Graph traffic, and a note when it failed. The run's
+    /// status is the user phase's and stays.
+    pub async fn record_sync_phase(
+        &self,
+        run_id: &str,
+        phase: &PhaseOutcome,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row =
+            sqlx::query("SELECT counts_json, errors_json, message FROM sync_runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            return Ok(());
+        };
+        let (counts, errors, message): (String, String, Option<String>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let mut counts: BTreeMap<String, EntityCounts> =
+            serde_json::from_str(&counts).map_err(|e| corrupt(run_id, "counts", e))?;
+        let mut errors: Vec<ItemError> =
+            serde_json::from_str(&errors).map_err(|e| corrupt(run_id, "errors", e))?;
+        counts.insert(phase.kind.to_string(), phase.counts);
+        let room = MAX_RUN_ERRORS.saturating_sub(errors.len());
+        errors.extend(phase.errors.iter().take(room).cloned());
+        let message = match (message, &phase.failure) {
+            (Some(m), Some(f)) => Some(format!("{m}; {}: {f}", phase.kind)),
+            (None, Some(f)) => Some(format!("{}: {f}", phase.kind)),
+            (m, None) => m,
+        };
+        sqlx::query(
+            "UPDATE sync_runs SET counts_json = $2, errors_json = $3, message = $4,
+             errors_total = errors_total + $5, graph_requests = graph_requests + $6, phase = $7
+             WHERE id = $1",
+        )
+        .bind(run_id)
+        .bind(to_json(&counts)?)
+        .bind(to_json(&errors)?)
+        .bind(message)
+        .bind(to_i64(phase.errors.len() as u64))
+        .bind(to_i64(phase.graph_requests))
+        .bind(phase.kind)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

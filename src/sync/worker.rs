@@ -39,6 +39,7 @@ use super::{RunReport, RunTrigger, SyncOptions, context, scheduler, sync_users};
 use crate::config::Config;
 use crate::settings::Ms365Settings;
 use crate::store::Store;
+use crate::store::{EntityCounts, ItemError, ItemOutcome, PhaseOutcome};
 
 /// Runs of different tenants at once, unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 2;
@@ -361,7 +362,7 @@ async fn run_tenant(
 }
 
 /// Photos and contacts, each when the tenant has it on; their failures are recorded in
-/// the summary and do not undo the user sync before them.
+/// the summary and in the run's record, and do not undo the user sync before them.
 async fn follow_up_phases(
     ctx: &crate::sync::SyncContext,
     store: &Store,
@@ -375,19 +376,103 @@ async fn follow_up_phases(
             return;
         }
     };
+    let run_id = summary.users.run_id.clone();
     if settings.users.sync_photo {
-        match sync_photos(ctx, &PhotoOptions::default()).await {
+        mark_phase(store, &run_id, "photos").await;
+        let result = sync_photos(ctx, &PhotoOptions::default()).await;
+        record_phase(store, &run_id, photo_outcome(&result)).await;
+        match result {
             Ok(r) => summary.photos = Some(r),
             Err(e) => summary.photo_error = Some(e.to_string()),
         }
     }
     if settings.personal_contacts.enabled || settings.shared_mailbox.enabled {
+        mark_phase(store, &run_id, "contacts").await;
         let options = crate::sync::contacts::ContactOptions::default();
-        match crate::sync::contacts::sync_contacts(ctx, &options).await {
+        let result = crate::sync::contacts::sync_contacts(ctx, &options).await;
+        record_phase(store, &run_id, contact_outcome(&result)).await;
+        match result {
             Ok(r) => summary.contacts = Some(r),
             Err(e) => summary.contact_error = Some(e.to_string()),
         }
     }
+}
+
+/// Shows the phase as the run's live progress (best effort, like all bookkeeping).
+async fn mark_phase(store: &Store, run_id: &str, phase: &str) {
+    if let Err(e) = store.update_sync_progress(run_id, phase, 0, 0).await {
+        tracing::warn!(run = %run_id, error = %e, "cannot record sync progress");
+    }
+}
+
+async fn record_phase(store: &Store, run_id: &str, outcome: PhaseOutcome) {
+    if let Err(e) = store.record_sync_phase(run_id, &outcome).await {
+        tracing::warn!(run = %run_id, error = %e, "cannot record the {} phase", outcome.kind);
+    }
+}
+
+fn skipped(entity: &str, key: &str, reason: &str) -> ItemError {
+    ItemError {
+        entity: entity.into(),
+        key: key.into(),
+        name: key.into(),
+        outcome: ItemOutcome::Skipped,
+        reason: reason.into(),
+    }
+}
+
+fn photo_outcome(result: &Result<PhotoReport, crate::sync::SyncError>) -> PhaseOutcome {
+    let mut outcome = PhaseOutcome {
+        kind: "photos",
+        counts: EntityCounts::default(),
+        errors: Vec::new(),
+        graph_requests: 0,
+        failure: None,
+    };
+    match result {
+        Ok(r) => {
+            // A download is new or changed; the report does not tell which.
+            outcome.counts.updated = r.downloaded as u64;
+            outcome.counts.deleted = r.removed as u64;
+            outcome.counts.skipped = r.skipped.len() as u64;
+            outcome.errors = r
+                .skipped
+                .iter()
+                .map(|s| skipped("photo", &s.oid, &s.reason))
+                .collect();
+            outcome.graph_requests = r.graph_requests;
+        }
+        Err(e) => outcome.failure = Some(e.to_string()),
+    }
+    outcome
+}
+
+fn contact_outcome(
+    result: &Result<crate::sync::contacts::ContactReport, crate::sync::SyncError>,
+) -> PhaseOutcome {
+    let mut outcome = PhaseOutcome {
+        kind: "contacts",
+        counts: EntityCounts::default(),
+        errors: Vec::new(),
+        graph_requests: 0,
+        failure: None,
+    };
+    match result {
+        Ok(r) => {
+            outcome.counts.created = r.created as u64;
+            outcome.counts.updated = r.updated as u64;
+            outcome.counts.deleted = r.removed as u64;
+            outcome.counts.skipped = r.skipped.len() as u64;
+            outcome.errors = r
+                .skipped
+                .iter()
+                .map(|s| skipped("contact", &s.mailbox, &s.reason))
+                .collect();
+            outcome.graph_requests = r.graph_requests;
+        }
+        Err(e) => outcome.failure = Some(e.to_string()),
+    }
+    outcome
 }
 
 #[cfg(test)]

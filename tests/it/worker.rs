@@ -162,3 +162,41 @@ async fn shutdown_interrupts_a_run_and_a_rerun_completes() {
     token.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_run_record_carries_photos_and_contacts() {
+    let w = SsoWorld::new(WorldOptions::default()).await;
+    w.settings(|s| {
+        s.users.enabled = true;
+        s.users.sync_photo = true;
+        s.personal_contacts.enabled = true;
+    })
+    .await;
+    let (handle, token, task) = start(&w);
+    let result = handle
+        .request("acme", RunTrigger::Api)
+        .unwrap()
+        .wait()
+        .await;
+    let summary = result.as_ref().as_ref().expect("run succeeds");
+    let photos = summary.photos.as_ref().expect("photos ran");
+    let contacts = summary.contacts.as_ref().expect("contacts ran");
+    assert!(photos.downloaded > 0 && contacts.created > 0, "{summary:?}");
+
+    let run = w
+        .store
+        .sync_run(&summary.users.run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.counts["photos"].updated, photos.downloaded as u64);
+    assert_eq!(run.counts["contacts"].created, contacts.created as u64);
+    assert!(run.counts["users"].created > 0);
+    assert_eq!(run.phase, "contacts", "the last phase shows");
+    let all_traffic =
+        summary.users.graph_requests + photos.graph_requests + contacts.graph_requests;
+    assert_eq!(run.graph_requests, all_traffic);
+    token.cancel();
+    task.await.unwrap();
+}
