@@ -125,6 +125,12 @@ struct Inner {
     mailboxes: MailboxLimiter,
 }
 
+/// The request kind of directory delta rounds (`/users/delta`).
+pub const DELTA_KIND: &str = "delta";
+/// A users delta round pages 100 users at a time unless asked for more; 999 is the most
+/// Graph gives, which cuts a 50,000-user round from 500 requests to 51.
+const DELTA_PAGE_SIZE: &str = "odata.maxpagesize=999";
+
 /// One logical request, as the pipeline needs it to send it again.
 pub(crate) struct Call<'a> {
     pub method: Method,
@@ -331,6 +337,9 @@ impl GraphClient {
             .timeout(self.inner.options.request_timeout);
         if let Some(body) = &call.body {
             request = request.header(CONTENT_TYPE, JSON).body(body.clone());
+        }
+        if call.kind == DELTA_KIND {
+            request = request.header("prefer", DELTA_PAGE_SIZE);
         }
         let response = match request.send().await {
             Ok(response) => response,

@@ -177,7 +177,9 @@ async fn read_round(
     mode: FetchMode,
 ) -> Result<Option<Round>, GraphError> {
     let mut planner = Planner::new(known, scope, mode == FetchMode::Full);
-    let mut pages = ctx.graph.pages::<User>(first, "delta");
+    let mut pages = ctx
+        .graph
+        .pages::<User>(first, crate::graph::client::DELTA_KIND);
     run.progress("fetch", 0, 0).await;
     while let Some(page) = pages.next().await {
         for user in &page?.value {

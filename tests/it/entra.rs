@@ -47,9 +47,13 @@ pub fn tenant_spec() -> TenantSpec {
 
 impl Fixture {
     pub async fn new(redirect_uris: &[&str]) -> Fixture {
+        Fixture::with_spec(redirect_uris, tenant_spec()).await
+    }
+
+    pub async fn with_spec(redirect_uris: &[&str], spec: TenantSpec) -> Fixture {
         let emulator = Emulator::start(EmulatorConfig {
             seed: 7,
-            tenants: vec![tenant_spec()],
+            tenants: vec![spec],
         })
         .await
         .unwrap();

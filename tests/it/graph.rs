@@ -92,6 +92,29 @@ async fn delta_rounds_report_changes_and_removals_then_expire() {
 }
 
 #[tokio::test]
+async fn delta_rounds_ask_for_the_largest_pages() {
+    let spec = ms365_gateway::emulator::TenantSpec {
+        users: 2_100,
+        ..crate::entra::tenant_spec()
+    };
+    let f = Fixture::with_spec(&[], spec).await;
+    let g = graph(&f).await;
+    let (users, delta) = all_users(
+        &g,
+        g.users_delta_url(SELECT),
+        ms365_gateway::graph::client::DELTA_KIND,
+    )
+    .await;
+    assert!(delta.is_some());
+    assert_eq!(users.len(), f.emulator.emulator.users(DIRECTORY).len());
+    assert_eq!(
+        g.stats().by_kind["delta"],
+        users.len().div_ceil(999) as u64,
+        "999 users a page, not Graph's default 100"
+    );
+}
+
+#[tokio::test]
 async fn batch_retries_only_the_throttled_items() {
     let f = Fixture::new(&[]).await;
     let g = graph(&f).await;
