@@ -104,7 +104,7 @@ impl Gateway {
     pub async fn bind(config: Config) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
-        let store = Store::open_sqlite(&config.data_dir, config.store.max_connections).await?;
+        let store = Store::open(&config).await?;
         for seed in &config.tenants {
             store.upsert_tenant(seed).await?;
         }
@@ -152,7 +152,8 @@ impl Gateway {
                 None => None,
             };
             let socket = bind(l.bind, &format!("listener[{}].bind", l.index)).await?;
-            let router = listener_router(l, &config, upstream.clone(), sso.clone(), admin_api.clone());
+            let router =
+                listener_router(l, &config, upstream.clone(), sso.clone(), admin_api.clone());
             let ctx = ListenerContext {
                 name: l.name().into(),
                 index: l.index,
@@ -269,6 +270,12 @@ impl Gateway {
         );
         tasks.push(("certificate reloader".into(), tokio::spawn(reload)));
         tasks.push(("sync worker".into(), tokio::spawn(sync_worker.run())));
+        let purge = admin_api
+            .sso
+            .sessions
+            .clone()
+            .purge_periodically(stop.graceful.clone());
+        tasks.push(("session purge".into(), tokio::spawn(purge)));
         let expiry = crate::admin::status::watch_certificates(admin_api, stop.graceful.clone());
         tasks.push(("certificate expiry watch".into(), tokio::spawn(expiry)));
         ready.store(true, Ordering::Release);

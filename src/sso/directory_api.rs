@@ -146,7 +146,7 @@ fn user_json(u: &PbxUser) -> Value {
         "title": p.title,
         "department": p.department,
         "office": p.office,
-        "avatar_url": format!("/ms365/photos/{}", u.id),
+        "avatar_file_url": format!("/ms365/photos/{}", u.id),
     })
 }
 
@@ -156,7 +156,7 @@ fn session_json(info: &SessionInfo) -> Value {
         "extension_number": info.extension,
         "display_name": info.display_name,
         "email": info.email,
-        "avatar_url": format!("/ms365/photos/{}", info.pbx_user_id),
+        "avatar_file_url": format!("/ms365/photos/{}", info.pbx_user_id),
     });
     with_session(user, info)
 }

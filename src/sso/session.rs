@@ -84,6 +84,11 @@ pub enum SessionError {
     Refused(&'static str),
 }
 
+/// How often ended sessions are purged.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long an ended (expired or revoked) session's record is kept, for audit.
+pub const PURGE_KEEP: Duration = Duration::from_secs(7 * 86_400);
+
 /// A live session and the PBX identity behind it, as of the last look at the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -340,6 +345,22 @@ impl Sessions {
         let keep = i64::try_from(keep.as_secs()).unwrap_or(i64::MAX);
         let before = self.clock.epoch().saturating_sub(keep);
         Ok(self.store.delete_expired_sessions(before).await?)
+    }
+
+    /// Purges ended sessions every [`PURGE_INTERVAL`], keeping [`PURGE_KEEP`] of history,
+    /// until `stop` fires.
+    pub async fn purge_periodically(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut ticker = tokio::time::interval(PURGE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => match self.purge_expired(PURGE_KEEP).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "ended sessions purged"),
+                    Err(e) => tracing::warn!(error = %e, "session purge failed"),
+                },
+            }
+        }
     }
 
     /// A session token for `info` and its lifetime in seconds: at most an hour, never past

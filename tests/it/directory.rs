@@ -31,7 +31,7 @@ async fn signed_in_users_see_themselves_and_their_tenants_extensions() {
         .expect("synced");
     assert_eq!(me["extension_number"], mine.extension_number.as_str());
     assert_eq!(me["domain"], "acme.test");
-    assert_eq!(me["avatar_url"], format!("/ms365/photos/{}", mine.id));
+    assert_eq!(me["avatar_file_url"], format!("/ms365/photos/{}", mine.id));
     let all = b.get("https://pbx.test/ms365/directory/users").await.json();
     let enabled = w
         .store

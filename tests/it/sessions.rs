@@ -79,7 +79,7 @@ impl Fixture {
     async fn with(lifetime: Duration, cache_ttl: Option<Duration>) -> Fixture {
         ms365_gateway::edge::tls::install_default_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(dir.path(), 2).await.unwrap();
+        let store = crate::common::db::open_store(dir.path(), 2).await;
         let tenant = store
             .upsert_tenant(&TenantSeed {
                 id: "t1".into(),
@@ -601,16 +601,62 @@ async fn cookie_value_is_never_stored_in_clear() {
     );
     assert!(f.store.session(&cookie).await.unwrap().is_none());
 
-    // The database files (main file and WAL) hold the hash and never the value.
-    let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(f.dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("gateway.db") {
-            bytes.extend(std::fs::read(&path).unwrap());
-        }
-    }
+    // The database (SQLite: main file and WAL) holds the hash and never the value.
+    let bytes = crate::common::db::stored_bytes(f.dir.path()).await;
     let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(contains(&hash), "the hash is what is stored");
     assert!(!contains(&cookie), "the cookie value is not");
+}
+
+#[tokio::test]
+async fn the_gateway_purges_long_ended_sessions() {
+    let setup = crate::common::Setup::new();
+    let store = Store::open_sqlite(&setup.path("data"), 2).await.unwrap();
+    let seed = TenantSeed {
+        id: "acme".into(),
+        domain: "acme.test".into(),
+        name: "Acme".into(),
+    };
+    store.upsert_tenant(&seed).await.unwrap();
+    let now = now_epoch();
+    let record = |id: &str, expires_at: i64| ms365_gateway::store::SessionRecord {
+        id_hash: id.into(),
+        tenant_id: "acme".into(),
+        oid: "oid".into(),
+        pbx_user_id: "pbx-1".into(),
+        client_kind: "portal".into(),
+        listener: "pbx#0".into(),
+        created_at: expires_at - 3600,
+        expires_at,
+        last_seen_at: expires_at - 3600,
+        revoked_at: None,
+    };
+    store
+        .create_session(&record("old", now - 8 * 86_400))
+        .await
+        .unwrap();
+    store
+        .create_session(&record("recent", now - 86_400))
+        .await
+        .unwrap();
+    store
+        .create_session(&record("live", now + 3600))
+        .await
+        .unwrap();
+    let extra = "[[tenant]]\nid = \"acme\"\ndomain = \"acme.test\"\n";
+    let (_upstream, gateway) = crate::common::start_with(&setup, "", extra).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.session("old").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the week-old session was not purged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        store.session("recent").await.unwrap().is_some(),
+        "a week of history is kept"
+    );
+    assert!(store.session("live").await.unwrap().is_some());
+    gateway.stop().await;
 }
