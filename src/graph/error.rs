@@ -103,7 +103,8 @@ impl GraphError {
     }
 }
 
-fn is_sync_state_code(code: &str) -> bool {
+/// Graph's codes for an expired or rejected delta token.
+pub fn is_sync_state_code(code: &str) -> bool {
     code.eq_ignore_ascii_case("syncStateNotFound") || code.eq_ignore_ascii_case("resyncRequired")
 }
 

@@ -14,14 +14,15 @@
 //! nothing from it. Mailboxes run a few at a time; the Graph client keeps its own limit of
 //! requests per mailbox on top.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use tokio::task::JoinSet;
 
+use super::contact_batch::{FirstAnswer, Prefetched, first_pages};
 use super::{SyncContext, SyncError};
-use crate::graph::GraphError;
-use crate::graph::model::{Contact, PhysicalAddress, User};
+use crate::graph::model::{Contact, Page, PhysicalAddress, User};
 use crate::graph::resources::{MAX_CONTACTS_TOP, path_segment};
+use crate::graph::{GraphError, MAX_BATCH};
 use crate::store::{ContactBook, ContactFields, PbxUserSource, StoreError};
 
 /// Default number of mailboxes synced at once.
@@ -72,11 +73,16 @@ pub struct ContactReport {
 
 /// One mailbox to read into one book.
 #[derive(Debug, Clone)]
-struct Job {
-    mailbox: String,
-    book: ContactBook,
+pub(super) struct Job {
+    pub mailbox: String,
+    pub book: ContactBook,
     /// `sync_state.kind` of the mailbox's deltaLink.
-    kind: String,
+    pub kind: String,
+}
+
+/// What a stored deltaLink was made for; a link of another book is not followed.
+pub(super) fn cursor_fingerprint(job: &Job) -> String {
+    format!("{}:{}", job.book.kind(), job.book.owner())
 }
 
 #[derive(Debug, Default)]
@@ -89,7 +95,7 @@ struct Outcome {
 }
 
 #[derive(Debug)]
-enum MailboxError {
+pub(super) enum MailboxError {
     Graph(GraphError),
     Incomplete,
     Store(StoreError),
@@ -250,16 +256,28 @@ async fn run_jobs(
     report: &mut ContactReport,
 ) -> Result<(), SyncError> {
     let mut queue = jobs.into_iter();
+    let mut ready: VecDeque<Prefetched> = VecDeque::new();
     let mut running: JoinSet<(Job, Result<Outcome, MailboxError>)> = JoinSet::new();
     loop {
-        while running.len() < opts.mailbox_concurrency
-            && let Some(job) = queue.next()
-        {
+        while running.len() < opts.mailbox_concurrency {
+            if ready.is_empty() {
+                let chunk: Vec<Job> = queue.by_ref().take(MAX_BATCH).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                ready.extend(
+                    first_pages(ctx, chunk, opts.page_size)
+                        .await
+                        .map_err(store_only)?,
+                );
+            }
+            let Some(next) = ready.pop_front() else {
+                break;
+            };
             let ctx = ctx.clone();
-            let page_size = opts.page_size;
             running.spawn(async move {
-                let result = sync_mailbox(&ctx, &job, page_size).await;
-                (job, result)
+                let job = next.job.clone();
+                (job, sync_mailbox(&ctx, next).await)
             });
         }
         let Some(joined) = running.join_next().await else {
@@ -267,141 +285,189 @@ async fn run_jobs(
         };
         let (job, result) = joined
             .map_err(|e| SyncError::InvalidOptions(format!("a contacts task failed: {e}")))?;
-        match result {
-            Ok(o) => {
-                report.created += o.created;
-                report.updated += o.updated;
-                report.unchanged += o.unchanged;
-                report.removed += o.removed;
-                report.full_listings += usize::from(o.full);
-            }
-            Err(MailboxError::Graph(e)) => {
-                skip(report, &job.mailbox, format!("Microsoft Graph: {e}"));
-            }
-            Err(MailboxError::Incomplete) => skip(
-                report,
-                &job.mailbox,
-                "the contacts delta round ended without a deltaLink".into(),
-            ),
-            Err(MailboxError::Store(e)) => return Err(e.into()),
-        }
+        tally(report, &job, result)?;
     }
     Ok(())
 }
 
-/// One mailbox: delta from its cursor, else a full read and compare.
-async fn sync_mailbox(
-    ctx: &SyncContext,
-    job: &Job,
-    page_size: u16,
-) -> Result<Outcome, MailboxError> {
-    let tenant = ctx.tenant_id.as_str();
-    let fingerprint = format!("{}:{}", job.book.kind(), job.book.owner());
-    let Some(first_delta) = ctx.graph.contacts_delta_url(&job.mailbox) else {
-        let url = ctx.graph.contacts_url(&job.mailbox, page_size);
-        return read_round(ctx, job, url, true, false).await.map(|(o, _)| o);
-    };
-    let cursor = ctx
-        .store
-        .sync_cursor(tenant, &job.kind)
-        .await?
-        .filter(|c| c.fingerprint == fingerprint);
-    if let Some(cursor) = cursor {
-        match read_round(ctx, job, cursor.delta_link, false, true).await {
-            Ok((outcome, link)) => {
-                save_link(ctx, job, &fingerprint, link).await?;
-                return Ok(outcome);
-            }
-            Err(MailboxError::Graph(GraphError::SyncStateNotFound)) => {
-                tracing::info!(mailbox = %job.mailbox, "contacts delta token expired; full compare");
-                ctx.store.clear_sync_cursor(tenant, &job.kind).await?;
-            }
-            Err(e) => return Err(e),
-        }
+/// Only store failures stop the run; a mailbox's other failures skip that mailbox.
+fn store_only(e: MailboxError) -> SyncError {
+    match e {
+        MailboxError::Store(e) => e.into(),
+        other => SyncError::InvalidOptions(format!("{other:?}")),
     }
-    let (outcome, link) = read_round(ctx, job, first_delta, true, true).await?;
-    save_link(ctx, job, &fingerprint, link).await?;
-    Ok(outcome)
 }
 
-async fn save_link(
-    ctx: &SyncContext,
+fn tally(
+    report: &mut ContactReport,
     job: &Job,
-    fingerprint: &str,
-    link: Option<String>,
-) -> Result<(), MailboxError> {
+    result: Result<Outcome, MailboxError>,
+) -> Result<(), SyncError> {
+    match result {
+        Ok(o) => {
+            report.created += o.created;
+            report.updated += o.updated;
+            report.unchanged += o.unchanged;
+            report.removed += o.removed;
+            report.full_listings += usize::from(o.full);
+        }
+        Err(MailboxError::Graph(e)) => {
+            skip(report, &job.mailbox, format!("Microsoft Graph: {e}"));
+        }
+        Err(MailboxError::Incomplete) => skip(
+            report,
+            &job.mailbox,
+            "the contacts delta round ended without a deltaLink".into(),
+        ),
+        Err(MailboxError::Store(e)) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// One mailbox from where [`first_pages`] left it; an expired stored deltaLink falls back
+/// to a full round compared with the store.
+async fn sync_mailbox(ctx: &SyncContext, p: Prefetched) -> Result<Outcome, MailboxError> {
+    let Prefetched { job, start, first } = p;
+    let opening = match first {
+        Some(FirstAnswer::Expired) => Err(MailboxError::Graph(GraphError::SyncStateNotFound)),
+        Some(FirstAnswer::Page(page)) => Ok(RoundStart::Page(page)),
+        None => Ok(RoundStart::Url(start.url.clone())),
+    };
+    let result = match opening {
+        Ok(opening) => read_round(ctx, &job, opening, start.full, start.delta).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((outcome, link)) => {
+            save_link(ctx, &job, link).await?;
+            Ok(outcome)
+        }
+        Err(MailboxError::Graph(GraphError::SyncStateNotFound)) if start.from_cursor => {
+            tracing::info!(mailbox = %job.mailbox, "contacts delta token expired; full compare");
+            ctx.store
+                .clear_sync_cursor(&ctx.tenant_id, &job.kind)
+                .await?;
+            let Some(first_delta) = ctx.graph.contacts_delta_url(&job.mailbox) else {
+                return Err(MailboxError::Graph(GraphError::SyncStateNotFound));
+            };
+            let (outcome, link) =
+                read_round(ctx, &job, RoundStart::Url(first_delta), true, true).await?;
+            save_link(ctx, &job, link).await?;
+            Ok(outcome)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn save_link(ctx: &SyncContext, job: &Job, link: Option<String>) -> Result<(), MailboxError> {
     if let Some(link) = link {
         ctx.store
-            .save_sync_cursor(&ctx.tenant_id, &job.kind, &link, fingerprint)
+            .save_sync_cursor(&ctx.tenant_id, &job.kind, &link, &cursor_fingerprint(job))
             .await?;
     }
     Ok(())
 }
 
-/// Reads a round from `first`, applying each page. `full`: every contact is listed, so
-/// stored ones not seen are removed at the end. `delta`: the round must end with a
-/// deltaLink (returned).
+/// How a round begins: a URL to fetch, or a first page the batch already brought.
+enum RoundStart {
+    Url(String),
+    Page(Page<Contact>),
+}
+
+/// Reads a round, applying each page. `full`: every contact is listed, so stored ones not
+/// seen are removed at the end. `delta`: the round must end with a deltaLink (returned).
 async fn read_round(
     ctx: &SyncContext,
     job: &Job,
-    first: String,
+    start: RoundStart,
     full: bool,
     delta: bool,
 ) -> Result<(Outcome, Option<String>), MailboxError> {
-    let tenant = ctx.tenant_id.as_str();
-    let mut pages = ctx
-        .graph
-        .pages::<Contact>(first, "contacts")
-        .for_mailbox(job.mailbox.clone());
+    let stream = |url: String| {
+        ctx.graph
+            .pages::<Contact>(url, "contacts")
+            .for_mailbox(job.mailbox.clone())
+    };
+    let (mut first, mut pages) = match start {
+        RoundStart::Url(url) => (None, Some(stream(url))),
+        RoundStart::Page(page) => {
+            let rest = page.next_link.clone().map(stream);
+            (Some(page), rest)
+        }
+    };
     let mut seen = HashSet::new();
     let mut out = Outcome {
         full,
         ..Outcome::default()
     };
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(MailboxError::Graph)?;
-        let mut upserts = Vec::with_capacity(page.value.len());
-        let mut removed = Vec::new();
-        for c in page.value {
-            if c.id.is_empty() {
-                continue;
-            }
-            if c.removed.is_some() {
-                seen.remove(&c.id);
-                removed.push(c.id);
-                continue;
-            }
-            if full {
-                seen.insert(c.id.clone());
-            }
-            let fields = map_contact(&c);
-            upserts.push((c.id, fields));
+    let mut link = None;
+    loop {
+        let page = match (first.take(), pages.as_mut()) {
+            (Some(page), _) => page,
+            (None, Some(rest)) => match rest.next().await {
+                Some(page) => page.map_err(MailboxError::Graph)?,
+                None => break,
+            },
+            (None, None) => break,
+        };
+        if page.delta_link.is_some() {
+            link = page.delta_link.clone();
         }
-        let counts = ctx
-            .store
-            .upsert_contacts(tenant, &job.book, &upserts)
-            .await?;
-        out.created += counts.created;
-        out.updated += counts.updated;
-        out.unchanged += counts.unchanged;
-        if !removed.is_empty() {
-            out.removed += ctx
-                .store
-                .delete_contacts(tenant, &job.book, &removed)
-                .await?;
-        }
+        apply_page(ctx, job, page, full, &mut seen, &mut out).await?;
     }
-    let link = pages.delta_link().map(str::to_string);
     if delta && link.is_none() {
         return Err(MailboxError::Incomplete);
     }
     if full {
         out.removed += ctx
             .store
-            .delete_contacts_except(tenant, &job.book, &seen)
+            .delete_contacts_except(&ctx.tenant_id, &job.book, &seen)
             .await?;
     }
-    Ok((out, link))
+    Ok((out, link.filter(|_| delta)))
+}
+
+/// Writes one page: its contacts upserted, its removals deleted, one transaction each.
+async fn apply_page(
+    ctx: &SyncContext,
+    job: &Job,
+    page: Page<Contact>,
+    full: bool,
+    seen: &mut HashSet<String>,
+    out: &mut Outcome,
+) -> Result<(), MailboxError> {
+    let tenant = ctx.tenant_id.as_str();
+    let mut upserts = Vec::with_capacity(page.value.len());
+    let mut removed = Vec::new();
+    for c in page.value {
+        if c.id.is_empty() {
+            continue;
+        }
+        if c.removed.is_some() {
+            seen.remove(&c.id);
+            removed.push(c.id);
+            continue;
+        }
+        if full {
+            seen.insert(c.id.clone());
+        }
+        let fields = map_contact(&c);
+        upserts.push((c.id, fields));
+    }
+    let counts = ctx
+        .store
+        .upsert_contacts(tenant, &job.book, &upserts)
+        .await?;
+    out.created += counts.created;
+    out.updated += counts.updated;
+    out.unchanged += counts.unchanged;
+    if !removed.is_empty() {
+        out.removed += ctx
+            .store
+            .delete_contacts(tenant, &job.book, &removed)
+            .await?;
+    }
+    Ok(())
 }
 
 fn skip(report: &mut ContactReport, mailbox: &str, reason: String) {

@@ -110,7 +110,17 @@ async fn personal_contacts_full_then_delta_and_pbx_edits_overwritten() {
     let total: usize = users.iter().map(|u| graph_book(&w, &oid(u)).len()).sum();
     assert!(total > 0);
 
+    let before = ctx.graph.stats().by_kind;
     let first = run(&ctx).await;
+    let after = ctx.graph.stats().by_kind;
+    let sent =
+        |kind: &str| after.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0);
+    assert_eq!(
+        sent("batch"),
+        users.len().div_ceil(20) as u64,
+        "round openings go twenty mailboxes to a $batch"
+    );
+    assert_eq!(sent("contacts"), 0, "every mailbox fits its first page");
     assert!(first.skipped.is_empty(), "{:?}", first.skipped);
     assert_eq!(first.personal_mailboxes, users.len());
     assert_eq!(first.full_listings, users.len());
