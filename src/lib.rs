@@ -4,6 +4,7 @@
 //! Module map (each module's own header says what it owns):
 //! - [`admin`]: the tenant administration API (PortSIP v22 `/api/ms365` shapes), its
 //!   authentication, and the `/ms365/admin` page.
+//! - [`demo`]: `ms365-gateway demo`: emulator, gateway and a demo PBX in one process.
 //! - [`config`]: the TOML file and `MS365GW_*` overrides, validated once into typed structs.
 //! - [`edge`]: TLS (SNI, reload), the HTTP/1.1 + HTTP/2 server, the reverse proxy.
 //! - [`emulator`]: Entra ID + Graph stand-in for tests, benchmarks and the demo.
@@ -26,6 +27,7 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod demo;
 pub mod edge;
 pub mod emulator;
 pub mod entra;

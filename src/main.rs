@@ -91,6 +91,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a demo on this machine: the Entra ID + Graph emulator with a demo tenant, the
+    /// gateway (PBX and SBC listeners, self-signed certificates) and a stand-in PBX; the
+    /// first sync runs, then the URLs and the admin token are printed. Ctrl-C stops it.
+    Demo {
+        /// Folder for the demo's gateway.toml, database, keys, certificates and admin token.
+        #[arg(long, default_value = "ms365-demo")]
+        data_dir: PathBuf,
+        /// PBX web listener port (0: any free port).
+        #[arg(long, default_value_t = 8443)]
+        pbx_port: u16,
+        /// SBC listener port (0: any free port).
+        #[arg(long, default_value_t = 8883)]
+        sbc_port: u16,
+        /// Port of /healthz, /readyz and /metrics on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
+        /// Address the PBX and SBC listeners bind to.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+    },
     /// Print the version.
     Version,
 }
@@ -107,6 +127,19 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
         Command::Emulator { bind, seed } => run_emulator(bind, &seed),
+        Command::Demo {
+            data_dir,
+            pbx_port,
+            sbc_port,
+            admin_port,
+            bind,
+        } => demo(ms365_gateway::demo::DemoOptions {
+            data_dir,
+            pbx_port,
+            sbc_port,
+            admin_port,
+            bind,
+        }),
         Command::Sync {
             config,
             tenant,
@@ -143,6 +176,24 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn demo(opts: ms365_gateway::demo::DemoOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let demo = ms365_gateway::demo::run_demo(opts, CancellationToken::new());
+    match runtime.block_on(demo) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,6 +5,7 @@ mod common;
 mod admin;
 mod config;
 mod contacts;
+mod demo;
 mod directory;
 mod entra;
 mod graph;

@@ -1,0 +1,215 @@
+//! The demo PBX: a small plain-HTTP server on a free loopback port standing in for the PBX
+//! web portal (`/portal/`) and the WebRTC client (`/webrtc/`). Each page shows what the
+//! gateway told the PBX about the signed-in user (the `X-PBX-*` headers), the user's photo
+//! (`/ms365/photos/{user}`), name and contacts (fetched by the page from
+//! `/ms365/directory/{me,contacts}`, same origin through the gateway). `/api/info` answers
+//! PortSIP-style JSON so the gateway's Microsoft fields are merged in; everything else is a
+//! page saying "demo PBX upstream". All header values are HTML-escaped, and the script only
+//! ever writes `textContent`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{OriginalUri, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, StatusCode};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::problem::escape_html;
+use crate::sso::identity::{X_PBX_DOMAIN, X_PBX_EXTENSION, X_PBX_ROLE, X_PBX_TENANT, X_PBX_USER};
+
+/// The running demo PBX.
+pub struct DemoUpstream {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl DemoUpstream {
+    /// Binds `127.0.0.1:0` and serves in a background task; `domain` is the SIP domain the
+    /// sign-in links name.
+    pub async fn start(domain: &str) -> std::io::Result<DemoUpstream> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        let app = router(domain);
+        let serve =
+            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let task = tokio::spawn(async move { serve.await });
+        Ok(DemoUpstream { url, stop, task })
+    }
+
+    /// Stops accepting, lets open requests finish and waits for the server.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.stop.cancel();
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// The demo PBX's routes.
+pub fn router(domain: &str) -> Router {
+    Router::new()
+        .route("/portal/", get(portal))
+        .route("/webrtc/", get(webrtc))
+        .route("/api/info", get(info))
+        .fallback(catch_all)
+        .with_state(Arc::<str>::from(domain))
+}
+
+async fn portal(State(domain): State<Arc<str>>, headers: HeaderMap) -> Html<String> {
+    Html(client_page(
+        "Demo PBX web portal",
+        "portal",
+        &domain,
+        &headers,
+    ))
+}
+
+async fn webrtc(State(domain): State<Arc<str>>, headers: HeaderMap) -> Html<String> {
+    Html(client_page(
+        "Demo WebRTC client",
+        "webrtc",
+        &domain,
+        &headers,
+    ))
+}
+
+async fn info() -> Response {
+    axum::Json(serde_json::json!({ "name": "demo PBX", "version": "demo" })).into_response()
+}
+
+async fn catch_all(OriginalUri(uri): OriginalUri) -> Response {
+    let status = if uri.path() == "/" {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    let body = format!(
+        "{HEAD}<title>Demo PBX</title></head><body><h1>demo PBX upstream</h1>\
+         <p>The built-in stand-in for the PBX answered <code>{path}</code>.</p>\
+         <ul><li><a href=\"/portal/\">Web portal</a></li><li><a href=\"/webrtc/\">WebRTC client</a></li>\
+         <li><a href=\"/ms365/admin\">Microsoft 365 integration (admin)</a></li></ul></body></html>",
+        path = escape_html(uri.path()),
+    );
+    (status, Html(body)).into_response()
+}
+
+const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+    <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>\
+    body{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem}\
+    th{text-align:left;padding-right:1rem}img{border-radius:50%;background:#ddd}\
+    .note{color:#555}</style>";
+
+/// A client page: who is signed in, or a sign-in link.
+fn client_page(title: &str, client: &str, domain: &str, headers: &HeaderMap) -> String {
+    let user = headers
+        .get(X_PBX_USER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty());
+    let body = match user {
+        Some(user) => signed_in(user, headers),
+        None => format!(
+            "<p id=\"anonymous\">Nobody is signed in.</p><p><a href=\"/ms365/?domain={d}&amp;client={client}\">\
+             Sign in with Microsoft</a></p>",
+            d = escape_html(&percent_encode(domain)),
+        ),
+    };
+    format!(
+        "{HEAD}<title>{t}</title></head><body><h1>{t}</h1><p class=\"note\">This page stands in for \
+         the PBX. It shows what ms365-gateway tells the PBX about the signed-in user.</p>{body}</body></html>",
+        t = escape_html(title),
+    )
+}
+
+/// The identity table, photo, name and contacts of a signed-in user.
+fn signed_in(user: &str, headers: &HeaderMap) -> String {
+    let mut rows = String::new();
+    for name in [
+        X_PBX_TENANT,
+        X_PBX_DOMAIN,
+        X_PBX_USER,
+        X_PBX_EXTENSION,
+        X_PBX_ROLE,
+    ] {
+        let v = headers
+            .get(&name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        rows.push_str(&format!(
+            "<tr><th>{}</th><td id=\"{}\">{}</td></tr>",
+            escape_html(name.as_str()),
+            escape_html(name.as_str()),
+            escape_html(&v)
+        ));
+    }
+    format!(
+        "<p><img src=\"/ms365/photos/{photo}\" alt=\"profile photo\" width=\"96\" height=\"96\" \
+         onerror=\"this.style.visibility='hidden'\"></p><h2 id=\"name\"></h2>\
+         <table>{rows}</table><p><a href=\"/ms365/logout\">Sign out</a></p>\
+         <h2>Contacts</h2><ul id=\"contacts\"><li>loading…</li></ul><script>{SCRIPT}</script>",
+        photo = escape_html(&percent_encode(user)),
+    )
+}
+
+/// Fills in the name and the contacts; only `textContent` is ever written.
+const SCRIPT: &str = r#"
+fetch('/ms365/directory/me').then(r => r.ok ? r.json() : {}).then(me => {
+  document.getElementById('name').textContent = me.display_name || '';
+});
+fetch('/ms365/directory/contacts').then(r => r.ok ? r.json() : {items: []}).then(d => {
+  const ul = document.getElementById('contacts');
+  ul.replaceChildren();
+  const items = d.items || [];
+  for (const c of items.slice(0, 100)) {
+    const li = document.createElement('li');
+    const phones = [c.mobile_phone, c.business, c.email].filter(Boolean).join(', ');
+    li.textContent = c.name + (phones ? ' (' + phones + ')' : '') +
+      (c.kind === 'company' ? ' [company]' : '');
+    ul.append(li);
+  }
+  if (!items.length) { const li = document.createElement('li'); li.textContent = 'none'; ul.append(li); }
+});
+"#;
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (a path segment or a
+/// query value).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn identity_headers_are_escaped() {
+        let mut h = HeaderMap::new();
+        h.insert(X_PBX_USER, HeaderValue::from_static("u<1>&\"x\""));
+        h.insert(X_PBX_EXTENSION, HeaderValue::from_static("1000"));
+        let page = client_page("Portal", "portal", "contoso.demo", &h);
+        assert!(!page.contains("u<1>"), "{page}");
+        assert!(page.contains("u&lt;1&gt;&amp;"), "{page}");
+        assert!(page.contains("/ms365/photos/u%3C1%3E%26%22x%22"), "{page}");
+        assert!(page.contains("<td id=\"x-pbx-extension\">1000</td>"));
+    }
+
+    #[test]
+    fn anonymous_visitors_get_a_sign_in_link() {
+        let page = client_page("WebRTC", "webrtc", "contoso.demo", &HeaderMap::new());
+        assert!(page.contains("/ms365/?domain=contoso.demo&amp;client=webrtc"));
+        assert!(page.contains("id=\"anonymous\""));
+    }
+}
