@@ -55,6 +55,14 @@ pub async fn sync_now(
             "enter the Application (client) ID and Directory (tenant) ID first".into(),
         ));
     }
+    // Another instance running this tenant answers the request (one run cluster-wide).
+    if !state.sync.is_busy(&scope.tenant.id)
+        && let Some(holder) = state.store.sync_lease(&scope.tenant.id).await?
+        && holder.expires_at >= crate::store::now_epoch()
+    {
+        let body = json!({ "outcome": "coalesced_into_running", "instance": holder.owner });
+        return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());
+    }
     let ticket = state
         .sync
         .request(&scope.tenant.id, RunTrigger::Api)

@@ -64,6 +64,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::admin_tokens::MIGRATION,
         postgres: super::admin_tokens::MIGRATION,
     },
+    Migration {
+        version: 9,
+        name: "cluster_coordination",
+        sqlite: super::cluster::MIGRATION,
+        postgres: super::cluster::MIGRATION,
+    },
 ];
 
 const TENANTS: &str = "

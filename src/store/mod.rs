@@ -5,6 +5,7 @@
 //! driver-specific types. Schema changes are versioned migrations ([`migrations`]).
 
 mod admin_tokens;
+mod cluster;
 mod contacts;
 mod credentials;
 mod directory;
@@ -23,6 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use admin_tokens::AdminToken;
+pub use cluster::LeaseHolder;
 pub use contacts::{ContactBook, ContactFields, StoredContact, UpsertCounts};
 pub use credentials::{CredentialRecord, CredentialState};
 pub use directory::{DirectoryWrite, PbxProfile, PbxUser, PbxUserSource, SyncCursor};

@@ -15,6 +15,7 @@
 //! - [`run`]: the run record (progress, counts, capped errors, Graph traffic) and [`RunReport`].
 
 pub mod apply;
+pub mod lease;
 mod contact_batch;
 pub mod contacts;
 pub mod context;

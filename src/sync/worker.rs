@@ -34,6 +34,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::{LeaseConfig, is_orphaned, run_leased};
 use super::photos::{PhotoOptions, PhotoReport, sync_photos};
 use super::{RunReport, RunTrigger, SyncOptions, context, scheduler, sync_users};
 use crate::config::Config;
@@ -175,6 +176,8 @@ pub struct SyncWorker {
     shutdown: CancellationToken,
     concurrency: usize,
     tick: Duration,
+    /// This instance's identity and lease lifetime for per-tenant sync leases.
+    lease: LeaseConfig,
     shared: Arc<Shared>,
 }
 
@@ -186,6 +189,7 @@ impl SyncWorker {
             shutdown,
             concurrency: DEFAULT_CONCURRENCY,
             tick: SCHEDULE_TICK,
+            lease: LeaseConfig::default(),
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
@@ -202,6 +206,13 @@ impl SyncWorker {
     /// How often the schedule is checked.
     pub fn with_schedule_tick(mut self, tick: Duration) -> SyncWorker {
         self.tick = tick.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The instance name and lease lifetime (tests shorten it to see a dead owner's lease
+    /// expire).
+    pub fn with_lease(mut self, lease: LeaseConfig) -> SyncWorker {
+        self.lease = lease;
         self
     }
 
@@ -231,23 +242,8 @@ impl SyncWorker {
                 }
                 _ = ticker.tick() => {
                     let now = Utc::now();
-                    match self.store.tenants().await {
-                        Ok(tenants) => {
-                            let mut settings = Vec::new();
-                            for t in tenants {
-                                match self.store.ms365_settings(&t.id).await {
-                                    Ok(s) => settings.push((t.id, s)),
-                                    Err(e) => tracing::warn!(tenant = %t.id, error = %e, "sync schedule: settings unreadable"),
-                                }
-                            }
-                            for tenant in due_tenants(&settings, last_check, now) {
-                                if let Ok(ticket) = handle.request(&tenant, RunTrigger::Schedule) {
-                                    tracing::info!(tenant = %tenant, outcome = ?ticket.outcome, "scheduled sync due");
-                                }
-                            }
-                            last_check = now;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "sync schedule: tenants unreadable"),
+                    if self.on_tick(&handle, last_check, now).await {
+                        last_check = now;
                     }
                 }
             }
@@ -264,6 +260,55 @@ impl SyncWorker {
         tracing::info!(interrupted = n, "sync worker stopped");
     }
 
+    /// The schedule and the recovery of orphaned runs; false when the tenants could not be
+    /// read (the window is then checked again next tick).
+    async fn on_tick(&self, handle: &SyncHandle, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let tenants = match self.store.tenants().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "sync schedule: tenants unreadable");
+                return false;
+            }
+        };
+        let mut settings = Vec::new();
+        for t in tenants {
+            match self.store.ms365_settings(&t.id).await {
+                Ok(s) => settings.push((t.id, s)),
+                Err(e) => {
+                    tracing::warn!(tenant = %t.id, error = %e, "sync schedule: settings unreadable")
+                }
+            }
+        }
+        for (tenant, slot) in due_tenants(&settings, since, now) {
+            // Every instance sees the minute come due; the slot goes to one of them.
+            match self
+                .store
+                .claim_schedule_slot(&tenant, slot.timestamp())
+                .await
+            {
+                Ok(true) => {
+                    if let Ok(ticket) = handle.request(&tenant, RunTrigger::Schedule) {
+                        tracing::info!(tenant = %tenant, outcome = ?ticket.outcome, "scheduled sync due");
+                    }
+                }
+                Ok(false) => {
+                    tracing::debug!(tenant = %tenant, "scheduled sync taken by another instance")
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e, "cannot claim the scheduled sync")
+                }
+            }
+        }
+        for (tenant, _) in &settings {
+            if !handle.is_busy(tenant) && matches!(is_orphaned(&self.store, tenant).await, Ok(true))
+            {
+                tracing::info!(tenant = %tenant, "an interrupted sync run has no live owner; running the tenant again");
+                let _ = handle.request(tenant, RunTrigger::Schedule);
+            }
+        }
+        true
+    }
+
     /// Starts queued runs while slots are free.
     fn dispatch(&self, running: &mut JoinSet<(String, RunResult)>) {
         let mut state = self.shared.state.lock().expect("worker state poisoned");
@@ -278,10 +323,17 @@ impl SyncWorker {
             let config = self.config.clone();
             let store = self.store.clone();
             let stop = self.shutdown.clone();
+            let lease = self.lease.clone();
             running.spawn(async move {
+                let leased = run_leased(&store, &tenant, &lease, run_tenant(&config, &store, &tenant, trigger));
                 let result = tokio::select! {
-                    _ = stop.cancelled() => Err("cancelled: the gateway is shutting down".to_string()),
-                    r = run_tenant(&config, &store, &tenant, trigger) => r,
+                    _ = stop.cancelled() => {
+                        // The run is dropped mid-way: hand the lease back so a restarted or
+                        // another instance can finish the tenant at once, not after expiry.
+                        let _ = store.release_sync_lease(&tenant, &lease.owner).await;
+                        Err("cancelled: the gateway is shutting down".to_string())
+                    }
+                    r = leased => r.unwrap_or_else(|e| Err(e.to_string())),
                 };
                 (tenant, result)
             });
@@ -306,13 +358,14 @@ impl SyncWorker {
     }
 }
 
-/// The tenants to queue by schedule: automatic mode (`users.enabled`) and `sync_time` due in
-/// `(since, now]`. An invalid `sync_time` or `time_zone` is logged and skipped.
+/// The tenants to queue by schedule, each with the scheduled instant that came due:
+/// automatic mode (`users.enabled`) and `sync_time` due in `(since, now]`. An invalid
+/// `sync_time` or `time_zone` is logged and skipped.
 pub fn due_tenants(
     tenants: &[(String, Ms365Settings)],
     since: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Vec<String> {
+) -> Vec<(String, DateTime<Utc>)> {
     tenants
         .iter()
         .filter(|(_, s)| {
@@ -320,16 +373,16 @@ pub fn due_tenants(
                 && s.is_configured()
                 && s.sync_mode == crate::settings::SyncMode::Automatic
         })
-        .filter(
-            |(id, s)| match scheduler::is_due(&s.sync_time, &s.time_zone, since, now) {
-                Ok(due) => due,
+        .filter_map(
+            |(id, s)| match scheduler::next_run(&s.sync_time, &s.time_zone, since) {
+                Ok(at) if at <= now => Some((id.clone(), at)),
+                Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(tenant = %id, error = %e, "sync schedule skipped");
-                    false
+                    None
                 }
             },
         )
-        .map(|(id, _)| id.clone())
         .collect()
 }
 
@@ -517,10 +570,14 @@ mod tests {
         // Berlin midnight is 23:00 UTC.
         assert_eq!(
             due_tenants(&tenants, t(22, 59, 30), t(23, 0, 0)),
-            vec!["berlin"]
+            vec![("berlin".to_string(), t(23, 0, 0))]
         );
         assert!(due_tenants(&tenants, t(23, 0, 0), t(23, 0, 30)).is_empty());
         let next = Utc.with_ymd_and_hms(2026, 1, 11, 0, 0, 10).unwrap();
-        assert_eq!(due_tenants(&tenants, t(23, 59, 40), next), vec!["utc"]);
+        let utc_midnight = Utc.with_ymd_and_hms(2026, 1, 11, 0, 0, 0).unwrap();
+        assert_eq!(
+            due_tenants(&tenants, t(23, 59, 40), next),
+            vec![("utc".to_string(), utc_midnight)]
+        );
     }
 }

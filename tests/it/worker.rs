@@ -7,6 +7,7 @@ use std::time::Duration;
 use ms365_gateway::config::Config;
 use ms365_gateway::emulator::{Faults, RouteClass};
 use ms365_gateway::store::{RunStatus, RunTrigger};
+use ms365_gateway::sync::lease::LeaseConfig;
 use ms365_gateway::sync::worker::{RequestOutcome, SyncHandle, SyncWorker};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -199,4 +200,129 @@ async fn the_run_record_carries_photos_and_contacts() {
     assert_eq!(run.graph_requests, all_traffic);
     token.cancel();
     task.await.unwrap();
+}
+
+fn start_instance(
+    w: &SsoWorld,
+    owner: &str,
+    ttl: Duration,
+    tick: Duration,
+) -> (SyncHandle, CancellationToken, JoinHandle<()>) {
+    let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
+    let token = CancellationToken::new();
+    let lease = LeaseConfig {
+        owner: owner.into(),
+        ttl,
+    };
+    let worker = SyncWorker::new(Arc::new(config), w.store.clone(), token.clone())
+        .with_lease(lease)
+        .with_schedule_tick(tick);
+    let handle = worker.handle();
+    (handle, token, tokio::spawn(worker.run()))
+}
+
+/// Waits (bounded) until `check` holds on the store.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test]
+async fn two_instances_never_sync_a_tenant_at_once() {
+    let w = world().await;
+    slow_delta(&w, Duration::from_millis(400));
+    let hour = Duration::from_secs(3600);
+    let (a, stop_a, task_a) = start_instance(&w, "instance-a", Duration::from_secs(30), hour);
+    let (b, stop_b, task_b) = start_instance(&w, "instance-b", Duration::from_secs(30), hour);
+    let first = a.request("acme", RunTrigger::Api).unwrap();
+    until("instance a to hold the lease", || async {
+        w.store
+            .sync_lease("acme")
+            .await
+            .unwrap()
+            .is_some_and(|l| l.owner == "instance-a")
+    })
+    .await;
+    let refused = b.request("acme", RunTrigger::Api).unwrap().wait().await;
+    let reason = refused.as_ref().as_ref().unwrap_err();
+    assert!(reason.contains("instance-a"), "{reason}");
+    let done = first.wait().await;
+    assert!(done.as_ref().is_ok(), "{done:?}");
+    assert_eq!(
+        w.store.sync_runs("acme", 10).await.unwrap().len(),
+        1,
+        "one run"
+    );
+    assert!(
+        w.store.sync_lease("acme").await.unwrap().is_none(),
+        "released at the end"
+    );
+    for (stop, task) in [(stop_a, task_a), (stop_b, task_b)] {
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn another_instance_finishes_a_dead_owners_run() {
+    let w = world().await;
+    // What a SIGKILLed instance leaves: its run `running`, its lease about to expire.
+    let dead_run = w
+        .store
+        .create_sync_run("acme", RunTrigger::Api)
+        .await
+        .unwrap();
+    let expires = ms365_gateway::store::now_epoch() + 1;
+    assert!(
+        w.store
+            .acquire_sync_lease("acme", "dead", expires)
+            .await
+            .unwrap()
+    );
+    let tick = Duration::from_millis(50);
+    let (_b, stop, task) = start_instance(&w, "survivor", Duration::from_secs(30), tick);
+    until("a run to finish the work", || async {
+        let runs = w.store.sync_runs("acme", 10).await.unwrap();
+        runs.iter().any(|r| r.status == RunStatus::Succeeded)
+    })
+    .await;
+    let runs = w.store.sync_runs("acme", 10).await.unwrap();
+    let dead = runs.iter().find(|r| r.id == dead_run).unwrap();
+    assert_ne!(dead.status, RunStatus::Running, "the dead run is closed");
+    let users = w.store.pbx_users("acme").await.unwrap();
+    assert!(users.len() >= 6, "the survivor synced the directory");
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_scheduled_slot_goes_to_one_instance() {
+    let w = world().await;
+    let slot = 1_800_000_000;
+    let claims =
+        futures_util::future::join_all((0..3).map(|_| w.store.claim_schedule_slot("acme", slot)))
+            .await;
+    let won = claims.iter().filter(|c| *c.as_ref().unwrap()).count();
+    assert_eq!(won, 1, "{claims:?}");
+    assert!(
+        !w.store
+            .claim_schedule_slot("acme", slot - 60)
+            .await
+            .unwrap()
+    );
+    assert!(
+        w.store
+            .claim_schedule_slot("acme", slot + 60)
+            .await
+            .unwrap()
+    );
 }
