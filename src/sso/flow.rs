@@ -5,9 +5,7 @@
 //! has the oldest cleared, so they cannot pile up. A state used once is remembered until
 //! its flow would have expired, so a replayed redirect is refused.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
@@ -17,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::seal::Sealer;
 use super::session::ClientKind;
+use crate::store::{Store, StoreError};
 
 /// Prefix of flow cookie names; the rest is derived from the state.
 pub const FLOW_COOKIE_PREFIX: &str = "__Host-ms365_flow_";
@@ -185,19 +184,24 @@ pub fn prune(sealer: &Sealer, headers: &HeaderMap) -> Vec<HeaderValue> {
     clear
 }
 
-/// States already redeemed, kept until their flows would have expired anyway.
-#[derive(Default)]
+/// States whose redirect was processed, in the store: a redirect replayed on another
+/// instance is refused as well. Only a hash of the state is kept, until the flow would have
+/// expired anyway.
+#[derive(Clone, Debug)]
 pub struct UsedStates {
-    seen: Mutex<HashMap<String, Instant>>,
+    store: Store,
 }
 
 impl UsedStates {
-    /// Records `state`; false when it was already used.
-    pub fn first_use(&self, state: &str) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        seen.retain(|_, at| now.duration_since(*at) < FLOW_LIFETIME);
-        seen.insert(state.to_string(), now).is_none()
+    pub fn new(store: Store) -> Self {
+        UsedStates { store }
+    }
+
+    /// Records `state` (valid until `expires_at`); false when it was already used.
+    pub async fn first_use(&self, state: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, state.as_bytes());
+        let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        self.store.redeem_state(&hash, expires_at).await
     }
 }
 
@@ -280,13 +284,5 @@ mod tests {
                 .starts_with(&cookie_name(&flows[0].state)),
             "the oldest goes"
         );
-    }
-
-    #[test]
-    fn a_state_is_used_once() {
-        let used = UsedStates::default();
-        assert!(used.first_use("s1"));
-        assert!(!used.first_use("s1"));
-        assert!(used.first_use("s2"));
     }
 }

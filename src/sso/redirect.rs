@@ -82,12 +82,28 @@ async fn finish(
         }
         Err(problem) => return with_cleared(flow_problem(problem, None), headers, &state),
     };
-    if !sso.used_states.first_use(&state) {
-        return with_cleared(
-            flow_problem(FlowProblem::Replayed, Some(&flow)),
-            headers,
-            &state,
-        );
+    match sso.used_states.first_use(&state, flow.expires_at).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return with_cleared(
+                flow_problem(FlowProblem::Replayed, Some(&flow)),
+                headers,
+                &state,
+            );
+        }
+        Err(e) => {
+            // Fail closed: without the record a replay could not be told from a first use.
+            tracing::error!(error = %e, "cannot record a redeemed sign-in state");
+            let problem = SignInProblem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORE_UNAVAILABLE",
+                "Sign-in could not be completed",
+                "The gateway cannot reach its database right now.",
+            )
+            .hint("Try again in a minute; if it persists, tell your PBX administrator.")
+            .retry(Some(retry_url(&flow.domain, flow.client)));
+            return with_cleared(problem, headers, &state);
+        }
     }
     match complete(sso, conn, &flow, p).await {
         Ok(response) => response,

@@ -348,7 +348,7 @@ impl Sessions {
     }
 
     /// Purges ended sessions every [`PURGE_INTERVAL`], keeping [`PURGE_KEEP`] of history,
-    /// until `stop` fires.
+    /// and the redeemed sign-in states whose flows have expired, until `stop` fires.
     pub async fn purge_periodically(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let mut ticker = tokio::time::interval(PURGE_INTERVAL);
         loop {
@@ -359,6 +359,9 @@ impl Sessions {
                     Ok(n) => tracing::info!(purged = n, "ended sessions purged"),
                     Err(e) => tracing::warn!(error = %e, "session purge failed"),
                 },
+            }
+            if let Err(e) = self.store.purge_used_states().await {
+                tracing::warn!(error = %e, "purge of redeemed sign-in states failed");
             }
         }
     }

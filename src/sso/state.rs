@@ -52,7 +52,7 @@ impl Sso {
                 path: config.data_dir.join("keys"),
                 source,
             })?,
-            used_states: UsedStates::default(),
+            used_states: UsedStates::new(store.clone()),
             limiter: RateLimiter::new(config.sso.login_rate_per_minute),
             sessions,
             http,
