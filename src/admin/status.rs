@@ -54,6 +54,7 @@ pub async fn get_status(
     let running = state.sync.is_busy(&tenant.id)
         || runs.first().is_some_and(|r| r.status == RunStatus::Running);
     Ok(axum::Json(json!({
+        "tenant": { "id": tenant.id, "domain": tenant.domain, "name": tenant.name },
         "configured": settings.is_configured(),
         "sign_in_enabled": settings.sign_in_enabled(),
         "certificate": certificate,

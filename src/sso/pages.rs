@@ -6,6 +6,7 @@ use axum::body::Body;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use crate::admin::page::{set_page_security_headers, shared_stylesheet_url};
 use crate::edge::problem::{escape_html, wants_json};
 use crate::entra::error::hint_for;
 
@@ -77,7 +78,8 @@ impl SignInProblem {
     }
 
     pub fn render(&self, request: &HeaderMap) -> Response<Body> {
-        let (content_type, body) = if wants_json(request) {
+        let html = !wants_json(request);
+        let (content_type, body) = if !html {
             let json = serde_json::json!({ "errors": [{
                 "code": self.code, "message": self.message, "hint": self.hint, "retry": self.retry
             }]});
@@ -93,6 +95,9 @@ impl SignInProblem {
         response
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if html {
+            set_page_security_headers(response.headers_mut());
+        }
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
@@ -119,15 +124,15 @@ impl SignInProblem {
             .unwrap_or_default();
         format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
-             <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#1b1b1b}}\
-             h1{{font-size:1.4rem}}.code{{color:#666;font-size:.9rem}}.hint{{background:#f3f6fb;border-left:4px solid #0078d4;\
-             padding:.75rem}}.button{{display:inline-block;background:#0078d4;color:#fff;padding:.6rem 1.2rem;\
-             text-decoration:none;border-radius:4px}}</style></head><body><h1>{title}</h1><p>{message}</p>{hint}{retry}\
-             <p class=\"code\">Error code: {code}</p></body></html>",
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <meta name=\"referrer\" content=\"same-origin\"><title>{title}</title>\
+             <link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"{css}\"></head><body><main class=\"page-medium\">\
+             <div class=\"card\"><h1>{title}</h1><p>{message}</p>{hint}{retry}\
+             <p class=\"code\">Error code: {code}</p></div></main></body></html>",
             title = escape_html(self.title),
             message = escape_html(&self.message),
             code = escape_html(&self.code),
+            css = escape_html(&shared_stylesheet_url()),
         )
     }
 }
