@@ -12,6 +12,14 @@ pub fn describe(config: &Config) -> Result<String, TlsError> {
     let mut out = String::new();
     let _ = writeln!(out, "configuration {} is valid", config.source.display());
     let _ = writeln!(out, "data_dir: {}", config.data_dir.display());
+    let _ = match &config.store.database_url {
+        Some(url) => writeln!(out, "store: PostgreSQL {url}"),
+        None => writeln!(
+            out,
+            "store: SQLite {}",
+            config.data_dir.join("gateway.db").display()
+        ),
+    };
     for l in &config.listeners {
         let _ = writeln!(
             out,

@@ -12,10 +12,13 @@
 //!   app-only tokens, AADSTS errors with hints.
 //! - [`graph`]: the Microsoft Graph client: paging, delta, `$batch`, throttling, per-mailbox
 //!   concurrency.
+//! - [`keyring`]: the master key and the secrets sealed with it in the store (session,
+//!   flow-cookie and tenant certificate keys).
 //! - [`settings`]: a tenant's Microsoft 365 settings (PortSIP v22 shape), validated.
 //! - [`sso`]: sign-in with Microsoft and PBX sessions.
 //! - [`sync`]: one-way directory sync, Microsoft 365 → PBX (users → extensions), run records.
-//! - [`store`]: SQLite (embedded default) behind a driver-neutral type; migrations.
+//! - [`store`]: SQLite (embedded default) or PostgreSQL (several instances) behind one
+//!   driver-neutral type; migrations; the tables instances coordinate through.
 //! - [`gateway`]: assembly, the bound-then-run lifecycle and the shutdown tree.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on the admin address.
 //! - [`metrics`]: the Prometheus registry.
@@ -34,6 +37,7 @@ pub mod entra;
 pub mod fsutil;
 pub mod gateway;
 pub mod graph;
+pub mod keyring;
 pub mod metrics;
 pub mod ops;
 pub mod settings;

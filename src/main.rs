@@ -240,7 +240,7 @@ fn sync_now(config: &Config, tenant: &str, dry_run: bool, json: bool) -> anyhow:
     use ms365_gateway::sync::{SyncOptions, context, sync_users};
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
-        let store = Store::open_sqlite(&config.data_dir, 2).await?;
+        let store = Store::open(config).await?;
         for seed in &config.tenants {
             store.upsert_tenant(seed).await?;
         }
@@ -327,7 +327,7 @@ fn keygen(
     );
     let runtime = tokio::runtime::Runtime::new()?;
     let info = runtime.block_on(async {
-        let store = Store::open_sqlite(&config.data_dir, 2).await?;
+        let store = Store::open(&config).await?;
         for seed in &config.tenants {
             store.upsert_tenant(seed).await?;
         }

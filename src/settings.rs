@@ -173,12 +173,27 @@ impl Ms365Settings {
         }
         for (name, list) in [
             ("users.selected_users", &self.users.selected_users),
-            ("sign_in_as_standard_user.selected_users", &self.sign_in_as_standard_user.selected_users),
-            ("personal_contacts.selected_users", &self.personal_contacts.selected_users),
-            ("shared_mailbox.selected_users", &self.shared_mailbox.selected_users),
+            (
+                "sign_in_as_standard_user.selected_users",
+                &self.sign_in_as_standard_user.selected_users,
+            ),
+            (
+                "personal_contacts.selected_users",
+                &self.personal_contacts.selected_users,
+            ),
+            (
+                "shared_mailbox.selected_users",
+                &self.shared_mailbox.selected_users,
+            ),
         ] {
-            if list.iter().any(|u| u.trim().is_empty() || u.contains(char::is_whitespace)) {
-                return field(name, "each entry is one OID or user principal name, without spaces");
+            if list
+                .iter()
+                .any(|u| u.trim().is_empty() || u.contains(char::is_whitespace))
+            {
+                return field(
+                    name,
+                    "each entry is one OID or user principal name, without spaces",
+                );
             }
         }
         if !matches!(self.assertion_alg.as_str(), "PS256" | "RS256") {

@@ -8,8 +8,17 @@
 
 use super::{ConfigError, ENV_PREFIX};
 
-/// Variables with this prefix that belong to the command line, not to the file.
-const RESERVED: &[&str] = &["CONFIG", "LOG", "LOG_FORMAT", "MASTER_KEY"];
+/// Variables with this prefix that belong to the command line (or to the test suite:
+/// `TEST_DATABASE*` pick the tests' database and reach the binaries the tests run), not to
+/// the file.
+const RESERVED: &[&str] = &[
+    "CONFIG",
+    "LOG",
+    "LOG_FORMAT",
+    "MASTER_KEY",
+    "TEST_DATABASE",
+    "TEST_DATABASE_URL",
+];
 
 /// Applies the overrides to `table`; returns (config key, variable) for error messages.
 pub(super) fn apply_overrides(
@@ -128,6 +137,7 @@ mod tests {
                 ("MS365GW_UPSTREAM__URL", "http://y"),
                 ("MS365GW_SERVER__MAX_CONNECTIONS", "7"),
                 ("MS365GW_LOG_FORMAT", "json"),
+                ("MS365GW_TEST_DATABASE", "postgres"),
                 ("PATH", "/bin"),
             ]),
         )

@@ -3,6 +3,7 @@
 //! names the file (or environment variable) and the key, so an administrator can fix it
 //! without reading code; the binary exits with status 2 on any of them.
 
+mod database;
 mod env;
 mod raw;
 mod units;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use http::Uri;
 
+pub use database::{DATABASE_URL_KEY, DatabaseUrl, redact_url};
 pub use units::IpNetwork;
 
 /// Where a configuration value came from, for error messages.
@@ -44,7 +46,8 @@ pub enum ConfigError {
 pub struct Config {
     /// The file this was read from (for messages and `check-config`).
     pub source: PathBuf,
-    /// Where the SQLite database, generated certificates and keys live.
+    /// Where the SQLite database (unless `[store] database_url` is set), generated
+    /// certificates and keys live.
     pub data_dir: PathBuf,
     /// The TLS (or explicitly plain) listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
@@ -202,7 +205,12 @@ pub struct ServerLimits {
 /// `[store]`.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// Database connection pool size.
     pub max_connections: u32,
+    /// PostgreSQL; `None` is SQLite (`gateway.db`) in `data_dir`.
+    pub database_url: Option<DatabaseUrl>,
+    /// Time allowed to obtain a database connection (at start-up and from the pool).
+    pub connect_timeout: Duration,
 }
 
 /// `[sso]`.

@@ -40,13 +40,7 @@ pub(super) fn validate(raw: RawConfig, o: &Origin<'_>) -> Result<Config, ConfigE
         upstream,
         admin,
         server: server(raw.server, o)?,
-        store: StoreConfig {
-            max_connections: match raw.store.max_connections {
-                Some(0) => return Err(o.invalid("store.max_connections", "must be at least 1")),
-                Some(n) => n,
-                None => 8,
-            },
-        },
+        store: super::database::store(raw.store, o)?,
         sso: sso(raw.sso, o)?,
         clouds: clouds(raw.clouds, o)?,
         tenants: tenants(raw.tenants, o)?,
@@ -372,7 +366,7 @@ fn tenants(raw: Vec<RawTenant>, o: &Origin<'_>) -> Result<Vec<TenantSeed>, Confi
     Ok(out)
 }
 
-fn duration(
+pub(super) fn duration(
     v: Option<String>,
     default: Duration,
     key: &str,

@@ -69,7 +69,10 @@ impl Store {
     }
 
     /// The token with this hash, marked as used now.
-    pub async fn use_admin_token(&self, token_hash: &str) -> Result<Option<AdminToken>, StoreError> {
+    pub async fn use_admin_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AdminToken>, StoreError> {
         let row = sqlx::query(
             "UPDATE admin_tokens SET last_used_at = $2 WHERE token_hash = $1
              RETURNING id, tenant_id, label, created_at, last_used_at",

@@ -197,4 +197,12 @@ impl Store {
         names.sort();
         Ok(names)
     }
+
+    pub async fn delete_sealed_secret(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sealed_secrets WHERE name = $1")
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
 }

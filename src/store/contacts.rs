@@ -478,8 +478,8 @@ mod tests {
 
     #[tokio::test]
     async fn upsert_compare_delete_and_search() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(dir.path(), 2).await.unwrap();
+        let db = crate::store::test_db::TestDb::new().await;
+        let store = db.open(2).await.unwrap();
         let seed = crate::config::TenantSeed {
             id: "t".into(),
             domain: "t.test".into(),

@@ -1,10 +1,12 @@
 //! Versioned schema migrations, applied at start-up. Each migration runs in its own
 //! transaction together with the row that records it, so a crash leaves the schema either
-//! before or after it, never half-way. A database whose recorded version is newer than the
-//! newest migration here is refused: an older binary must not write to a schema it does not
+//! before or after it, never half-way. On PostgreSQL the check-and-apply holds a
+//! transaction-scoped advisory lock per schema, so several instances starting at once apply
+//! each migration exactly once. A database whose recorded version is newer than the newest
+//! migration here is refused: an older binary must not write to a schema it does not
 //! understand.
 
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::{Backend, Store, StoreError, now_epoch};
 
@@ -196,43 +198,16 @@ CREATE UNIQUE INDEX sync_runs_by_tenant ON sync_runs (tenant_id, seq);";
 /// The schema version this binary writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
+/// Serialises migrations of one schema across instances (PostgreSQL); released when the
+/// transaction that took it ends.
+const PG_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('ms365-gateway migrations ' || current_schema(), 0))";
+
+const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+
+/// Applies every pending migration, one transaction each.
 pub(super) async fn apply(store: &Store) -> Result<(), StoreError> {
-    let pool = store.pool();
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .execute(pool)
-    .await?;
-    let current = current_version(store).await?;
-    if current > LATEST_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            known: LATEST_VERSION,
-        });
-    }
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-        let sql = match store.backend() {
-            Backend::Sqlite => m.sqlite,
-            Backend::Postgres => m.postgres,
-        };
-        let fail = |source| StoreError::Migration {
-            version: m.version,
-            name: m.name,
-            source,
-        };
-        let mut tx = pool.begin().await.map_err(fail)?;
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-        )
-        .bind(m.version)
-        .bind(m.name)
-        .bind(now_epoch())
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-        tx.commit().await.map_err(fail)?;
+    while let Some(m) = apply_next(store).await? {
         tracing::info!(
             version = m.version,
             name = m.name,
@@ -242,10 +217,59 @@ pub(super) async fn apply(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The highest applied migration (0 for an empty database).
-pub async fn current_version(store: &Store) -> Result<i64, StoreError> {
+/// In one transaction: takes the migration lock (PostgreSQL: an advisory lock, SQLite: the
+/// write lock; instances starting together wait for each other instead of racing), reads the recorded version, refuses a newer
+/// schema, and applies the next migration with the row that records it. `None` when the
+/// schema is up to date.
+async fn apply_next(store: &Store) -> Result<Option<&'static Migration>, StoreError> {
+    let mut tx = match store.backend() {
+        // A write transaction from the start: a second process waits (busy_timeout)
+        // instead of failing when it upgrades a read.
+        Backend::Sqlite => store.pool().begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => {
+            let mut tx = store.pool().begin().await?;
+            sqlx::query(PG_LOCK).execute(&mut *tx).await?;
+            tx
+        }
+    };
+    sqlx::raw_sql(CREATE_SCHEMA_MIGRATIONS)
+        .execute(&mut *tx)
+        .await?;
+    let current = version_of(&mut tx).await?;
+    if current > LATEST_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: LATEST_VERSION,
+        });
+    }
+    let Some(m) = MIGRATIONS.iter().find(|m| m.version > current) else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let sql = match store.backend() {
+        Backend::Sqlite => m.sqlite,
+        Backend::Postgres => m.postgres,
+    };
+    let fail = |source| StoreError::Migration {
+        version: m.version,
+        name: m.name,
+        source,
+    };
+    sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
+    sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+        .bind(m.version)
+        .bind(m.name)
+        .bind(now_epoch())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    tx.commit().await.map_err(fail)?;
+    Ok(Some(m))
+}
+
+async fn version_of(tx: &mut Transaction<'static, Any>) -> Result<i64, StoreError> {
     let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
-        .fetch_one(store.pool())
+        .fetch_one(&mut **tx)
         .await?;
     Ok(row.try_get::<i64, _>("v")?)
 }
@@ -253,6 +277,7 @@ pub async fn current_version(store: &Store) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_db::TestDb;
 
     #[test]
     fn versions_strictly_increase() {
@@ -260,5 +285,48 @@ mod tests {
             assert!(pair[0].version < pair[1].version);
         }
         assert_eq!(MIGRATIONS[0].version, 1);
+    }
+
+    async fn version(store: &Store) -> i64 {
+        let mut tx = store.pool().begin().await.unwrap();
+        version_of(&mut tx).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instances_starting_together_migrate_once() {
+        let db = TestDb::new().await;
+        let opens = (0..4).map(|_| db.open(2));
+        let stores = futures_util::future::join_all(opens).await;
+        for store in stores {
+            let store = store.expect("every instance starts");
+            assert_eq!(version(&store).await, LATEST_VERSION);
+            store.close().await;
+        }
+        let store = db.open(1).await.unwrap();
+        let rows = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), MIGRATIONS.len(), "each migration recorded once");
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let db = TestDb::new().await;
+        let store = db.open(1).await.unwrap();
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, 'future', 0)",
+        )
+        .bind(LATEST_VERSION + 1)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        store.close().await;
+        match db.open(1).await {
+            Err(StoreError::SchemaTooNew { found, known }) => {
+                assert_eq!((found, known), (LATEST_VERSION + 1, LATEST_VERSION));
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
     }
 }

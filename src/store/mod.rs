@@ -1,8 +1,11 @@
-//! The store: every piece of state that must survive a restart (tenants now; sessions, keys,
-//! sync state in later layers). One [`Store`] type hides the driver: it runs on sqlx's `Any`
-//! driver with SQLite (the embedded default, WAL mode, in `data_dir`) and is written so that
-//! PostgreSQL runs the same queries: `$n` placeholders, integer epoch seconds for time, no
-//! driver-specific types. Schema changes are versioned migrations ([`migrations`]).
+//! The store: every piece of state that must survive a restart or be shared between
+//! instances (tenants, credentials, sessions, the directory, contacts, photos, sync runs,
+//! cluster coordination). One [`Store`] type hides the
+//! driver: it runs on sqlx's `Any` driver with SQLite (the embedded default, WAL mode, in
+//! `data_dir`) or PostgreSQL (`[store] database_url`, shared by several instances), with the
+//! same queries on both: `$n` placeholders, integer epoch seconds for time, BIGINT 0/1 for
+//! booleans, no driver-specific types. Schema changes are versioned migrations
+//! ([`migrations`]).
 
 mod admin_tokens;
 mod cluster;
@@ -15,6 +18,8 @@ mod photos;
 mod sessions;
 mod sync_runs;
 mod tenants;
+#[cfg(test)]
+pub(crate) mod test_db;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,6 +27,8 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
+
+use crate::config::{Config, DATABASE_URL_KEY, DatabaseUrl, redact_url};
 
 pub use admin_tokens::AdminToken;
 pub use cluster::LeaseHolder;
@@ -44,6 +51,14 @@ pub enum StoreError {
     #[error("cannot open the database {location}: {source}")]
     Open {
         location: String,
+        source: sqlx::Error,
+    },
+    #[error("cannot connect to the database at {host} (key `{key}` = {url}): {source}")]
+    Connect {
+        key: &'static str,
+        host: String,
+        /// The URL with its password redacted.
+        url: String,
         source: sqlx::Error,
     },
     #[error(
@@ -80,50 +95,94 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens the database `config` names: PostgreSQL at `[store] database_url`, otherwise
+    /// SQLite in `data_dir`; applies migrations (refusing a schema newer than this binary).
+    pub async fn open(config: &Config) -> Result<Store, StoreError> {
+        let s = &config.store;
+        match &s.database_url {
+            Some(url) => Store::open_postgres(url, s.max_connections, s.connect_timeout).await,
+            None => {
+                let url = sqlite_url(&config.data_dir)?;
+                Store::open_with(&url, Backend::Sqlite, s.max_connections, s.connect_timeout).await
+            }
+        }
+    }
+
     /// Opens (creating if needed) the SQLite database `gateway.db` in `data_dir`.
     pub async fn open_sqlite(data_dir: &Path, max_connections: u32) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
-            location: data_dir.display().to_string(),
-            source: sqlx::Error::Io(e),
-        })?;
-        let path = data_dir.join("gateway.db");
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        Store::open_url(&url, max_connections).await
+        let url = sqlite_url(data_dir)?;
+        Store::open_with(
+            &url,
+            Backend::Sqlite,
+            max_connections,
+            DEFAULT_CONNECT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Opens a PostgreSQL database; a failure to connect names `store.database_url` and
+    /// the host, never the password.
+    pub async fn open_postgres(
+        url: &DatabaseUrl,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        let unreachable = |source| StoreError::Connect {
+            key: DATABASE_URL_KEY,
+            host: url.host(),
+            url: url.redacted(),
+            source,
+        };
+        let pool = match connect(
+            url.expose(),
+            Backend::Postgres,
+            max_connections,
+            connect_timeout,
+        )
+        .await
+        {
+            Ok(pool) => pool,
+            // The pool retries refused connections until the timeout and then reports only
+            // that it timed out: one direct attempt tells why.
+            Err(sqlx::Error::PoolTimedOut) => {
+                return Err(unreachable(why_unreachable(url, connect_timeout).await));
+            }
+            Err(e) => return Err(unreachable(e)),
+        };
+        Store::migrated(pool, Backend::Postgres).await
     }
 
     /// Opens a database by URL (`sqlite://…` or `postgres://…`) and applies migrations.
     pub async fn open_url(url: &str, max_connections: u32) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
-        let location = redact_url(url);
-        let open_err = |source| StoreError::Open {
-            location: location.clone(),
-            source,
-        };
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
             Backend::Postgres
         };
-        let options = AnyConnectOptions::from_str(url).map_err(open_err)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the writer; busy_timeout waits out
-                        // the short write locks instead of failing.
-                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        Store::open_with(url, backend, max_connections, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    async fn open_with(
+        url: &str,
+        backend: Backend,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        let pool = connect(url, backend, max_connections, connect_timeout)
             .await
-            .map_err(open_err)?;
+            .map_err(|source| StoreError::Open {
+                location: redact_url(url),
+                source,
+            })?;
+        Store::migrated(pool, backend).await
+    }
+
+    async fn migrated(pool: AnyPool, backend: Backend) -> Result<Store, StoreError> {
         let store = Store { pool, backend };
-        migrations::apply(&store).await?;
+        if let Err(e) = migrations::apply(&store).await {
+            store.close().await;
+            return Err(e);
+        }
         Ok(store)
     }
 
@@ -155,29 +214,59 @@ pub fn now_epoch() -> i64 {
         .unwrap_or(0)
 }
 
-/// Hides a password in a database URL for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
+/// How long [`Store::open_sqlite`] and [`Store::open_url`] wait for a connection.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn sqlite_url(data_dir: &Path) -> Result<String, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+        location: data_dir.display().to_string(),
+        source: sqlx::Error::Io(e),
+    })?;
+    Ok(format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("gateway.db").display()
+    ))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            super::redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(
-            super::redact_url("sqlite://data/x.db"),
-            "sqlite://data/x.db"
-        );
+/// A pool with one connection proven to work.
+async fn connect(
+    url: &str,
+    backend: Backend,
+    max_connections: u32,
+    connect_timeout: Duration,
+) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let options = AnyConnectOptions::from_str(url)?;
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(connect_timeout)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers run beside the writer; busy_timeout waits out the
+                    // short write locks instead of failing.
+                    conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+}
+
+/// The error of one direct connection attempt (the pool only says it timed out).
+async fn why_unreachable(url: &DatabaseUrl, timeout: Duration) -> sqlx::Error {
+    use sqlx::Connection;
+    match tokio::time::timeout(timeout, sqlx::AnyConnection::connect(url.expose())).await {
+        Ok(Err(e)) => e,
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            sqlx::Error::PoolTimedOut
+        }
+        Err(_) => sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {timeout:?}"),
+        )),
     }
 }

@@ -15,11 +15,11 @@
 //! - [`run`]: the run record (progress, counts, capped errors, Graph traffic) and [`RunReport`].
 
 pub mod apply;
-pub mod lease;
 mod contact_batch;
 pub mod contacts;
 pub mod context;
 pub mod extensions;
+pub mod lease;
 pub mod photos;
 pub mod plan;
 pub mod run;

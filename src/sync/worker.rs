@@ -21,9 +21,9 @@
 //! trigger `schedule`, every tenant whose `users.enabled` is set (automatic mode) and whose
 //! `sync_time` (in its `time_zone`) came due since the previous check (see [`due_tenants`]).
 //!
-//! Shutdown: when the token fires the worker stops taking work, drops the futures of the
-//! running syncs (each write of the engine is its own transaction, so the store stays
-//! consistent; the next run closes the interrupted run record) and returns.
+//! Shutdown: when the token fires the worker stops taking work, each run drops its sync
+//! future and hands its lease back (each write of the engine is its own transaction, so the
+//! store stays consistent; the next run closes the interrupted run record), and it returns.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -256,7 +256,9 @@ impl SyncWorker {
             state.tenants.clear();
         }
         let n = running.len();
-        running.shutdown().await;
+        // Each run sees the same token and ends at once, handing its lease back; aborting
+        // the tasks instead could cut that hand-back short.
+        while running.join_next().await.is_some() {}
         tracing::info!(interrupted = n, "sync worker stopped");
     }
 
@@ -325,7 +327,12 @@ impl SyncWorker {
             let stop = self.shutdown.clone();
             let lease = self.lease.clone();
             running.spawn(async move {
-                let leased = run_leased(&store, &tenant, &lease, run_tenant(&config, &store, &tenant, trigger));
+                let leased = run_leased(
+                    &store,
+                    &tenant,
+                    &lease,
+                    run_tenant(&config, &store, &tenant, trigger),
+                );
                 let result = tokio::select! {
                     _ = stop.cancelled() => {
                         // The run is dropped mid-way: hand the lease back so a restarted or

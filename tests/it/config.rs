@@ -211,4 +211,10 @@ fn check_config_describes_a_good_configuration() {
         stdout.contains("upstream: http://127.0.0.1:8887"),
         "override applied: {stdout}"
     );
+    let store = if crate::common::db::is_postgres() {
+        "store: PostgreSQL postgres://"
+    } else {
+        "store: SQLite "
+    };
+    assert!(stdout.contains(store), "{stdout}");
 }

@@ -75,7 +75,7 @@ impl Fixture {
         );
         let endpoints = CloudEndpoints::resolve(NationalCloud::Global, &overrides);
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(dir.path(), 2).await.unwrap();
+        let store = crate::common::db::open_store(dir.path(), 2).await;
         let seed = ms365_gateway::config::TenantSeed {
             id: "acme".into(),
             domain: "acme.pbx.test".into(),

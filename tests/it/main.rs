@@ -3,8 +3,10 @@
 mod common;
 
 mod admin;
+mod browser;
 mod config;
 mod contacts;
+mod database;
 mod demo;
 mod directory;
 mod entra;

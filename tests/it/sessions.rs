@@ -611,7 +611,7 @@ async fn cookie_value_is_never_stored_in_clear() {
 #[tokio::test]
 async fn the_gateway_purges_long_ended_sessions() {
     let setup = crate::common::Setup::new();
-    let store = Store::open_sqlite(&setup.path("data"), 2).await.unwrap();
+    let store = crate::common::db::open_store(&setup.path("data"), 2).await;
     let seed = TenantSeed {
         id: "acme".into(),
         domain: "acme.test".into(),

@@ -81,7 +81,7 @@ impl SsoWorld {
         let gateway = TestGateway::start(setup.config(&toml)).await;
         // Written out too, for tests that run the binary on the same configuration.
         std::fs::write(setup.path("gateway.toml"), &toml).unwrap();
-        let store = Store::open_sqlite(&setup.path("data"), 2).await.unwrap();
+        let store = crate::common::db::open_store(&setup.path("data"), 2).await;
         let mut world = SsoWorld {
             setup,
             gateway,

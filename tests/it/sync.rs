@@ -48,7 +48,7 @@ impl World {
     async fn with_graph(spec: TenantSpec, options: GraphOptions) -> World {
         let (emulator, client_id, endpoints) = start_emulator(spec).await;
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(dir.path(), 4).await.unwrap();
+        let store = crate::common::db::open_store(dir.path(), 4).await;
         let seed = ms365_gateway::config::TenantSeed {
             id: TENANT.into(),
             domain: "acme.pbx.test".into(),
@@ -846,6 +846,8 @@ async fn an_aborted_fetch_changes_nothing_and_the_rerun_completes() {
         bigger(250),
         GraphOptions {
             max_retries: 1,
+            // Several pages per round, so the failure can come after the first.
+            delta_page_size: 100,
             ..GraphOptions::default()
         },
     )
@@ -1037,7 +1039,11 @@ async fn the_grace_period_deletes_only_users_that_left() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_readable_from_the_store_while_the_run_goes() {
-    let w = World::new(bigger(250)).await;
+    let pages_of_100 = GraphOptions {
+        delta_page_size: 100,
+        ..GraphOptions::default()
+    };
+    let w = World::with_graph(bigger(250), pages_of_100).await;
     let seen: Arc<Mutex<Vec<(String, u64, u64)>>> = Arc::default();
     let (store, log) = (w.store.clone(), seen.clone());
     let opts = SyncOptions {

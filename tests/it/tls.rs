@@ -146,9 +146,10 @@ async fn self_signed_certificate_is_generated_once_and_kept() {
     let upstream = StubUpstream::start().await;
     let toml = format!(
         "data_dir = \"{}\"\n[[listener]]\nkind = \"pbx\"\nbind = \"127.0.0.1:0\"\npublic_url = \"https://localhost:8443\"\n\
-         tls_cert = \"self-signed\"\n[upstream]\nurl = \"{}\"\n[admin]\nbind = \"127.0.0.1:0\"\n",
+         tls_cert = \"self-signed\"\n[upstream]\nurl = \"{}\"\n[admin]\nbind = \"127.0.0.1:0\"\n{}",
         setup.path("data").display(),
-        upstream.url()
+        upstream.url(),
+        crate::common::db::store_toml(&setup.path("data"))
     );
     let first = serve_and_read_leaf(&setup, &toml).await;
     let key_file = setup.path("data/tls/pbx-0.key");

@@ -58,6 +58,7 @@ pub(crate) fn fast_options() -> GraphOptions {
         max_backoff: Duration::from_millis(40),
         base_backoff: Duration::from_millis(5),
         mailbox_concurrency: 4,
+        ..GraphOptions::default()
     }
 }
 

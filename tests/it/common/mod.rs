@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod db;
 pub mod pki;
 pub mod upstream;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,9 +83,11 @@ url = "{upstream_url}"
 bind = "127.0.0.1:0"
 token_file = "{token_file}"
 
+{store}
 {extra}
 "#,
             data = self.path("data").display(),
+            store = db::store_toml(&self.path("data")),
             token_file = self.path("admin.token").display(),
             pbx_cert = self.pbx_cert.cert.display(),
             pbx_key = self.pbx_cert.key.display(),

@@ -1,0 +1,238 @@
+//! `[store]`: which database the gateway uses. Without `database_url` it is SQLite in
+//! `data_dir`; `database_url = "postgres://…"` selects PostgreSQL (shared by several
+//! instances). The URL may carry a password, so [`DatabaseUrl`] never shows it: its `Debug`
+//! and `Display` print `user:***@`, and so does every message built from it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+
+use super::raw::RawStore;
+use super::validate::duration;
+use super::{ConfigError, Origin, StoreConfig};
+
+/// The config key, for messages.
+pub const DATABASE_URL_KEY: &str = "store.database_url";
+
+/// A PostgreSQL connection URL whose password stays out of logs and messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL as written, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+
+    /// `host:port` (or the socket directory) the URL points at, for messages.
+    pub fn host(&self) -> String {
+        match PgConnectOptions::from_str(&self.0) {
+            Ok(o) => format!("{}:{}", o.get_host(), o.get_port()),
+            Err(_) => "an unparsable address".to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Hides the password of a database URL: `user:secret@` and `password=secret` become `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    // The authority ends at the first `/`, `?` or `#`; its last `@` ends the user info.
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let mut out = match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &url[scheme_end..scheme_end + at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!(
+                    "{}{user}:***{}",
+                    &url[..scheme_end],
+                    &url[scheme_end + at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    };
+    if let Some(q) = out.find('?') {
+        let query: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], query.join("&"));
+    }
+    out
+}
+
+/// Validates `[store]`.
+pub(super) fn store(raw: RawStore, o: &Origin<'_>) -> Result<StoreConfig, ConfigError> {
+    let max_connections = match raw.max_connections {
+        Some(0) => return Err(o.invalid("store.max_connections", "must be at least 1")),
+        Some(n) => n,
+        None => 8,
+    };
+    let connect_timeout = duration(
+        raw.connect_timeout,
+        Duration::from_secs(10),
+        "store.connect_timeout",
+        o,
+    )?;
+    let database_url = raw
+        .database_url
+        .map(|url| database_url(url, o))
+        .transpose()?;
+    Ok(StoreConfig {
+        max_connections,
+        database_url,
+        connect_timeout,
+    })
+}
+
+fn database_url(url: String, o: &Origin<'_>) -> Result<DatabaseUrl, ConfigError> {
+    let url = DatabaseUrl(url.trim().to_string());
+    let scheme = url.0.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+        return Err(o.invalid(
+            DATABASE_URL_KEY,
+            format!(
+                "`{}` is not a postgres:// URL (leave the key out to use SQLite in data_dir)",
+                url.redacted()
+            ),
+        ));
+    }
+    match PgConnectOptions::from_str(url.expose()) {
+        Ok(_) => Ok(url),
+        Err(e) => Err(o.invalid(
+            DATABASE_URL_KEY,
+            format!("`{}` is not a valid PostgreSQL URL: {e}", url.redacted()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(store: &str, vars: &[(&str, &str)]) -> Result<super::super::Config, ConfigError> {
+        let toml = format!(
+            "[[listener]]\nkind = \"pbx\"\nbind = \"127.0.0.1:0\"\npublic_url = \"https://pbx.test\"\n\
+             tls_cert = \"self-signed\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n{store}"
+        );
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        super::super::Config::from_toml(std::path::Path::new("gw.toml"), &toml, vars)
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=secret&sslmode=disable"),
+            "postgres://h/db?user=u&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db?options=a@b"),
+            "postgres://u:***@h/db?options=a@b"
+        );
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn sqlite_is_the_default() {
+        let config = load("", &[]).unwrap();
+        assert!(config.store.database_url.is_none());
+        assert_eq!(config.store.max_connections, 8);
+        assert_eq!(config.store.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn postgres_url_is_read_and_never_shown() {
+        let config = load(
+            "[store]\ndatabase_url = \"postgres://gw:hunter2@db.internal:6432/gateway\"\nconnect_timeout = \"2s\"\n",
+            &[],
+        )
+        .unwrap();
+        let url = config.store.database_url.as_ref().unwrap();
+        assert_eq!(
+            url.expose(),
+            "postgres://gw:hunter2@db.internal:6432/gateway"
+        );
+        assert_eq!(url.host(), "db.internal:6432");
+        assert_eq!(config.store.connect_timeout, Duration::from_secs(2));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("postgres://gw:***@db.internal:6432/gateway"));
+        assert!(!url.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn environment_override_selects_postgres() {
+        let config = load(
+            "",
+            &[(
+                "MS365GW_STORE__DATABASE_URL",
+                "postgresql://u@127.0.0.1/test",
+            )],
+        )
+        .unwrap();
+        let url = config.store.database_url.unwrap();
+        assert_eq!(url.expose(), "postgresql://u@127.0.0.1/test");
+    }
+
+    #[test]
+    fn other_schemes_are_refused_without_the_password() {
+        for (url, vars) in [
+            ("mysql://u:hunter2@h/db", vec![]),
+            ("sqlite://data/gw.db", vec![]),
+            ("postgres://u:hunter2@h:notaport/db", vec![]),
+        ] {
+            let store = format!("[store]\ndatabase_url = \"{url}\"\n");
+            let msg = load(&store, &vars).unwrap_err().to_string();
+            assert!(msg.starts_with("gw.toml"), "{msg}");
+            assert!(msg.contains("store.database_url"), "{msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
+        let msg = load(
+            "",
+            &[("MS365GW_STORE__DATABASE_URL", "redis://u:hunter2@h")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("MS365GW_STORE__DATABASE_URL"), "{msg}");
+        assert!(
+            msg.contains("store.database_url") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+    }
+}
