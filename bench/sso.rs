@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ms365_gateway::emulator::{AppRegistration, Emulator, EmulatorConfig, TenantSpec};
 use ms365_gateway::entra::credential::KeyBits;
 use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::keyring::{GENERATED_KEY_FILE, Keyring, MasterKeySource};
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::{DirectoryUser, Store};
 
@@ -168,7 +169,10 @@ async fn prepare_store(data: &Path, emulator: &Emulator, client_id: &str) -> Vec
     };
     settings.sign_in_as_standard_user.enabled = true;
     store.save_ms365_settings("acme", &settings).await.unwrap();
-    let cert = TenantKeys::new(store.clone(), data)
+    // The gateway's own default on SQLite: the master key generated into data_dir.
+    let source = MasterKeySource::Generated(data.join(GENERATED_KEY_FILE));
+    let keyring = Keyring::open(store.clone(), &source).await.unwrap();
+    let cert = TenantKeys::new(store.clone(), keyring)
         .generate(&tenant, KeyBits::Rsa2048, 365)
         .await
         .unwrap();

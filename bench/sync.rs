@@ -11,6 +11,7 @@ use ms365_gateway::config::TenantSeed;
 use ms365_gateway::emulator::{AppRegistration, Emulator, EmulatorConfig, TenantSpec, UserPatch};
 use ms365_gateway::entra::credential::KeyBits;
 use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::Store;
 use ms365_gateway::sync::{RunReport, SyncContext, SyncOptions, context, sync_users};
@@ -88,7 +89,10 @@ async fn setup(
     settings.users.enabled = true;
     settings.users.starting_extension_number = "100000".into();
     store.save_ms365_settings("big", &settings).await.unwrap();
-    let cert = TenantKeys::new(store.clone(), &config.data_dir)
+    let keyring = Keyring::open_configured(store.clone(), &config)
+        .await
+        .unwrap();
+    let cert = TenantKeys::new(store.clone(), keyring.clone())
         .generate(&tenant, KeyBits::Rsa2048, 365)
         .await
         .unwrap();
@@ -96,7 +100,9 @@ async fn setup(
         .emulator
         .upload_certificate(DIRECTORY, &client_id, &cert.certificate_pem)
         .unwrap();
-    let ctx = context::for_tenant(&config, &store, "big").await.unwrap();
+    let ctx = context::for_tenant(&config, &store, &keyring, "big")
+        .await
+        .unwrap();
     (emulator, ctx, dir)
 }
 

@@ -20,6 +20,9 @@ pub fn describe(config: &Config) -> Result<String, TlsError> {
             config.data_dir.join("gateway.db").display()
         ),
     };
+    if let Ok(source) = crate::keyring::source_for(config) {
+        let _ = writeln!(out, "master key: {}", source.describe());
+    }
     for l in &config.listeners {
         let _ = writeln!(
             out,

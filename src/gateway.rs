@@ -1,5 +1,5 @@
 //! Assembly and lifetime of a gateway: [`Gateway::bind`] validates what it can before
-//! anything runs (store, certificates, sockets), [`Gateway::run`] serves until the
+//! anything runs (store, master key, certificates, sockets), [`Gateway::run`] serves until the
 //! cancellation token fires and then shuts down in order: stop accepting, let in-flight
 //! requests finish within the grace period, end what is left, await every named task.
 
@@ -22,6 +22,7 @@ use crate::edge::conn::{ListenerContext, StopSignals, http_builder};
 use crate::edge::proxy::{Upstream, UpstreamTarget};
 use crate::edge::server::{CertReloader, WatchedListener, accept_loop};
 use crate::edge::tls::{self, CertLoader, TlsError};
+use crate::keyring::{Keyring, KeyringError};
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState};
 use crate::store::{Store, StoreError};
@@ -37,6 +38,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("sign-in keys: {0}")]
     Session(#[from] crate::sso::session::SessionError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
     #[error("cannot listen on {addr} (key `{key}`): {source}")]
     Bind {
         addr: SocketAddr,
@@ -48,10 +51,11 @@ pub enum StartError {
 impl StartError {
     /// True when the administrator's configuration is at fault (exit status 2).
     pub fn is_config_error(&self) -> bool {
-        matches!(
-            self,
-            StartError::Config(_) | StartError::Tls(TlsError::Load { .. })
-        )
+        match self {
+            StartError::Config(_) | StartError::Tls(TlsError::Load { .. }) => true,
+            StartError::Keyring(e) => e.is_config_error(),
+            _ => false,
+        }
     }
 }
 
@@ -121,12 +125,24 @@ impl Gateway {
             stop.hard.clone(),
         )?;
         let http = http_builder(&limits);
-        let sso = Arc::new(crate::sso::Sso::new(config.clone(), store.clone())?);
+        let keyring = Keyring::open_configured(store.clone(), &config).await?;
+        let sso =
+            Arc::new(crate::sso::Sso::new(config.clone(), store.clone(), keyring.clone()).await?);
+        if let Err(e) = sso.keys.import_key_files(&config.data_dir).await {
+            tracing::warn!(error = %e, "cannot import the tenant key files of an earlier version");
+        }
         let sync_worker = crate::sync::worker::SyncWorker::new(
             config.clone(),
             store.clone(),
+            keyring,
             stop.graceful.clone(),
-        );
+        )
+        .with_concurrency(config.sync.concurrency)
+        .with_schedule_tick(config.sync.schedule_check_interval)
+        .with_lease(crate::sync::lease::LeaseConfig {
+            owner: crate::sync::lease::instance_id(),
+            ttl: config.sync.lease_ttl,
+        });
         let admin_api = Arc::new(crate::admin::AdminState::new(
             config.clone(),
             store.clone(),
@@ -217,6 +233,11 @@ impl Gateway {
         &self.store
     }
 
+    /// The keyring holding the keys the instances share (opened with the master key).
+    pub fn keyring(&self) -> &Keyring {
+        &self.admin_api.sso.keyring
+    }
+
     /// Serves until `shutdown` is cancelled, then drains and stops every task.
     pub async fn run(self, shutdown: CancellationToken) {
         let Gateway {
@@ -276,6 +297,11 @@ impl Gateway {
             .clone()
             .purge_periodically(stop.graceful.clone());
         tasks.push(("session purge".into(), tokio::spawn(purge)));
+        let key_reload = admin_api
+            .sso
+            .clone()
+            .reload_keys_periodically(stop.graceful.clone());
+        tasks.push(("key reload".into(), tokio::spawn(key_reload)));
         let expiry = crate::admin::status::watch_certificates(admin_api, stop.graceful.clone());
         tasks.push(("certificate expiry watch".into(), tokio::spawn(expiry)));
         ready.store(true, Ordering::Release);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 
+use crate::config::Config;
 use crate::sso::seal::{KEY_LEN, Sealer};
 use crate::store::{Store, StoreError};
 
@@ -49,8 +50,16 @@ pub enum KeyringError {
     Store(#[from] StoreError),
 }
 
+impl KeyringError {
+    /// True when the administrator's configuration is at fault (the key is missing, cannot
+    /// be read, is malformed or is not the database's), not the database.
+    pub fn is_config_error(&self) -> bool {
+        !matches!(self, KeyringError::Unsealable(_) | KeyringError::Store(_))
+    }
+}
+
 /// Where the master key comes from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum MasterKeySource {
     /// A file holding the base64 key (`store.master_key_file`).
     File(PathBuf),
@@ -60,7 +69,51 @@ pub enum MasterKeySource {
     Generated(PathBuf),
 }
 
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterKeySource::File(p) => f.debug_tuple("File").field(p).finish(),
+            MasterKeySource::Env(_) => f.debug_tuple("Env").field(&"<redacted>").finish(),
+            MasterKeySource::Generated(p) => f.debug_tuple("Generated").field(p).finish(),
+        }
+    }
+}
+
+/// The master key source of a gateway configured with `config`, in this order: the
+/// [`MASTER_KEY_ENV`] variable of this process, `store.master_key_file`, and on SQLite only
+/// `data_dir/master.key` (generated on first use). On PostgreSQL without either it is
+/// [`KeyringError::Missing`]: instances sharing a database must be given the same key.
+pub fn source_for(config: &Config) -> Result<MasterKeySource, KeyringError> {
+    choose_source(std::env::var(MASTER_KEY_ENV).ok(), config)
+}
+
+fn choose_source(env: Option<String>, config: &Config) -> Result<MasterKeySource, KeyringError> {
+    if let Some(value) = env {
+        return Ok(MasterKeySource::Env(value));
+    }
+    if let Some(path) = &config.store.master_key_file {
+        return Ok(MasterKeySource::File(path.clone()));
+    }
+    match config.store.database_url {
+        None => Ok(MasterKeySource::Generated(
+            config.data_dir.join(GENERATED_KEY_FILE),
+        )),
+        Some(_) => Err(KeyringError::Missing),
+    }
+}
+
 impl MasterKeySource {
+    /// What [`source_for`] picked, for `check-config` (never the key itself).
+    pub fn describe(&self) -> String {
+        match self {
+            MasterKeySource::File(p) => format!("file {}", p.display()),
+            MasterKeySource::Env(_) => format!("environment variable {MASTER_KEY_ENV}"),
+            MasterKeySource::Generated(p) => {
+                format!("{} (generated on first start)", p.display())
+            }
+        }
+    }
+
     fn origin(&self) -> String {
         match self {
             MasterKeySource::File(p) | MasterKeySource::Generated(p) => p.display().to_string(),
@@ -122,17 +175,33 @@ fn load_key(source: &MasterKeySource) -> Result<[u8; KEY_LEN], KeyringError> {
     }
 }
 
+/// Writes a fresh key to `path` unless one appears there first: the key is written beside
+/// it and hard-linked into place, which fails when the file exists, so two starts racing
+/// (or a start and a test) end up with the same key instead of one replacing the other.
 fn generate_into(path: &Path) -> Result<[u8; KEY_LEN], KeyringError> {
+    let read_err = |source| KeyringError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let key = Sealer::generate_key();
     let text = base64::engine::general_purpose::STANDARD.encode(key);
-    crate::fsutil::write_private(path, format!("{text}\n").as_bytes()).map_err(|source| {
-        KeyringError::Read {
-            path: path.to_path_buf(),
-            source,
+    let nonce =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&Sealer::generate_key()[..9]);
+    let tmp = path.with_file_name(format!(".{GENERATED_KEY_FILE}.{nonce}"));
+    crate::fsutil::write_private(&tmp, format!("{text}\n").as_bytes()).map_err(read_err)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "generated the master key");
+            Ok(key)
         }
-    })?;
-    tracing::info!(path = %path.display(), "generated the master key");
-    Ok(key)
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path).map_err(read_err)?;
+            decode_key(&text, &path.display().to_string())
+        }
+        Err(e) => Err(read_err(e)),
+    }
 }
 
 impl Keyring {
@@ -155,6 +224,11 @@ impl Keyring {
                 origin: source.origin(),
             }),
         }
+    }
+
+    /// [`Keyring::open`] with the master key [`source_for`] picks for `config`.
+    pub async fn open_configured(store: Store, config: &Config) -> Result<Keyring, KeyringError> {
+        Keyring::open(store, &source_for(config)?).await
     }
 
     /// The secret `name`, opened.
@@ -189,9 +263,89 @@ impl Keyring {
     }
 }
 
+/// A keyring on a test database of its own, for the unit tests of the keys kept in it.
+#[cfg(test)]
+pub(crate) async fn test_keyring() -> (crate::store::test_db::TestDb, Keyring) {
+    let db = crate::store::test_db::TestDb::new().await;
+    let store = db.open(2).await.unwrap();
+    let key = base64::engine::general_purpose::STANDARD.encode(Sealer::generate_key());
+    let keyring = Keyring::open(store, &MasterKeySource::Env(key))
+        .await
+        .unwrap();
+    (db, keyring)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(store: &str) -> Config {
+        let toml = format!(
+            "data_dir = \"d\"\n[[listener]]\nkind = \"pbx\"\nbind = \"127.0.0.1:0\"\n\
+             public_url = \"https://pbx.test\"\ntls_cert = \"self-signed\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:9\"\n{store}"
+        );
+        Config::from_toml(Path::new("gw.toml"), &toml, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn the_environment_wins_then_the_file_then_sqlites_generated_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mk");
+        std::fs::write(&file, "x").unwrap();
+        let with_file = config(&format!(
+            "[store]\nmaster_key_file = \"{}\"\n",
+            file.display()
+        ));
+        let source = choose_source(Some("s3cret".into()), &with_file).unwrap();
+        assert!(matches!(source, MasterKeySource::Env(ref k) if k == "s3cret"));
+        assert!(!format!("{source:?}").contains("s3cret"));
+        let source = choose_source(None, &with_file).unwrap();
+        assert!(matches!(source, MasterKeySource::File(ref p) if *p == file));
+        let source = choose_source(None, &config("")).unwrap();
+        assert!(matches!(source, MasterKeySource::Generated(ref p) if p.ends_with("d/master.key")));
+        let postgres = config("[store]\ndatabase_url = \"postgres://u@127.0.0.1/x\"\n");
+        let err = choose_source(None, &postgres).unwrap_err();
+        assert!(matches!(err, KeyringError::Missing) && err.is_config_error());
+        assert!(err.to_string().contains(MASTER_KEY_ENV), "{err}");
+    }
+
+    #[test]
+    fn racing_generations_end_with_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(GENERATED_KEY_FILE);
+        let keys: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || load_key(&MasterKeySource::Generated(path)).unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary files left");
+    }
+
+    #[tokio::test]
+    async fn secrets_are_kept_sealed_and_a_wrong_key_is_refused() {
+        let (db, keyring) = test_keyring().await;
+        assert_eq!(keyring.put_once("a:1", b"first").await.unwrap(), b"first");
+        assert_eq!(keyring.put_once("a:1", b"second").await.unwrap(), b"first");
+        keyring.put_once("b:1", b"other").await.unwrap();
+        assert_eq!(keyring.names("a:").await.unwrap(), vec!["a:1".to_string()]);
+        let sealed = keyring.store.sealed_secret("a:1").await.unwrap().unwrap();
+        assert!(!sealed.contains("first"));
+        keyring.delete("a:1").await.unwrap();
+        assert_eq!(keyring.get("a:1").await.unwrap(), None);
+        let other = base64::engine::general_purpose::STANDARD.encode(Sealer::generate_key());
+        let err = Keyring::open(db.open(1).await.unwrap(), &MasterKeySource::Env(other))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KeyringError::WrongKey { .. }), "{err}");
+        assert!(err.to_string().contains(MASTER_KEY_ENV), "{err}");
+    }
 
     #[test]
     fn keys_decode_from_base64_of_32_bytes_only() {

@@ -51,7 +51,8 @@ enum Command {
         config: PathBuf,
     },
     /// Generate a new key pair for a tenant and write its certificate (public_key.pem) to
-    /// upload to the Entra app registration. The private key stays in data_dir.
+    /// upload to the Entra app registration. The private key stays in the store, sealed
+    /// with the master key.
     Keygen {
         #[arg(long, short, env = "MS365GW_CONFIG")]
         config: PathBuf,
@@ -236,6 +237,7 @@ fn run_emulator(bind: std::net::SocketAddr, seed: &str) -> ExitCode {
 fn sync_now(config: &Config, tenant: &str, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
 
+    use ms365_gateway::keyring::Keyring;
     use ms365_gateway::store::{RunStatus, RunTrigger, Store};
     use ms365_gateway::sync::{SyncOptions, context, sync_users};
     let runtime = tokio::runtime::Runtime::new()?;
@@ -244,7 +246,8 @@ fn sync_now(config: &Config, tenant: &str, dry_run: bool, json: bool) -> anyhow:
         for seed in &config.tenants {
             store.upsert_tenant(seed).await?;
         }
-        let ctx = context::for_tenant(config, &store, tenant).await?;
+        let keyring = Keyring::open_configured(store.clone(), config).await?;
+        let ctx = context::for_tenant(config, &store, &keyring, tenant).await?;
         let mut options = SyncOptions {
             trigger: RunTrigger::Cli,
             dry_run,
@@ -319,6 +322,7 @@ fn keygen(
     use anyhow::Context;
     use ms365_gateway::entra::credential::KeyBits;
     use ms365_gateway::entra::keys::TenantKeys;
+    use ms365_gateway::keyring::Keyring;
     use ms365_gateway::store::Store;
     let bits = KeyBits::from_bits(bits).context("--bits must be 2048, 3072 or 4096")?;
     anyhow::ensure!(
@@ -335,7 +339,8 @@ fn keygen(
             .tenant(tenant)
             .await?
             .with_context(|| format!("no tenant with id `{tenant}`"))?;
-        let info = TenantKeys::new(store.clone(), &config.data_dir)
+        let keyring = Keyring::open_configured(store.clone(), &config).await?;
+        let info = TenantKeys::new(store.clone(), keyring)
             .generate(&record, bits, days)
             .await?;
         store.close().await;
@@ -373,6 +378,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = ms365_gateway::keyring::source_for(&config) {
+        eprintln!("error: {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
     match ms365_gateway::check::describe(&config) {
         Ok(text) => {
             print!("{text}");

@@ -127,7 +127,9 @@ impl From<OidcError> for ApiError {
     fn from(e: OidcError) -> Self {
         match e {
             OidcError::Store(s) => s.into(),
-            OidcError::Crypto(_) | OidcError::Io(_) => ApiError::Internal(e.to_string()),
+            OidcError::Crypto(_) | OidcError::Io(_) | OidcError::Keyring(_) => {
+                ApiError::Internal(e.to_string())
+            }
             OidcError::NoCredential { .. } | OidcError::NotConfigured(_) => {
                 ApiError::Conflict(e.to_string())
             }

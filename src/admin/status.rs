@@ -209,7 +209,14 @@ pub async fn test_connection(
 }
 
 async fn run_checks(state: &AdminState, tenant_id: &str) -> Vec<Check> {
-    let ctx = match crate::sync::context::for_tenant(&state.config, &state.store, tenant_id).await {
+    let ctx = match crate::sync::context::for_tenant(
+        &state.config,
+        &state.store,
+        &state.sso.keyring,
+        tenant_id,
+    )
+    .await
+    {
         Ok(ctx) => ctx,
         Err(e) => return vec![Check::fail("token", e.to_string(), None)],
     };

@@ -145,9 +145,14 @@ async fn tenant_graph(
     state: &AdminState,
     tenant_id: &str,
 ) -> Result<crate::graph::GraphClient, ApiError> {
-    let ctx = crate::sync::context::for_tenant(&state.config, &state.store, tenant_id)
-        .await
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let ctx = crate::sync::context::for_tenant(
+        &state.config,
+        &state.store,
+        &state.sso.keyring,
+        tenant_id,
+    )
+    .await
+    .map_err(|e| ApiError::Conflict(e.to_string()))?;
     Ok(ctx.graph)
 }
 

@@ -2,8 +2,10 @@
 //! `data_dir`; `database_url = "postgres://…"` selects PostgreSQL (shared by several
 //! instances). The URL may carry a password, so [`DatabaseUrl`] never shows it: its `Debug`
 //! and `Display` print `user:***@`, and so does every message built from it.
+//! `master_key_file` names the file of the master key sealing the keys kept in the store.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -105,11 +107,28 @@ pub(super) fn store(raw: RawStore, o: &Origin<'_>) -> Result<StoreConfig, Config
         .database_url
         .map(|url| database_url(url, o))
         .transpose()?;
+    let master_key_file = raw
+        .master_key_file
+        .map(|path| master_key_file(path, o))
+        .transpose()?;
     Ok(StoreConfig {
         max_connections,
         database_url,
         connect_timeout,
+        master_key_file,
     })
+}
+
+/// The key file must be readable now; its contents are checked when the keyring opens.
+fn master_key_file(path: String, o: &Origin<'_>) -> Result<PathBuf, ConfigError> {
+    let key = "store.master_key_file";
+    if path.trim().is_empty() {
+        return Err(o.invalid(key, "must name a file"));
+    }
+    match std::fs::File::open(&path) {
+        Ok(_) => Ok(PathBuf::from(path)),
+        Err(e) => Err(o.invalid(key, format!("cannot read {path}: {e}"))),
+    }
 }
 
 fn database_url(url: String, o: &Origin<'_>) -> Result<DatabaseUrl, ConfigError> {
@@ -174,6 +193,36 @@ mod tests {
         assert!(config.store.database_url.is_none());
         assert_eq!(config.store.max_connections, 8);
         assert_eq!(config.store.connect_timeout, Duration::from_secs(10));
+        assert!(config.store.master_key_file.is_none());
+    }
+
+    #[test]
+    fn master_key_file_must_be_readable_and_may_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("master.key");
+        std::fs::write(&file, "k").unwrap();
+        let path = file.display().to_string();
+        let config = load(&format!("[store]\nmaster_key_file = \"{path}\"\n"), &[]).unwrap();
+        assert_eq!(
+            config.store.master_key_file.as_deref(),
+            Some(file.as_path())
+        );
+        let config = load("", &[("MS365GW_STORE__MASTER_KEY_FILE", &path)]).unwrap();
+        assert_eq!(config.store.master_key_file, Some(file.clone()));
+        let missing = dir.path().join("nope").display().to_string();
+        let msg = load("", &[("MS365GW_STORE__MASTER_KEY_FILE", &missing)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("store.master_key_file") && msg.contains(&missing),
+            "{msg}"
+        );
+        assert!(msg.contains("MS365GW_STORE__MASTER_KEY_FILE"), "{msg}");
+        let config = load("", &[("MS365GW_MASTER_KEY", "not a config key")]).unwrap();
+        assert!(
+            config.store.master_key_file.is_none(),
+            "MS365GW_MASTER_KEY is no override"
+        );
     }
 
     #[test]

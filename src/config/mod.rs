@@ -61,10 +61,24 @@ pub struct Config {
     pub store: StoreConfig,
     /// Sign-in and session behaviour.
     pub sso: SsoConfig,
+    /// The sync worker: concurrency, schedule checks, the cluster-wide lease.
+    pub sync: SyncConfig,
     /// Per national cloud endpoint overrides (tests and the demo point these at the emulator).
     pub clouds: BTreeMap<String, CloudOverride>,
     /// Tenants created or updated at start-up.
     pub tenants: Vec<TenantSeed>,
+}
+
+/// `[sync]`: how the embedded sync worker runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// How long a tenant's sync lease lasts without renewal (default 60 s): how soon
+    /// another instance takes over the sync of an instance that died.
+    pub lease_ttl: Duration,
+    /// How often schedules and orphaned runs are checked (default 30 s).
+    pub schedule_check_interval: Duration,
+    /// Tenants synced at once by this instance (default 2).
+    pub concurrency: usize,
 }
 
 /// Which public domain a listener serves.
@@ -211,6 +225,9 @@ pub struct StoreConfig {
     pub database_url: Option<DatabaseUrl>,
     /// Time allowed to obtain a database connection (at start-up and from the pool).
     pub connect_timeout: Duration,
+    /// The file holding the master key that seals the private keys kept in the store
+    /// (`MS365GW_MASTER_KEY` takes precedence; see [`crate::keyring::source_for`]).
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// `[sso]`.

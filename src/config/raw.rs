@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub sso: RawSso,
     #[serde(default)]
+    pub sync: RawSync,
+    #[serde(default)]
     pub clouds: BTreeMap<String, RawCloud>,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<RawTenant>,
@@ -86,6 +88,7 @@ pub struct RawStore {
     pub max_connections: Option<u32>,
     pub database_url: Option<String>,
     pub connect_timeout: Option<String>,
+    pub master_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +99,14 @@ pub struct RawSso {
     pub forward_session_token: Option<bool>,
     pub login_rate_per_minute: Option<u32>,
     pub end_session_at_microsoft: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub lease_ttl: Option<String>,
+    pub schedule_check_interval: Option<String>,
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

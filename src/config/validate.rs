@@ -42,6 +42,7 @@ pub(super) fn validate(raw: RawConfig, o: &Origin<'_>) -> Result<Config, ConfigE
         server: server(raw.server, o)?,
         store: super::database::store(raw.store, o)?,
         sso: sso(raw.sso, o)?,
+        sync: sync(raw.sync, o)?,
         clouds: clouds(raw.clouds, o)?,
         tenants: tenants(raw.tenants, o)?,
     })
@@ -268,6 +269,34 @@ fn server(raw: RawServer, o: &Origin<'_>) -> Result<ServerLimits, ConfigError> {
             o,
         )?,
         trusted_proxies: trusted,
+    })
+}
+
+fn sync(raw: super::raw::RawSync, o: &Origin<'_>) -> Result<super::SyncConfig, ConfigError> {
+    let lease_ttl = duration(raw.lease_ttl, Duration::from_secs(60), "sync.lease_ttl", o)?;
+    if lease_ttl < Duration::from_secs(3) {
+        return Err(o.invalid("sync.lease_ttl", "must be at least 3s"));
+    }
+    let check = duration(
+        raw.schedule_check_interval,
+        Duration::from_secs(30),
+        "sync.schedule_check_interval",
+        o,
+    )?;
+    if check < Duration::from_millis(100) || check > Duration::from_secs(60) {
+        return Err(o.invalid(
+            "sync.schedule_check_interval",
+            "must be between 100ms and 60s",
+        ));
+    }
+    let concurrency = raw.concurrency.unwrap_or(2);
+    if concurrency == 0 {
+        return Err(o.invalid("sync.concurrency", "must be at least 1"));
+    }
+    Ok(super::SyncConfig {
+        lease_ttl,
+        schedule_check_interval: check,
+        concurrency,
     })
 }
 

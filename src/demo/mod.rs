@@ -194,10 +194,11 @@ pub async fn start(
         }
     };
     let (store, worker) = (gateway.store().clone(), gateway.sync_worker());
+    let keyring = gateway.keyring().clone();
     let admin_addr = gateway.admin_addr();
     let mut running = DemoRunning::spawn(gateway, services, shutdown.clone());
     let first_sync = async {
-        tenant::prepare(&store, &running.services.emulator.emulator, &config).await?;
+        tenant::prepare(&store, &keyring, &running.services.emulator.emulator).await?;
         tenant::first_sync(&worker, &store, &shutdown).await
     }
     .await;

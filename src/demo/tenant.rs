@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::emulator::{AppRegistration, DEMO_TENANT_ID, Emulator};
 use crate::entra::credential::KeyBits;
 use crate::entra::keys::{DEFAULT_VALID_DAYS, TenantKeys};
+use crate::keyring::Keyring;
 use crate::settings::Ms365Settings;
 use crate::store::{RunStatus, RunTrigger, Store};
 use crate::sync::worker::{RunSummary, SyncHandle};
@@ -60,9 +61,13 @@ pub fn register_app(emulator: &Emulator, config: &Config) -> Result<(), DemoErro
 }
 
 /// Settings, key pair, certificate upload and cursor reset; see the module header.
-pub async fn prepare(store: &Store, emulator: &Emulator, config: &Config) -> Result<(), DemoError> {
+pub async fn prepare(
+    store: &Store,
+    keyring: &Keyring,
+    emulator: &Emulator,
+) -> Result<(), DemoError> {
     save_settings(store, emulator).await?;
-    for pem in key_pair(store, &config.data_dir).await? {
+    for pem in key_pair(store, keyring).await? {
         emulator.upload_certificate(DEMO_TENANT_ID, DEMO_APP_ID, &pem)?;
     }
     forget_delta_links(store, emulator).await
@@ -117,7 +122,7 @@ fn shared_mailbox(emulator: &Emulator) -> Option<String> {
 
 /// The PEMs of the tenant's usable certificates, generating a pair when none is valid for
 /// another day.
-async fn key_pair(store: &Store, data_dir: &std::path::Path) -> Result<Vec<String>, DemoError> {
+async fn key_pair(store: &Store, keyring: &Keyring) -> Result<Vec<String>, DemoError> {
     let tomorrow = crate::store::now_epoch() + 86_400;
     let usable = store.usable_credentials(TENANT_ID).await?;
     if usable.iter().any(|c| c.info.not_after > tomorrow) {
@@ -127,7 +132,7 @@ async fn key_pair(store: &Store, data_dir: &std::path::Path) -> Result<Vec<Strin
         .tenant(TENANT_ID)
         .await?
         .ok_or_else(|| DemoError::Setup(format!("tenant `{TENANT_ID}` is missing")))?;
-    let info = TenantKeys::new(store.clone(), data_dir)
+    let info = TenantKeys::new(store.clone(), keyring.clone())
         .generate(&tenant, KeyBits::Rsa2048, DEFAULT_VALID_DAYS)
         .await?;
     Ok(vec![info.certificate_pem])

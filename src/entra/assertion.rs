@@ -101,7 +101,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     use super::*;
-    use crate::entra::credential::{KeyBits, generate, save};
+    use crate::entra::credential::{KeyBits, generate};
 
     fn part(jwt: &str, i: usize) -> serde_json::Value {
         let raw = URL_SAFE_NO_PAD
@@ -112,12 +112,10 @@ mod tests {
 
     #[test]
     fn assertion_has_microsofts_header_and_claims() {
-        let dir = tempfile::tempdir().unwrap();
-        let cred = save(
-            dir.path(),
-            &generate("t", "T", KeyBits::Rsa2048, 30).unwrap(),
-        )
-        .unwrap();
+        let cred = generate("t", "T", KeyBits::Rsa2048, 30)
+            .unwrap()
+            .credential()
+            .unwrap();
         let endpoint = "https://login.microsoftonline.com/dir/oauth2/v2.0/token";
         let ps = ClientAssertion::new("app-id", endpoint, AssertionAlg::Ps256)
             .sign(&cred)

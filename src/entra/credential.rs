@@ -2,13 +2,12 @@
 //! self-signed X.509 certificate for it; the certificate is what the administrator uploads to
 //! the Entra app registration as `public_key.pem`, the private key never leaves the gateway.
 //!
-//! Keys live under `data_dir/tenants/<id>/credentials/` (key files mode 0600), one pair per
-//! SHA-1 thumbprint; the store records which pairs exist and which is active. A new pair is
-//! `pending` until it has produced a successful token, and the previous `active` one keeps
-//! working meanwhile, so regenerating never causes an outage.
+//! One pair per SHA-1 thumbprint: the certificate and the pair's state are in the store, the
+//! private key is sealed in the keyring ([`super::keys`]). A new pair is `pending` until it
+//! has produced a successful token, and the previous `active` one keeps working meanwhile,
+//! so regenerating never causes an outage.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -93,7 +92,7 @@ impl TenantCredential {
         &self.signing_key
     }
 
-    /// Builds a credential from PEM text (used when loading from disk).
+    /// Builds a credential from PEM text (the stored certificate and the unsealed key).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<TenantCredential, OidcError> {
         let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| OidcError::Crypto(format!("certificate PEM: {e}")))?;
@@ -112,6 +111,18 @@ impl TenantCredential {
 pub struct GeneratedPair {
     pub info: CertificateInfo,
     key_pem: String,
+}
+
+impl GeneratedPair {
+    /// The private key (PKCS#8 PEM), to be sealed in the keyring.
+    pub(crate) fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The pair as a credential able to sign.
+    pub fn credential(&self) -> Result<TenantCredential, OidcError> {
+        TenantCredential::from_pem(&self.info.certificate_pem, &self.key_pem)
+    }
 }
 
 impl fmt::Debug for GeneratedPair {
@@ -166,26 +177,6 @@ fn certificate_info(der: &[u8], pem: &str) -> Result<CertificateInfo, OidcError>
     })
 }
 
-/// Where a tenant's credential files live.
-pub fn credential_dir(data_dir: &Path, tenant_id: &str) -> PathBuf {
-    data_dir.join("tenants").join(tenant_id).join("credentials")
-}
-
-/// Writes the pair (key 0600) and returns the loaded credential.
-pub fn save(dir: &Path, pair: &GeneratedPair) -> Result<TenantCredential, OidcError> {
-    let stem = &pair.info.thumbprint_sha1;
-    crate::fsutil::write_private(&dir.join(format!("{stem}.key")), pair.key_pem.as_bytes())?;
-    std::fs::write(dir.join(format!("{stem}.crt")), &pair.info.certificate_pem)?;
-    TenantCredential::from_pem(&pair.info.certificate_pem, &pair.key_pem)
-}
-
-/// Loads the pair with SHA-1 thumbprint `thumbprint` from `dir`.
-pub fn load(dir: &Path, thumbprint: &str) -> Result<TenantCredential, OidcError> {
-    let cert = std::fs::read_to_string(dir.join(format!("{thumbprint}.crt")))?;
-    let key = std::fs::read_to_string(dir.join(format!("{thumbprint}.key")))?;
-    TenantCredential::from_pem(&cert, &key)
-}
-
 pub(crate) fn sha1(bytes: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes)
         .as_ref()
@@ -216,8 +207,6 @@ pub fn x5t_from_hex(hex: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[test]
@@ -240,19 +229,13 @@ mod tests {
         assert_eq!(info.thumbprint_sha256.len(), 64);
         let days = (info.not_after - info.not_before) / 86_400;
         assert_eq!(days, 365, "validity in days");
-        let dir = tempfile::tempdir().unwrap();
-        let cred = save(dir.path(), &pair).unwrap();
+        let cred = pair.credential().unwrap();
         assert_eq!(cred.x5t(), x5t_from_hex(&info.thumbprint_sha1).unwrap());
         assert_eq!(
             cred.x5t_s256(),
             x5t_from_hex(&info.thumbprint_sha256).unwrap()
         );
-        let key_file = dir.path().join(format!("{}.key", info.thumbprint_sha1));
-        assert_eq!(
-            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let reloaded = load(dir.path(), &info.thumbprint_sha1).unwrap();
+        let reloaded = TenantCredential::from_pem(&info.certificate_pem, pair.key_pem()).unwrap();
         assert_eq!(reloaded.info, cred.info);
         let debug = format!("{reloaded:?} {pair:?}");
         assert!(

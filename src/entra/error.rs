@@ -146,6 +146,8 @@ pub enum OidcError {
     Crypto(String),
     #[error("cannot store the credential: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the private key in the store: {0}")]
+    Keyring(#[from] crate::keyring::KeyringError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }

@@ -1,32 +1,38 @@
 //! A tenant's key pairs over time: generating ("Generate New Key Pair"), loading the ones
-//! that may sign, and promoting a new pair once Microsoft has accepted it. The rollover rule:
+//! that may sign, and promoting a new pair once Microsoft has accepted it. The certificate
+//! and the pair's state are rows of `tenant_credentials`; the private key is sealed in the
+//! keyring as `tenant-key:<tenant id>:<SHA-1 thumbprint>`, so every instance on the database
+//! signs with a pair generated on any of them and no key file is written. The rollover rule:
 //! a new pair is tried first, but while it is `pending` the previous `active` pair stays
 //! available, so an administrator who has not uploaded the new `public_key.pem` yet loses
 //! nothing; the first token obtained with the new pair makes it `active`.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::credential::{self, CertificateInfo, KeyBits, TenantCredential};
 use super::error::OidcError;
-use crate::store::{CredentialState, Store, Tenant};
+use crate::keyring::Keyring;
+use crate::store::{CredentialRecord, CredentialState, Store, Tenant};
 
 /// Default certificate lifetime, as the PortSIP guide describes ("valid for one year").
 pub const DEFAULT_VALID_DAYS: u32 = 365;
 
-/// Key pairs of all tenants: files under `data_dir`, state in the store.
+/// The keyring name of a tenant's private key.
+pub fn key_name(tenant_id: &str, thumbprint_sha1: &str) -> String {
+    format!("tenant-key:{tenant_id}:{thumbprint_sha1}")
+}
+
+/// Key pairs of all tenants: private keys sealed in the keyring, the rest in the store.
 #[derive(Clone, Debug)]
 pub struct TenantKeys {
     store: Store,
-    data_dir: PathBuf,
+    keyring: Keyring,
 }
 
 impl TenantKeys {
-    pub fn new(store: Store, data_dir: impl Into<PathBuf>) -> Self {
-        TenantKeys {
-            store,
-            data_dir: data_dir.into(),
-        }
+    pub fn new(store: Store, keyring: Keyring) -> Self {
+        TenantKeys { store, keyring }
     }
 
     /// Generates a pair for `tenant`. It becomes active at once when the tenant has none,
@@ -43,8 +49,10 @@ impl TenantKeys {
             tokio::task::spawn_blocking(move || credential::generate(&id, &name, bits, valid_days))
                 .await
                 .map_err(|e| OidcError::Crypto(e.to_string()))??;
-        let dir = credential::credential_dir(&self.data_dir, &tenant.id);
-        credential::save(&dir, &pair)?;
+        let name = key_name(&tenant.id, &pair.info.thumbprint_sha1);
+        self.keyring
+            .put_once(&name, pair.key_pem().as_bytes())
+            .await?;
         let has_active = self
             .store
             .usable_credentials(&tenant.id)
@@ -68,11 +76,12 @@ impl TenantKeys {
         &self,
         tenant_id: &str,
     ) -> Result<Vec<Arc<TenantCredential>>, OidcError> {
-        let dir = credential::credential_dir(&self.data_dir, tenant_id);
         let records = self.store.usable_credentials(tenant_id).await?;
         let mut out = Vec::with_capacity(records.len());
         for r in records {
-            out.push(Arc::new(credential::load(&dir, &r.info.thumbprint_sha1)?));
+            if let Some(credential) = self.load(&r).await? {
+                out.push(Arc::new(credential));
+            }
         }
         if out.is_empty() {
             return Err(OidcError::NoCredential {
@@ -80,6 +89,48 @@ impl TenantKeys {
             });
         }
         Ok(out)
+    }
+
+    /// The credential of `record` with its private key from the keyring; `None` (and a
+    /// warning) when the key is not there.
+    async fn load(&self, record: &CredentialRecord) -> Result<Option<TenantCredential>, OidcError> {
+        let name = key_name(&record.tenant_id, &record.info.thumbprint_sha1);
+        let Some(key) = self.keyring.get(&name).await? else {
+            tracing::warn!(%name, "the private key of a usable certificate is not in the store");
+            return Ok(None);
+        };
+        let key = String::from_utf8(key).map_err(|e| OidcError::Crypto(format!("{name}: {e}")))?;
+        TenantCredential::from_pem(&record.info.certificate_pem, &key).map(Some)
+    }
+
+    /// Moves into the keyring the private keys an earlier version kept as files
+    /// (`data_dir/tenants/<id>/credentials/<thumbprint>.key`), for usable credentials whose
+    /// key the keyring lacks. The files are left for the administrator to delete. Returns
+    /// how many keys were imported.
+    pub async fn import_key_files(&self, data_dir: &Path) -> Result<usize, OidcError> {
+        let root = data_dir.join("tenants");
+        if !root.is_dir() {
+            return Ok(0);
+        }
+        let mut imported = 0;
+        for tenant in self.store.tenants().await? {
+            for r in self.store.usable_credentials(&tenant.id).await? {
+                let name = key_name(&tenant.id, &r.info.thumbprint_sha1);
+                let file = root
+                    .join(&tenant.id)
+                    .join("credentials")
+                    .join(format!("{}.key", r.info.thumbprint_sha1));
+                if !file.is_file() || self.keyring.get(&name).await?.is_some() {
+                    continue;
+                }
+                let pem = std::fs::read_to_string(&file)?;
+                TenantCredential::from_pem(&r.info.certificate_pem, &pem)?;
+                self.keyring.put_once(&name, pem.as_bytes()).await?;
+                tracing::warn!(file = %file.display(), "imported a tenant private key file into the store (sealed); delete the file");
+                imported += 1;
+            }
+        }
+        Ok(imported)
     }
 
     /// The certificate to hand out as `public_key.pem`: the newest usable one.

@@ -145,16 +145,17 @@ async fn start(
             }
         }
     }
+    let sealer = sso.flow_keys.sealer_for(headers).await;
     let mut response = StatusCode::FOUND.into_response();
     let h = response.headers_mut();
     h.insert(
         LOCATION,
         HeaderValue::from_str(url.as_str()).map_err(|e| internal(e.to_string()))?,
     );
-    for stale in flow::prune(&sso.sealer, headers) {
+    for stale in flow::prune(&sealer, headers) {
         h.append(SET_COOKIE, stale);
     }
-    h.append(SET_COOKIE, flow::set_cookie(&sso.sealer, &flow));
+    h.append(SET_COOKIE, flow::set_cookie(&sealer, &flow));
     h.insert(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),

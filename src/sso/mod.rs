@@ -6,17 +6,20 @@
 //! - [`redirect`]: `/ms365/redirect`: code redemption, ID token checks, user mapping.
 //! - [`directory_api`]: `/ms365/directory/{me,users,contacts}` for signed-in users.
 //! - [`flow`]: the sealed per-sign-in state cookie; replay protection.
+//! - [`flow_keys`]: the flow-cookie keys, shared by the instances through the keyring.
 //! - [`identity`]: the session on proxied requests: identity headers, protected paths.
 //! - [`pages`]: error pages with AADSTS codes and hints.
 //! - [`ratelimit`]: per-IP limits on the sign-in endpoints.
 //! - [`return_to`]: the same-origin path check for post-login destinations.
 //! - [`seal`]: AES-256-GCM sealed cookies with rotating keys.
 //! - [`session`]: PBX sessions: the cookie, the store record, resolution, session tokens.
-//! - [`session_keys`]: the gateway's ES256 token-signing keys, rotation and JWKS.
+//! - [`session_keys`]: the gateway's ES256 token-signing keys (in the keyring), rotation
+//!   and JWKS.
 //! - [`session_routes`]: `/ms365/session`, `/ms365/jwks.json`, `/ms365/logout`.
 
 pub mod directory_api;
 pub mod flow;
+pub mod flow_keys;
 pub mod identity;
 pub mod login;
 pub mod login_page;

@@ -71,7 +71,8 @@ async fn finish(
     let Some(state) = p.state.clone().filter(|s| !s.is_empty() && s.len() <= 512) else {
         return flow_problem(FlowProblem::Missing, None).render(headers);
     };
-    let flow = match flow::take(&sso.sealer, headers, &state) {
+    let sealer = sso.flow_keys.sealer_for(headers).await;
+    let flow = match flow::take(&sealer, headers, &state) {
         Ok(f) if f.listener == conn.listener_index => f,
         Ok(f) => {
             return with_cleared(

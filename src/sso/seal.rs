@@ -61,6 +61,22 @@ impl Sealer {
         key
     }
 
+    /// The id of the newest key (the one that seals).
+    pub fn newest_id(&self) -> u8 {
+        self.keys.last().expect("non-empty").0
+    }
+
+    /// Whether a key with this id is loaded.
+    pub fn has_key(&self, id: u8) -> bool {
+        self.keys.iter().any(|(k, _)| *k == id)
+    }
+
+    /// The id of the key a sealed value names (its first byte), without opening it.
+    pub fn key_id(sealed: &str) -> Option<u8> {
+        let head = sealed.get(..4)?;
+        URL_SAFE_NO_PAD.decode(head).ok()?.first().copied()
+    }
+
     /// Encrypts `plaintext` for the cookie `name`; output is URL-safe base64.
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
         let (id, key) = self.keys.last().expect("non-empty");
@@ -128,7 +144,12 @@ mod tests {
             before.open("__Host-ms365_flow", std::str::from_utf8(&tampered).unwrap()),
             Err(Unsealable)
         );
+        assert_eq!(Sealer::key_id(&sealed), Some(1));
         let rotated = Sealer::new(&[(1, old), (2, new)]);
+        assert_eq!(
+            (rotated.newest_id(), rotated.has_key(1), rotated.has_key(3)),
+            (2, true, false)
+        );
         assert_eq!(
             rotated.open("__Host-ms365_flow", &sealed).unwrap(),
             b"state=abc",
@@ -140,6 +161,8 @@ mod tests {
             Err(Unsealable),
             "sealed with the new key"
         );
+        assert_eq!(Sealer::key_id(&fresh), Some(2));
+        assert_eq!(Sealer::key_id("!"), None);
         assert_eq!(before.open("x", "not base64!"), Err(Unsealable));
     }
 }

@@ -74,11 +74,8 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Keys(String),
-    #[error("cannot access {}: {source}", path.display())]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Keyring(#[from] crate::keyring::KeyringError),
     /// A session was asked for a user who may not have one.
     #[error("no session can be issued: {0}")]
     Refused(&'static str),

@@ -1,17 +1,19 @@
-//! The gateway's own ES256 keys for PBX session tokens: generation, persistence under
-//! `<data_dir>/keys/session-es256-<kid>.pem` (PKCS#8, mode 0600), rotation, signing and the
+//! The gateway's own ES256 keys for PBX session tokens: generation, keeping them sealed in
+//! the store's keyring (shared by every instance on the database), rotation, signing and the
 //! public JWKS served at `/ms365/jwks.json`.
 //!
-//! `kid` is the RFC 7638 JWK thumbprint (SHA-256, base64url), so it is derived from the key
-//! itself and a file name can never claim another key's id. The newest key signs; the one
-//! before it stays published so tokens signed just before a rotation keep verifying until
-//! they expire (tokens live at most an hour). Older keys are retired: dropped from the JWKS
-//! and their files removed.
+//! Keys are named `session-es256:<creation epoch ms, 13 digits>:<kid>`, so byte order is age
+//! order; the first one is `session-es256:0000000000000`, written with
+//! [`Keyring::put_once`] so instances starting together on an empty database all end up
+//! with the same key. `kid` is the RFC 7638 JWK thumbprint (SHA-256, base64url), derived
+//! from the key itself. The newest key signs; the one before it stays published so tokens
+//! signed just before a rotation keep verifying until they expire (tokens live at most an
+//! hour). Older keys are retired: dropped from the JWKS and deleted from the store.
+//! [`SessionKeys::reload`] (every minute, from the gateway) brings a rotation made on
+//! another instance to this one's signing key and JWKS.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::digest::{SHA256, digest};
 use base64::Engine;
@@ -21,30 +23,33 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::session::SessionError;
+use crate::keyring::Keyring;
 
 /// How many keys stay loaded and published: the signing key and its predecessor.
 const KEPT_KEYS: usize = 2;
-const FILE_PREFIX: &str = "session-es256-";
-const FILE_SUFFIX: &str = ".pem";
+/// Keyring name prefix of the session keys.
+pub const NAME_PREFIX: &str = "session-es256:";
+/// The name of the first key, whoever creates it.
+const FIRST_NAME: &str = "session-es256:0000000000000";
 
 /// One loaded key pair. The private half stays out of `Debug` and logs.
 struct SigningKey {
+    /// The keyring name, which orders keys by age.
+    name: String,
     kid: String,
     x: String,
     y: String,
     encoding: EncodingKey,
-    /// The key file's modification time: the only record of which key is newest.
-    modified: SystemTime,
 }
 
 impl SigningKey {
     /// Parses a PKCS#8 P-256 private key in PEM form.
-    fn from_pem(pem: &str) -> Result<SigningKey, SessionError> {
+    fn from_pem(name: &str, pem: &str) -> Result<SigningKey, SessionError> {
         let pair = rcgen::KeyPair::from_pem(pem).map_err(|e| keys_err("parse", e))?;
         if pair.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
-            return Err(SessionError::Keys(
-                "a session key file holds a key that is not P-256".into(),
-            ));
+            return Err(SessionError::Keys(format!(
+                "the session key {name} is not a P-256 key"
+            )));
         }
         let point = pair.public_key_raw();
         // Uncompressed SEC1 point: 0x04 || X (32 bytes) || Y (32 bytes).
@@ -57,11 +62,11 @@ impl SigningKey {
         let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
         let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| keys_err("load", e))?;
         Ok(SigningKey {
+            name: name.to_string(),
             kid: jwk_thumbprint(&x, &y),
             x,
             y,
             encoding,
-            modified: SystemTime::UNIX_EPOCH,
         })
     }
 
@@ -86,7 +91,7 @@ fn keys_err(what: &str, e: impl fmt::Display) -> SessionError {
 
 /// The session-token signing keys; cheap to share behind an `Arc`.
 pub struct SessionKeys {
-    dir: PathBuf,
+    keyring: Keyring,
     /// Oldest first; the last one signs.
     keys: RwLock<Vec<Arc<SigningKey>>>,
 }
@@ -94,7 +99,6 @@ pub struct SessionKeys {
 impl fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionKeys")
-            .field("dir", &self.dir)
             .field("kids", &self.kids())
             .field("private_keys", &"<redacted>")
             .finish()
@@ -102,82 +106,73 @@ impl fmt::Debug for SessionKeys {
 }
 
 impl SessionKeys {
-    /// Loads every `session-es256-*.pem` under `<data_dir>/keys` (newest by modification time
-    /// signs), or creates the first key when there is none.
-    pub fn load_or_create(data_dir: &Path) -> Result<SessionKeys, SessionError> {
-        let dir = data_dir.join("keys");
-        let mut loaded = load_dir(&dir)?;
-        if loaded.len() > KEPT_KEYS {
-            let ignored: Vec<&str> = loaded[..loaded.len() - KEPT_KEYS]
-                .iter()
-                .map(|k| k.kid.as_str())
-                .collect();
-            tracing::warn!(?ignored, "ignoring retired session signing keys");
-            loaded.drain(..loaded.len() - KEPT_KEYS);
+    /// Loads the session keys from the keyring, creating the first one when there is none.
+    pub async fn load_or_create(keyring: &Keyring) -> Result<SessionKeys, SessionError> {
+        if keyring.names(NAME_PREFIX).await?.is_empty() {
+            // Another instance may be first: put_once keeps whichever key was stored first.
+            keyring
+                .put_once(FIRST_NAME, generate_pem()?.as_bytes())
+                .await?;
         }
         let keys = SessionKeys {
-            dir,
-            keys: RwLock::new(loaded.into_iter().map(Arc::new).collect()),
+            keyring: keyring.clone(),
+            keys: RwLock::new(Vec::new()),
         };
-        if keys.read().is_empty() {
-            keys.rotate()?;
-        }
+        keys.reload().await?;
         Ok(keys)
     }
 
-    /// Generates and persists a new signing key. The previous key stays published; anything
-    /// older is retired (dropped from the JWKS, its file removed).
-    pub fn rotate(&self) -> Result<String, SessionError> {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| keys_err("generation", e))?;
-        let pem = pair.serialize_pem();
-        let mut key = SigningKey::from_pem(&pem)?;
-        let newest = self.read().last().map(|k| k.modified);
-        key.modified = self.persist(&key.kid, &pem, newest)?;
-        let kid = key.kid.clone();
-        let retired = {
-            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-            keys.push(Arc::new(key));
-            let excess = keys.len().saturating_sub(KEPT_KEYS);
-            keys.drain(..excess).collect::<Vec<_>>()
-        };
-        for old in retired {
-            let path = self.dir.join(file_name(&old.kid));
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a retired session key");
+    /// Re-reads the key list: a key another instance added starts signing here, retired
+    /// ones leave the JWKS. Keys already loaded are not read again.
+    pub async fn reload(&self) -> Result<(), SessionError> {
+        let names = self.keyring.names(NAME_PREFIX).await?;
+        let names = &names[names.len().saturating_sub(KEPT_KEYS)..];
+        let loaded = self.read().clone();
+        let mut next = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(key) = loaded.iter().find(|k| k.name == *name) {
+                next.push(key.clone());
+                continue;
             }
+            // Gone between the listing and now: retired by another instance.
+            let Some(pem) = self.keyring.get(name).await? else {
+                continue;
+            };
+            let pem = String::from_utf8(pem).map_err(|e| keys_err("text", e))?;
+            next.push(Arc::new(SigningKey::from_pem(name, &pem)?));
         }
-        tracing::info!(%kid, "new session signing key");
-        Ok(kid)
+        if next.is_empty() && loaded.is_empty() {
+            return Err(SessionError::Keys(
+                "no session signing key in the store".into(),
+            ));
+        }
+        if next.is_empty() {
+            // Keep signing with what we have rather than with nothing.
+            return Ok(());
+        }
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
     }
 
-    /// Writes a new key file whose modification time is later than `newest`'s. Coarse file
-    /// timestamps would otherwise let two keys made in one clock tick tie, and a restart
-    /// could then sign with the older one.
-    fn persist(
-        &self,
-        kid: &str,
-        pem: &str,
-        newest: Option<SystemTime>,
-    ) -> Result<SystemTime, SessionError> {
-        let path = self.dir.join(file_name(kid));
-        let io = |source| SessionError::Io {
-            path: path.clone(),
-            source,
-        };
-        crate::fsutil::write_private(&path, pem.as_bytes()).map_err(io)?;
-        let now = SystemTime::now();
-        // Whole seconds ahead, so filesystems with second-resolution times keep the order too.
-        let modified = match newest {
-            Some(t) if t + Duration::from_secs(1) > now => t + Duration::from_secs(1),
-            _ => now,
-        };
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_modified(modified))
-            .map_err(io)?;
-        Ok(modified)
+    /// Generates and stores a new signing key. The previous key stays published; anything
+    /// older is retired (deleted from the store, dropped from the JWKS here at once and on
+    /// other instances at their next reload).
+    pub async fn rotate(&self) -> Result<String, SessionError> {
+        let pem = generate_pem()?;
+        let kid = SigningKey::from_pem("new", &pem)?.kid;
+        let names = self.keyring.names(NAME_PREFIX).await?;
+        let newest = names.last().and_then(|n| created_ms(n)).unwrap_or(0);
+        // Later than the newest even within one millisecond or with a clock set back.
+        let created = now_ms().max(newest + 1);
+        let name = format!("{NAME_PREFIX}{created:013}:{kid}");
+        self.keyring.put_once(&name, pem.as_bytes()).await?;
+        let names = self.keyring.names(NAME_PREFIX).await?;
+        for old in &names[..names.len().saturating_sub(KEPT_KEYS)] {
+            self.keyring.delete(old).await?;
+        }
+        self.reload().await?;
+        tracing::info!(%kid, "new session signing key");
+        Ok(kid)
     }
 
     /// The `kid` of the key that signs now.
@@ -217,55 +212,35 @@ impl SessionKeys {
     }
 }
 
-fn file_name(kid: &str) -> String {
-    format!("{FILE_PREFIX}{kid}{FILE_SUFFIX}")
+/// A new P-256 key as PKCS#8 PEM.
+fn generate_pem() -> Result<String, SessionError> {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| keys_err("generation", e))?;
+    Ok(pair.serialize_pem())
 }
 
-/// Reads the key files in `dir`, oldest first (modification time, then kid for a stable order).
-fn load_dir(dir: &Path) -> Result<Vec<SigningKey>, SessionError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SessionError::Io { path, source }
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(dir)(e)),
-    };
-    let mut found = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(io(dir))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if !(name.starts_with(FILE_PREFIX) && name.ends_with(FILE_SUFFIX)) {
-            continue;
-        }
-        let pem = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let modified = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let key = SigningKey::from_pem(&pem)
-            .map_err(|e| SessionError::Keys(format!("{}: {e}", path.display())))?;
-        if name != file_name(&key.kid) {
-            tracing::warn!(file = name, kid = %key.kid, "session key file name does not match its thumbprint");
-        }
-        found.push(SigningKey { modified, ..key });
-    }
-    found.sort_by(|a, b| a.modified.cmp(&b.modified).then_with(|| a.kid.cmp(&b.kid)));
-    Ok(found)
+/// The creation time in a key's name (0 for the first key).
+fn created_ms(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    rest.split(':').next()?.parse().ok()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn kid_is_the_rfc7638_thumbprint() {
+    #[tokio::test]
+    async fn kid_is_the_rfc7638_thumbprint() {
         // RFC 7638 publishes only an RSA vector, so cross-check against an independent
         // implementation instead.
-        let dir = tempfile::tempdir().unwrap();
-        let keys = SessionKeys::load_or_create(dir.path()).unwrap();
+        let (_db, keyring) = crate::keyring::test_keyring().await;
+        let keys = SessionKeys::load_or_create(&keyring).await.unwrap();
         let jwks = keys.jwks();
         let jwk = &jwks["keys"][0];
         let kid = jwk_thumbprint(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap());
@@ -280,12 +255,28 @@ mod tests {
         );
     }
 
-    #[test]
-    fn debug_is_redacted() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = SessionKeys::load_or_create(dir.path()).unwrap();
+    #[tokio::test]
+    async fn debug_is_redacted() {
+        let (_db, keyring) = crate::keyring::test_keyring().await;
+        let keys = SessionKeys::load_or_create(&keyring).await.unwrap();
         let debug = format!("{keys:?}");
         assert!(debug.contains("<redacted>"));
         assert!(!debug.contains("PRIVATE"));
+    }
+
+    #[tokio::test]
+    async fn names_order_keys_by_age_and_rotation_keeps_two() {
+        let (_db, keyring) = crate::keyring::test_keyring().await;
+        let keys = SessionKeys::load_or_create(&keyring).await.unwrap();
+        let first = keys.current_kid();
+        let second = keys.rotate().await.unwrap();
+        let third = keys.rotate().await.unwrap();
+        assert_eq!(keys.kids(), vec![third.clone(), second.clone()]);
+        let names = keyring.names(NAME_PREFIX).await.unwrap();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names[1].ends_with(&third) && names[0].ends_with(&second));
+        assert!(created_ms(&names[1]) > created_ms(&names[0]));
+        assert!(names.iter().all(|n| !n.contains(&first) && n != FIRST_NAME));
+        assert_eq!(created_ms(FIRST_NAME), Some(0));
     }
 }

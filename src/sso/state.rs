@@ -1,39 +1,51 @@
-//! What the sign-in handlers share: configuration, the store, tenant keys, the outbound
-//! client, the JWKS cache, the flow-cookie sealer, redeemed states, the rate limiter and the
-//! session service. Built once at start-up.
+//! What the sign-in handlers share: configuration, the store, the keyring, tenant keys, the
+//! outbound client, the JWKS cache, the flow-cookie keys, redeemed states, the rate limiter
+//! and the session service. Built once at start-up; [`Sso::reload_keys_periodically`] keeps
+//! the keys shared through the keyring in step with the other instances.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::flow::UsedStates;
+use super::flow_keys::FlowKeys;
 use super::ratelimit::RateLimiter;
-use super::seal::{KEY_LEN, Sealer};
 use super::session::{SessionError, Sessions};
 use super::session_keys::SessionKeys;
 use crate::config::{Config, ListenerConfig};
 use crate::entra::keys::TenantKeys;
 use crate::entra::oidc::JwksCache;
 use crate::entra::{CloudEndpoints, NationalCloud};
+use crate::keyring::Keyring;
 use crate::store::Store;
+
+/// How often the session-signing and flow-cookie keys are re-read from the keyring, so a
+/// rotation on one instance reaches every instance's JWKS and sealer within this time.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything the `/ms365` handlers need.
 pub struct Sso {
     pub config: Arc<Config>,
     pub store: Store,
+    pub keyring: Keyring,
     pub keys: TenantKeys,
     pub http: reqwest::Client,
     pub jwks: JwksCache,
-    pub sealer: Sealer,
+    pub flow_keys: FlowKeys,
     pub used_states: UsedStates,
     pub limiter: RateLimiter,
     pub sessions: Arc<Sessions>,
 }
 
 impl Sso {
-    pub fn new(config: Arc<Config>, store: Store) -> Result<Sso, SessionError> {
+    pub async fn new(
+        config: Arc<Config>,
+        store: Store,
+        keyring: Keyring,
+    ) -> Result<Sso, SessionError> {
         let http = crate::entra::http::microsoft_client(Duration::from_secs(15));
-        let session_keys = Arc::new(SessionKeys::load_or_create(&config.data_dir)?);
+        let session_keys = Arc::new(SessionKeys::load_or_create(&keyring).await?);
         let issuer = config
             .listeners
             .first()
@@ -46,16 +58,14 @@ impl Sso {
             issuer,
         ));
         Ok(Sso {
-            keys: TenantKeys::new(store.clone(), &config.data_dir),
+            keys: TenantKeys::new(store.clone(), keyring.clone()),
             jwks: JwksCache::new(http.clone()),
-            sealer: load_flow_sealer(&config.data_dir).map_err(|source| SessionError::Io {
-                path: config.data_dir.join("keys"),
-                source,
-            })?,
+            flow_keys: FlowKeys::load_or_create(&keyring).await?,
             used_states: UsedStates::new(store.clone()),
             limiter: RateLimiter::new(config.sso.login_rate_per_minute),
             sessions,
             http,
+            keyring,
             store,
             config,
         })
@@ -69,41 +79,25 @@ impl Sso {
     pub fn listener(&self, index: usize) -> Option<&ListenerConfig> {
         self.config.listeners.get(index)
     }
-}
 
-/// Loads the flow-cookie keys (`data_dir/keys/flow-<id>.key`, 32 raw bytes each), creating
-/// the first. A new file with a higher id starts sealing; the older ones keep opening.
-fn load_flow_sealer(data_dir: &Path) -> std::io::Result<Sealer> {
-    let dir = data_dir.join("keys");
-    std::fs::create_dir_all(&dir)?;
-    let mut keys: Vec<(u8, [u8; KEY_LEN])> = Vec::new();
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let Some(id) = name
-            .strip_prefix("flow-")
-            .and_then(|r| r.strip_suffix(".key"))
-            .and_then(|n| n.parse::<u8>().ok())
-        else {
-            continue;
-        };
-        let bytes = std::fs::read(&path)?;
-        let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} is not a {KEY_LEN}-byte key", path.display()),
-            )
-        })?;
-        keys.push((id, key));
+    /// Re-reads the session-signing and flow-cookie keys every [`KEY_RELOAD_INTERVAL`]
+    /// until `stop`; a failed reload keeps the keys loaded and is retried next time.
+    pub async fn reload_keys_periodically(self: Arc<Self>, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate and the keys were just loaded.
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(e) = self.sessions.keys().reload().await {
+                tracing::warn!(error = %e, "cannot reload the session signing keys");
+            }
+            if let Err(e) = self.flow_keys.reload().await {
+                tracing::warn!(error = %e, "cannot reload the flow-cookie keys");
+            }
+        }
     }
-    if keys.is_empty() {
-        let key = Sealer::generate_key();
-        crate::fsutil::write_private(&dir.join("flow-1.key"), &key)?;
-        keys.push((1, key));
-    }
-    keys.sort_by_key(|(id, _)| *id);
-    Ok(Sealer::new(&keys))
 }

@@ -1,5 +1,5 @@
 //! Which certificate credentials a tenant has and in what state. The private keys are not
-//! here (they are files under `data_dir`); this is the public half and the rollover state:
+//! here (they are sealed in the keyring); this is the public half and the rollover state:
 //! `pending` (generated, not yet proven at Microsoft), `active`, `retired`.
 
 use sqlx::Row;

@@ -12,12 +12,15 @@ use crate::entra::assertion::AssertionAlg;
 use crate::entra::keys::TenantKeys;
 use crate::entra::token::AppTokenClient;
 use crate::graph::{GraphClient, GraphOptions};
+use crate::keyring::Keyring;
 use crate::store::Store;
 
-/// The sync context of `tenant_id`, or why the tenant cannot be synced yet.
+/// The sync context of `tenant_id`, or why the tenant cannot be synced yet. `keyring` holds
+/// the tenant's private keys.
 pub async fn for_tenant(
     config: &Config,
     store: &Store,
+    keyring: &Keyring,
     tenant_id: &str,
 ) -> Result<SyncContext, SyncError> {
     if store.tenant(tenant_id).await?.is_none() {
@@ -31,7 +34,7 @@ pub async fn for_tenant(
             "tenant `{tenant_id}` has no Application (client) ID and Directory (tenant) ID yet"
         )));
     }
-    let keys = TenantKeys::new(store.clone(), &config.data_dir);
+    let keys = TenantKeys::new(store.clone(), keyring.clone());
     let credentials = keys
         .signing_credentials(tenant_id)
         .await

@@ -38,6 +38,7 @@ use super::lease::{LeaseConfig, is_orphaned, run_leased};
 use super::photos::{PhotoOptions, PhotoReport, sync_photos};
 use super::{RunReport, RunTrigger, SyncOptions, context, scheduler, sync_users};
 use crate::config::Config;
+use crate::keyring::Keyring;
 use crate::settings::Ms365Settings;
 use crate::store::Store;
 use crate::store::{EntityCounts, ItemError, ItemOutcome, PhaseOutcome};
@@ -173,6 +174,8 @@ impl SyncHandle {
 pub struct SyncWorker {
     config: Arc<Config>,
     store: Store,
+    /// Where the tenants' private keys are.
+    keyring: Keyring,
     shutdown: CancellationToken,
     concurrency: usize,
     tick: Duration,
@@ -182,10 +185,16 @@ pub struct SyncWorker {
 }
 
 impl SyncWorker {
-    pub fn new(config: Arc<Config>, store: Store, shutdown: CancellationToken) -> SyncWorker {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        keyring: Keyring,
+        shutdown: CancellationToken,
+    ) -> SyncWorker {
         SyncWorker {
             config,
             store,
+            keyring,
             shutdown,
             concurrency: DEFAULT_CONCURRENCY,
             tick: SCHEDULE_TICK,
@@ -324,6 +333,7 @@ impl SyncWorker {
             state.tenants.insert(tenant.clone(), Slot::Running { done });
             let config = self.config.clone();
             let store = self.store.clone();
+            let keyring = self.keyring.clone();
             let stop = self.shutdown.clone();
             let lease = self.lease.clone();
             running.spawn(async move {
@@ -331,7 +341,7 @@ impl SyncWorker {
                     &store,
                     &tenant,
                     &lease,
-                    run_tenant(&config, &store, &tenant, trigger),
+                    run_tenant(&config, &store, &keyring, &tenant, trigger),
                 );
                 let result = tokio::select! {
                     _ = stop.cancelled() => {
@@ -397,10 +407,11 @@ pub fn due_tenants(
 async fn run_tenant(
     config: &Config,
     store: &Store,
+    keyring: &Keyring,
     tenant: &str,
     trigger: RunTrigger,
 ) -> RunResult {
-    let ctx = context::for_tenant(config, store, tenant)
+    let ctx = context::for_tenant(config, store, keyring, tenant)
         .await
         .map_err(|e| e.to_string())?;
     let opts = SyncOptions {

@@ -8,12 +8,8 @@
 //! `public_url`s) through `--host-resolver-rules`. Screenshots of every step are saved in
 //! `target/browser-artifacts/<test name>/<step>.png`.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ms365_gateway::config::TenantSeed;
@@ -26,6 +22,7 @@ use ms365_gateway::settings::{Ms365Settings, SyncMode};
 use ms365_gateway::store::{DirectoryUser, Store};
 use serde_json::{Value, json};
 
+use crate::common::process::GatewayProcess;
 use crate::common::webdriver::{Browser, BrowserOptions};
 use crate::common::{Options, SYSTEM_TOKEN, Setup};
 use crate::entra::{DIRECTORY, tenant_spec};
@@ -142,7 +139,8 @@ impl World {
         settings.sign_in_as_standard_user.enabled = true;
         store.save_ms365_settings("acme", &settings).await.unwrap();
         let tenant = store.tenant("acme").await.unwrap().unwrap();
-        let keys = TenantKeys::new(store.clone(), self.setup.path("data"));
+        let keyring = crate::common::keys::open_keyring(&self.setup.path("data"), &store).await;
+        let keys = TenantKeys::new(store.clone(), keyring);
         let cert = keys.generate(&tenant, KeyBits::Rsa2048, 365).await.unwrap();
         let emulator = &self.emulator.emulator;
         emulator
@@ -168,87 +166,6 @@ impl World {
         store.upsert_directory_user(&entry).await.unwrap();
         store.close().await;
         user.user_principal_name
-    }
-}
-
-/// `ms365-gateway run` as a child process; killed (by its id) when dropped. Its JSON log
-/// is read for the bound addresses and kept, and printed when a test fails.
-struct GatewayProcess {
-    child: Child,
-    pbx: SocketAddr,
-    sbc: SocketAddr,
-    log: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl GatewayProcess {
-    fn start(config: &Path) -> GatewayProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ms365-gateway"))
-            .args(["--log-format", "json", "--log", "info", "run", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the gateway binary starts");
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let lines = follow(child.stderr.take().unwrap(), log.clone());
-        let mut listeners = Vec::new();
-        loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| {
-                    let _ = child.kill();
-                    panic!("the gateway did not start:\n{}", tail(&log));
-                });
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            match v["message"].as_str() {
-                Some("listening") => listeners.push(v["addr"].as_str().unwrap().parse().unwrap()),
-                Some("gateway serving") => break,
-                _ => {}
-            }
-        }
-        GatewayProcess {
-            child,
-            pbx: listeners[0],
-            sbc: listeners[1],
-            log,
-        }
-    }
-}
-
-/// Reads `stderr` for good on a thread: every line is kept (the last 300) and sent on.
-fn follow(
-    stderr: std::process::ChildStderr,
-    log: Arc<Mutex<VecDeque<String>>>,
-) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            {
-                let mut log = log.lock().unwrap();
-                if log.len() == 300 {
-                    log.pop_front();
-                }
-                log.push_back(line.clone());
-            }
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
-fn tail(log: &Mutex<VecDeque<String>>) -> String {
-    let log = log.lock().unwrap();
-    log.iter().cloned().collect::<Vec<_>>().join("\n")
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- gateway log (last lines) ---\n{}", tail(&self.log));
-        }
     }
 }
 

@@ -218,3 +218,22 @@ fn check_config_describes_a_good_configuration() {
     };
     assert!(stdout.contains(store), "{stdout}");
 }
+
+#[test]
+fn the_sync_section_has_defaults_and_names_a_bad_key() {
+    let base = "[[listener]]\nkind = \"pbx\"\nbind = \"127.0.0.1:0\"\npublic_url = \"https://pbx.test\"\n\
+                tls_cert = \"self-signed\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n";
+    let path = std::path::Path::new("gw.toml");
+    let config = ms365_gateway::Config::from_toml(path, base, Vec::new()).unwrap();
+    assert_eq!(config.sync.lease_ttl, std::time::Duration::from_secs(60));
+    assert_eq!(config.sync.concurrency, 2);
+    let short = format!("{base}[sync]\nlease_ttl = \"1s\"\n");
+    let err = ms365_gateway::Config::from_toml(path, &short, Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("sync.lease_ttl"), "{err}");
+    let set = format!("{base}[sync]\nlease_ttl = \"5s\"\nschedule_check_interval = \"500ms\"\n");
+    let config = ms365_gateway::Config::from_toml(path, &set, Vec::new()).unwrap();
+    assert_eq!(
+        config.sync.schedule_check_interval,
+        std::time::Duration::from_millis(500)
+    );
+}

@@ -35,7 +35,9 @@ async fn world(
     let path = w.setup.path(config_name);
     std::fs::write(&path, toml_edit(toml)).unwrap();
     let config = Config::load(&path, Vec::new()).unwrap();
-    let ctx = for_tenant(&config, &w.store, "acme").await.unwrap();
+    let ctx = for_tenant(&config, &w.store, &w.keyring, "acme")
+        .await
+        .unwrap();
     sync_users(&ctx, &SyncOptions::default()).await.unwrap();
     (w, ctx)
 }

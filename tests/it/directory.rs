@@ -11,7 +11,7 @@ async fn signed_in_users_see_themselves_and_their_tenants_extensions() {
     let w = SsoWorld::new(WorldOptions::default()).await;
     w.settings(|s| s.users.enabled = true).await;
     let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
-    let ctx = context::for_tenant(&config, &w.store, "acme")
+    let ctx = context::for_tenant(&config, &w.store, &w.keyring, "acme")
         .await
         .unwrap();
     sync_users(&ctx, &SyncOptions::default()).await.unwrap();
@@ -85,7 +85,7 @@ async fn signed_in_users_search_their_personal_and_the_company_contacts() {
     })
     .await;
     let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
-    let ctx = context::for_tenant(&config, &w.store, "acme")
+    let ctx = context::for_tenant(&config, &w.store, &w.keyring, "acme")
         .await
         .unwrap();
     sync_users(&ctx, &SyncOptions::default()).await.unwrap();

@@ -82,7 +82,8 @@ impl Fixture {
             name: "Acme".into(),
         };
         let tenant = store.upsert_tenant(&seed).await.unwrap();
-        let keys = TenantKeys::new(store.clone(), dir.path());
+        let keyring = crate::common::keys::open_keyring(dir.path(), &store).await;
+        let keys = TenantKeys::new(store.clone(), keyring);
         Fixture {
             emulator,
             endpoints,
@@ -257,6 +258,48 @@ async fn wrong_application_directory_or_cloud_get_their_hints() {
         .unwrap_err();
     assert_eq!(aad_code(&err), 90002);
     assert!(err.to_string().contains("Directory (tenant) ID"), "{err}");
+}
+
+/// A pair generated through one instance's keys signs through another's on the same database
+/// (another store and keyring, the same master key): the private key is in the store, sealed.
+#[tokio::test]
+async fn a_key_pair_generated_on_one_instance_signs_on_another() {
+    let f = Fixture::new(&[]).await;
+    let thumbprint = f.new_pair(true).await;
+    let store = crate::common::db::open_store(f._dir.path(), 2).await;
+    let keyring = crate::common::keys::open_keyring(f._dir.path(), &store).await;
+    let other = TenantKeys::new(store, keyring);
+    let creds = other.signing_credentials(&f.tenant.id).await.unwrap();
+    assert_eq!(creds.len(), 1);
+    assert_eq!(creds[0].info.thumbprint_sha1, thumbprint);
+    let token = f
+        .client_with(creds, &f.client_id, DIRECTORY, AssertionAlg::Ps256)
+        .token()
+        .await
+        .expect("the other instance signs with the stored key");
+    assert!(!token.secret.is_empty());
+    assert!(!f._dir.path().join("tenants").exists(), "no key files");
+}
+
+/// A key file left by an earlier version (`data_dir/tenants/<id>/credentials/<sha1>.key`)
+/// is sealed into the store once, so upgrading keeps the tenant's certificate working.
+#[tokio::test]
+async fn key_files_of_an_earlier_version_are_imported_once() {
+    let f = Fixture::new(&[]).await;
+    let thumbprint = f.new_pair(true).await;
+    let keyring = crate::common::keys::open_keyring(f._dir.path(), &f.store).await;
+    let name = ms365_gateway::entra::keys::key_name("acme", &thumbprint);
+    let pem = keyring.get(&name).await.unwrap().unwrap();
+    keyring.delete(&name).await.unwrap();
+    let err = f.keys.signing_credentials("acme").await.unwrap_err();
+    assert!(matches!(err, OidcError::NoCredential { .. }), "{err}");
+    let dir = f._dir.path().join("tenants/acme/credentials");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{thumbprint}.key")), &pem).unwrap();
+    assert_eq!(f.keys.import_key_files(f._dir.path()).await.unwrap(), 1);
+    assert_eq!(f.keys.import_key_files(f._dir.path()).await.unwrap(), 0);
+    assert_eq!(keyring.get(&name).await.unwrap(), Some(pem));
+    f.client(AssertionAlg::Ps256).await.token().await.unwrap();
 }
 
 /// A new pair is tried first but the active one keeps working until the new certificate is

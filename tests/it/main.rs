@@ -4,6 +4,7 @@ mod common;
 
 mod admin;
 mod browser;
+mod cluster;
 mod config;
 mod contacts;
 mod database;
@@ -11,6 +12,7 @@ mod demo;
 mod directory;
 mod entra;
 mod graph;
+mod keys;
 mod lifecycle;
 mod oidc;
 mod photos;

@@ -44,7 +44,9 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
 
     // Photos off: nothing is asked.
     let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
-    let ctx = for_tenant(&config, &w.store, "acme").await.unwrap();
+    let ctx = for_tenant(&config, &w.store, &w.keyring, "acme")
+        .await
+        .unwrap();
     assert!(run(&ctx).await.disabled);
     assert_eq!(ctx.graph.stats().requests, 0);
 

@@ -3,7 +3,6 @@
 //! clock, so cache and expiry bounds are shown exactly, without sleeping.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,10 +12,11 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use ms365_gateway::config::TenantSeed;
 use ms365_gateway::edge::conn::ConnInfo;
+use ms365_gateway::keyring::Keyring;
 use ms365_gateway::sso::session::{
     ClientKind, Clock, DEFAULT_LIFETIME, SessionClaims, Sessions, hash_cookie,
 };
-use ms365_gateway::sso::session_keys::SessionKeys;
+use ms365_gateway::sso::session_keys::{NAME_PREFIX, SessionKeys};
 use ms365_gateway::sso::session_routes::routes;
 use ms365_gateway::store::{DirectoryUser, Store, Tenant, now_epoch};
 use reqwest::StatusCode;
@@ -58,6 +58,7 @@ impl Clock for ManualClock {
 struct Fixture {
     dir: tempfile::TempDir,
     store: Store,
+    keyring: Keyring,
     keys: Arc<SessionKeys>,
     sessions: Arc<Sessions>,
     clock: Arc<ManualClock>,
@@ -90,7 +91,8 @@ impl Fixture {
             .unwrap();
         let user = directory_user(&tenant.id);
         store.upsert_directory_user(&user).await.unwrap();
-        let keys = Arc::new(SessionKeys::load_or_create(dir.path()).unwrap());
+        let keyring = crate::common::keys::open_keyring(dir.path(), &store).await;
+        let keys = Arc::new(SessionKeys::load_or_create(&keyring).await.unwrap());
         let clock = ManualClock::new();
         let mut sessions = Sessions::new(store.clone(), keys.clone(), lifetime, ISSUER.into())
             .with_clock(clock.clone());
@@ -102,6 +104,7 @@ impl Fixture {
         Fixture {
             dir,
             store,
+            keyring,
             keys,
             sessions,
             clock,
@@ -536,7 +539,7 @@ async fn key_rotation_keeps_old_tokens_verifiable() {
     let first_kid = f.keys.current_kid();
     let old_token = token_of(f.session(Some(&cookie), &[]).await).await;
 
-    let second_kid = f.keys.rotate().unwrap();
+    let second_kid = f.keys.rotate().await.unwrap();
     assert_ne!(first_kid, second_kid);
     let new_token = token_of(f.session(Some(&cookie), &[]).await).await;
     let jwks = f.jwks().await;
@@ -546,13 +549,13 @@ async fn key_rotation_keeps_old_tokens_verifiable() {
     let new = verify(&new_token, &jwks, "portal");
     assert_eq!(new.header.kid.as_deref(), Some(second_kid.as_str()));
 
-    // A restart loads both, and the newest still signs.
-    let reloaded = SessionKeys::load_or_create(f.dir.path()).unwrap();
+    // A restart (or another instance) loads both, and the newest still signs.
+    let reloaded = SessionKeys::load_or_create(&f.keyring).await.unwrap();
     assert_eq!(reloaded.current_kid(), second_kid);
     assert_eq!(reloaded.kids(), vec![second_kid.clone(), first_kid.clone()]);
 
-    // A second rotation retires the first key: gone from the JWKS and from disk.
-    let third_kid = f.keys.rotate().unwrap();
+    // A second rotation retires the first key: gone from the JWKS and from the store.
+    let third_kid = f.keys.rotate().await.unwrap();
     let kids: Vec<String> = f
         .jwks()
         .await
@@ -560,22 +563,17 @@ async fn key_rotation_keeps_old_tokens_verifiable() {
         .iter()
         .filter_map(|k| k.common.key_id.clone())
         .collect();
-    assert_eq!(kids, vec![third_kid, second_kid]);
-    let files: Vec<_> = std::fs::read_dir(f.dir.path().join("keys"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .collect();
-    assert_eq!(files.len(), 2);
-    for file in files {
-        let name = file.file_name().into_string().unwrap();
-        assert!(
-            name.starts_with("session-es256-") && name.ends_with(".pem"),
-            "{name}"
-        );
-        assert!(!name.contains(&first_kid), "retired key removed");
-        let mode = file.metadata().unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{name}");
-    }
+    assert_eq!(kids, vec![third_kid.clone(), second_kid.clone()]);
+    let names = f.keyring.names(NAME_PREFIX).await.unwrap();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[0].ends_with(&second_kid) && names[1].ends_with(&third_kid),
+        "{names:?}"
+    );
+    // The other instance catches up on its next reload.
+    reloaded.reload().await.unwrap();
+    assert_eq!(reloaded.kids(), vec![third_kid, second_kid]);
+    assert!(!f.dir.path().join("keys").exists(), "no key files");
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use http::{HeaderMap, Request, StatusCode};
 use ms365_gateway::emulator::{AppRegistration, Emulator, EmulatorConfig, RunningEmulator};
 use ms365_gateway::entra::credential::KeyBits;
 use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::{DirectoryUser, Store};
 use serde_json::Value;
@@ -31,6 +32,8 @@ pub struct SsoWorld {
     pub _upstream: StubUpstream,
     pub emulator: RunningEmulator,
     pub store: Store,
+    /// The keyring the gateway keeps its keys in (same database, same master key).
+    pub keyring: Keyring,
     pub client_id: String,
     /// An enabled emulator user with a directory entry: (oid, upn).
     pub user: (String, String),
@@ -82,12 +85,14 @@ impl SsoWorld {
         // Written out too, for tests that run the binary on the same configuration.
         std::fs::write(setup.path("gateway.toml"), &toml).unwrap();
         let store = crate::common::db::open_store(&setup.path("data"), 2).await;
+        let keyring = crate::common::keys::open_keyring(&setup.path("data"), &store).await;
         let mut world = SsoWorld {
             setup,
             gateway,
             _upstream: upstream,
             emulator,
             store,
+            keyring,
             client_id,
             user: (String::new(), String::new()),
         };
@@ -109,7 +114,7 @@ impl SsoWorld {
             .await
             .unwrap();
         let tenant = self.store.tenant("acme").await.unwrap().unwrap();
-        let keys = TenantKeys::new(self.store.clone(), self.setup.path("data"));
+        let keys = TenantKeys::new(self.store.clone(), self.keyring.clone());
         let cert = keys.generate(&tenant, KeyBits::Rsa2048, 365).await.unwrap();
         self.emulator
             .emulator
@@ -155,6 +160,25 @@ impl SsoWorld {
             hosts,
             roots: self.setup.ca.roots(),
             jar: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+}
+
+impl Browser {
+    /// A browser reaching `pbx.test` at `pbx` and `sbc.test` at `sbc`, trusting `ca`, with
+    /// the cookie jar `jar` (share one jar between browsers to play one user whose requests
+    /// land on different gateway instances).
+    pub fn reaching(
+        pbx: SocketAddr,
+        sbc: SocketAddr,
+        ca: &crate::common::TestCa,
+        jar: Arc<Mutex<BTreeMap<(String, String), String>>>,
+    ) -> Browser {
+        let hosts = BTreeMap::from([("pbx.test".to_string(), pbx), ("sbc.test".to_string(), sbc)]);
+        Browser {
+            hosts,
+            roots: ca.roots(),
+            jar,
         }
     }
 }

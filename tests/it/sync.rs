@@ -55,7 +55,8 @@ impl World {
             name: "Acme".into(),
         };
         let tenant = store.upsert_tenant(&seed).await.unwrap();
-        let keys = TenantKeys::new(store.clone(), dir.path());
+        let keyring = crate::common::keys::open_keyring(dir.path(), &store).await;
+        let keys = TenantKeys::new(store.clone(), keyring);
         let info = keys.generate(&tenant, KeyBits::Rsa2048, 365).await.unwrap();
         (emulator.emulator)
             .upload_certificate(DIRECTORY, &client_id, &info.certificate_pem)

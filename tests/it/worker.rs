@@ -23,7 +23,12 @@ async fn world() -> SsoWorld {
 fn start(w: &SsoWorld) -> (SyncHandle, CancellationToken, JoinHandle<()>) {
     let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
     let token = CancellationToken::new();
-    let worker = SyncWorker::new(Arc::new(config), w.store.clone(), token.clone());
+    let worker = SyncWorker::new(
+        Arc::new(config),
+        w.store.clone(),
+        w.keyring.clone(),
+        token.clone(),
+    );
     let handle = worker.handle();
     (handle, token, tokio::spawn(worker.run()))
 }
@@ -214,9 +219,14 @@ fn start_instance(
         owner: owner.into(),
         ttl,
     };
-    let worker = SyncWorker::new(Arc::new(config), w.store.clone(), token.clone())
-        .with_lease(lease)
-        .with_schedule_tick(tick);
+    let worker = SyncWorker::new(
+        Arc::new(config),
+        w.store.clone(),
+        w.keyring.clone(),
+        token.clone(),
+    )
+    .with_lease(lease)
+    .with_schedule_tick(tick);
     let handle = worker.handle();
     (handle, token, tokio::spawn(worker.run()))
 }

@@ -32,10 +32,14 @@ fn base_url() -> String {
     std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_string())
 }
 
-/// The `[store]` table for a gateway whose data lives in `data_dir` (empty for SQLite).
+/// The `[store]` table for a gateway whose data lives in `data_dir` (empty for SQLite). On
+/// PostgreSQL it names a master key file, written now (`super::keys`).
 pub fn store_toml(data_dir: &Path) -> String {
     match database_url(data_dir) {
-        Some(url) => format!("[store]\ndatabase_url = \"{url}\"\nconnect_timeout = \"10s\"\n"),
+        Some(url) => format!(
+            "[store]\ndatabase_url = \"{url}\"\nconnect_timeout = \"10s\"\nmaster_key_file = \"{}\"\n",
+            super::keys::ensure_master_key(data_dir).display()
+        ),
         None => String::new(),
     }
 }
@@ -48,6 +52,12 @@ pub fn database_url(data_dir: &Path) -> Option<String> {
     }
     let schema = schema_for(data_dir);
     Some(schema_url(&schema))
+}
+
+/// A PostgreSQL URL for the test keyed by `data_dir` whatever the backend under test:
+/// for tests that need PostgreSQL itself (several gateway processes on one database).
+pub fn postgres_url(data_dir: &Path) -> String {
+    schema_url(&schema_for(data_dir))
 }
 
 /// Opens the store the gateway of the test keyed by `data_dir` uses.

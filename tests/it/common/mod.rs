@@ -5,7 +5,9 @@
 
 pub mod client;
 pub mod db;
+pub mod keys;
 pub mod pki;
+pub mod process;
 pub mod upstream;
 pub mod webdriver;
 
