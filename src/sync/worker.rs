@@ -492,58 +492,56 @@ fn skipped(entity: &str, key: &str, reason: &str) -> ItemError {
     }
 }
 
-fn photo_outcome(result: &Result<PhotoReport, crate::sync::SyncError>) -> PhaseOutcome {
+/// A phase's record: what `done` says of a finished phase, or the phase's failure.
+fn phase_outcome<R>(
+    kind: &'static str,
+    result: &Result<R, crate::sync::SyncError>,
+    done: impl FnOnce(&R, &mut PhaseOutcome),
+) -> PhaseOutcome {
     let mut outcome = PhaseOutcome {
-        kind: "photos",
+        kind,
         counts: EntityCounts::default(),
         errors: Vec::new(),
         graph_requests: 0,
         failure: None,
     };
     match result {
-        Ok(r) => {
-            // A download is new or changed; the report does not tell which.
-            outcome.counts.updated = r.downloaded as u64;
-            outcome.counts.deleted = r.removed as u64;
-            outcome.counts.skipped = r.skipped.len() as u64;
-            outcome.errors = r
-                .skipped
-                .iter()
-                .map(|s| skipped("photo", &s.oid, &s.reason))
-                .collect();
-            outcome.graph_requests = r.graph_requests;
-        }
+        Ok(r) => done(r, &mut outcome),
         Err(e) => outcome.failure = Some(e.to_string()),
     }
     outcome
 }
 
+fn photo_outcome(result: &Result<PhotoReport, crate::sync::SyncError>) -> PhaseOutcome {
+    phase_outcome("photos", result, |r, o| {
+        // A download is new or changed; the report does not tell which.
+        o.counts.updated = r.downloaded as u64;
+        o.counts.deleted = r.removed as u64;
+        o.counts.skipped = r.skipped.len() as u64;
+        o.errors = r
+            .skipped
+            .iter()
+            .map(|s| skipped("photo", &s.oid, &s.reason))
+            .collect();
+        o.graph_requests = r.graph_requests;
+    })
+}
+
 fn contact_outcome(
     result: &Result<crate::sync::contacts::ContactReport, crate::sync::SyncError>,
 ) -> PhaseOutcome {
-    let mut outcome = PhaseOutcome {
-        kind: "contacts",
-        counts: EntityCounts::default(),
-        errors: Vec::new(),
-        graph_requests: 0,
-        failure: None,
-    };
-    match result {
-        Ok(r) => {
-            outcome.counts.created = r.created as u64;
-            outcome.counts.updated = r.updated as u64;
-            outcome.counts.deleted = r.removed as u64;
-            outcome.counts.skipped = r.skipped.len() as u64;
-            outcome.errors = r
-                .skipped
-                .iter()
-                .map(|s| skipped("contact", &s.mailbox, &s.reason))
-                .collect();
-            outcome.graph_requests = r.graph_requests;
-        }
-        Err(e) => outcome.failure = Some(e.to_string()),
-    }
-    outcome
+    phase_outcome("contacts", result, |r, o| {
+        o.counts.created = r.created as u64;
+        o.counts.updated = r.updated as u64;
+        o.counts.deleted = r.removed as u64;
+        o.counts.skipped = r.skipped.len() as u64;
+        o.errors = r
+            .skipped
+            .iter()
+            .map(|s| skipped("contact", &s.mailbox, &s.reason))
+            .collect();
+        o.graph_requests = r.graph_requests;
+    })
 }
 
 #[cfg(test)]
