@@ -3,7 +3,13 @@
 //! /proc, so the emulator's and this driver's work are not counted), and the cost of
 //! session checking on proxied requests (with and without a session cookie, interleaved).
 //!
-//! Run: `cargo bench --bench sso` (env: LOGINS, CONCURRENCY, PROXY_SECS, ROUNDS).
+//! Run: `cargo bench --bench sso` (env: LOGINS, CONCURRENCY, PROXY_SECS, ROUNDS, and
+//! DATABASE_URL: unset → SQLite in the gateway's temporary data directory; a `postgres://`
+//! URL → a fresh schema `bench_<pid>` in that database for the gateway and this driver,
+//! dropped at the end).
+
+#[path = "common.rs"]
+mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,49 +21,12 @@ use std::time::{Duration, Instant};
 use ms365_gateway::emulator::{AppRegistration, Emulator, EmulatorConfig, TenantSpec};
 use ms365_gateway::entra::credential::KeyBits;
 use ms365_gateway::entra::keys::TenantKeys;
-use ms365_gateway::keyring::{GENERATED_KEY_FILE, Keyring, MasterKeySource};
 use ms365_gateway::settings::Ms365Settings;
-use ms365_gateway::store::{DirectoryUser, Store};
+use ms365_gateway::store::DirectoryUser;
+
+use common::{Database, cpu_seconds, env_num, free_port, peak_rss_mb};
 
 const DIRECTORY: &str = "5b1c6a2e-9d3f-4e8a-b7c1-0a2b3c4d5e6f";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    kb / 1024.0
-}
 
 struct World {
     gateway: Child,
@@ -88,7 +57,7 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
-async fn setup() -> World {
+async fn setup(db: &Database) -> World {
     let mut spec = TenantSpec::new(DIRECTORY, "bench.onmicrosoft.com");
     spec.users = 200;
     let emulator = Emulator::start(EmulatorConfig {
@@ -112,13 +81,14 @@ async fn setup() -> World {
         "data_dir = \"{}\"\n[[listener]]\nkind = \"pbx\"\nbind = \"127.0.0.1:{pbx_port}\"\npublic_url = \"https://pbx.test\"\n\
          tls_cert = \"self-signed\"\n[upstream]\nurl = \"http://{upstream}\"\n[admin]\nbind = \"127.0.0.1:{admin_port}\"\n\
          [sso]\nlogin_rate_per_minute = 100000000\n[clouds.GLOBAL]\nlogin = \"{e}\"\ngraph = \"{e}\"\n\
-         [[tenant]]\nid = \"acme\"\ndomain = \"acme.test\"\n",
+         [[tenant]]\nid = \"acme\"\ndomain = \"acme.test\"\n{store}",
         data.display(),
-        e = emulator.base_url
+        e = emulator.base_url,
+        store = db.store_toml(&data),
     );
     let config_path = dir.path().join("gateway.toml");
     std::fs::write(&config_path, config).unwrap();
-    let upns = prepare_store(&data, &emulator.emulator, &client_id).await;
+    let upns = prepare_store(db, &data, &emulator.emulator, &client_id).await;
     let gateway = Command::new(env!("CARGO_BIN_EXE_ms365-gateway"))
         .args([
             "--log",
@@ -154,8 +124,13 @@ async fn setup() -> World {
 }
 
 /// Tenant settings, a key pair uploaded to the emulator, and every enabled user bound.
-async fn prepare_store(data: &Path, emulator: &Emulator, client_id: &str) -> Vec<String> {
-    let store = Store::open_sqlite(data, 2).await.unwrap();
+async fn prepare_store(
+    db: &Database,
+    data: &Path,
+    emulator: &Emulator,
+    client_id: &str,
+) -> Vec<String> {
+    let store = db.open_store(data, 2).await;
     let seed = ms365_gateway::config::TenantSeed {
         id: "acme".into(),
         domain: "acme.test".into(),
@@ -169,9 +144,9 @@ async fn prepare_store(data: &Path, emulator: &Emulator, client_id: &str) -> Vec
     };
     settings.sign_in_as_standard_user.enabled = true;
     store.save_ms365_settings("acme", &settings).await.unwrap();
-    // The gateway's own default on SQLite: the master key generated into data_dir.
-    let source = MasterKeySource::Generated(data.join(GENERATED_KEY_FILE));
-    let keyring = Keyring::open(store.clone(), &source).await.unwrap();
+    // On SQLite the gateway's own default (the master key generated into data_dir); on
+    // PostgreSQL the key file `store_toml` wrote and named.
+    let keyring = db.open_keyring(data, &store).await;
     let cert = TenantKeys::new(store.clone(), keyring)
         .generate(&tenant, KeyBits::Rsa2048, 365)
         .await
@@ -331,12 +306,13 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let w = Arc::new(setup().await);
+        let db = Database::from_env().await;
+        let w = Arc::new(setup(&db).await);
         let (logins, concurrency) = (env_num("LOGINS", 400), env_num("CONCURRENCY", 8));
         let (secs, rounds) = (env_num("PROXY_SECS", 5), env_num("ROUNDS", 3));
         login(&w, &w.upns[0]).await;
         let (rate, cpu_ms) = bench_logins(&w, logins, concurrency).await;
-        println!("## Sign-in (gateway {} on {}, admin {})\n", env!("CARGO_PKG_VERSION"), w.pbx, w.admin);
+        println!("## Sign-in (gateway {} on {}, admin {}; store: {})\n", env!("CARGO_PKG_VERSION"), w.pbx, w.admin, db.label());
         println!("| logins | concurrency | logins/s | gateway CPU ms/login |\n|---|---|---|---|");
         println!("| {logins} | {concurrency} | {rate:.0} | {cpu_ms:.2} |\n");
         let session = login(&w, &w.upns[1]).await;
@@ -358,5 +334,7 @@ fn main() {
         let (us_with, us_without) = (median(&mut with, |x| x.1), median(&mut without, |x| x.1));
         println!("\nmedian: session {rps_with:.0} req/s vs none {rps_without:.0} req/s (ratio {:.3}); added CPU per request {:.1} µs", rps_with / rps_without, us_with - us_without);
         println!("gateway peak RSS: {:.1} MB", peak_rss_mb(w.gateway.id()));
+        drop(w);
+        db.drop().await;
     });
 }
