@@ -2,6 +2,7 @@
 //! known to the PBX: who `(tid, oid)` is on the PBX side (user id, extension, role), filled
 //! by the sync worker or by an explicit binding.
 
+use sqlx::AnyConnection;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -98,27 +99,8 @@ impl Store {
 
     /// Creates or replaces a directory entry.
     pub async fn upsert_directory_user(&self, u: &DirectoryUser) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO ms365_users (tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled,
-             source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (tenant_id, oid) DO UPDATE SET upn = excluded.upn, pbx_user_id = excluded.pbx_user_id,
-             extension = excluded.extension, display_name = excluded.display_name, email = excluded.email,
-             role = excluded.role, enabled = excluded.enabled, source = excluded.source, updated_at = excluded.updated_at",
-        )
-        .bind(&u.tenant_id)
-        .bind(&u.oid)
-        .bind(&u.upn)
-        .bind(&u.pbx_user_id)
-        .bind(&u.extension)
-        .bind(&u.display_name)
-        .bind(&u.email)
-        .bind(&u.role)
-        .bind(i64::from(u.enabled))
-        .bind(&u.source)
-        .bind(now_epoch())
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let mut conn = self.pool().acquire().await?;
+        write_directory_user(&mut conn, u).await
     }
 
     /// Binds Microsoft user `u.oid` to PBX user `u.pbx_user_id` (`source` = `binding`). A
@@ -146,27 +128,11 @@ impl Store {
                 )));
             }
         }
-        sqlx::query("DELETE FROM ms365_users WHERE tenant_id = $1 AND oid = $2")
-            .bind(&u.tenant_id)
-            .bind(&u.oid)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO ms365_users (tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled,
-             source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'binding', $10)",
-        )
-        .bind(&u.tenant_id)
-        .bind(&u.oid)
-        .bind(&u.upn)
-        .bind(&u.pbx_user_id)
-        .bind(&u.extension)
-        .bind(&u.display_name)
-        .bind(&u.email)
-        .bind(&u.role)
-        .bind(i64::from(u.enabled))
-        .bind(now_epoch())
-        .execute(&mut *tx)
-        .await?;
+        let bound = DirectoryUser {
+            source: "binding".into(),
+            ..u.clone()
+        };
+        write_directory_user(&mut tx, &bound).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -187,4 +153,32 @@ impl Store {
         .await?;
         Ok(row.map(|r| r.try_get("oid")).transpose()?)
     }
+}
+
+/// Creates or replaces `u`'s entry on `conn` (a pooled connection or a transaction).
+async fn write_directory_user(
+    conn: &mut AnyConnection,
+    u: &DirectoryUser,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ms365_users (tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled,
+         source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (tenant_id, oid) DO UPDATE SET upn = excluded.upn, pbx_user_id = excluded.pbx_user_id,
+         extension = excluded.extension, display_name = excluded.display_name, email = excluded.email,
+         role = excluded.role, enabled = excluded.enabled, source = excluded.source, updated_at = excluded.updated_at",
+    )
+    .bind(&u.tenant_id)
+    .bind(&u.oid)
+    .bind(&u.upn)
+    .bind(&u.pbx_user_id)
+    .bind(&u.extension)
+    .bind(&u.display_name)
+    .bind(&u.email)
+    .bind(&u.role)
+    .bind(i64::from(u.enabled))
+    .bind(&u.source)
+    .bind(now_epoch())
+    .execute(conn)
+    .await?;
+    Ok(())
 }

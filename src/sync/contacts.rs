@@ -14,7 +14,7 @@
 //! nothing from it. Mailboxes run a few at a time; the Graph client keeps its own limit of
 //! requests per mailbox on top.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use tokio::task::JoinSet;
 
@@ -135,6 +135,14 @@ pub async fn sync_contacts(
 
     // Personal contacts of in-scope users; books of users out of scope go.
     let users = ctx.store.pbx_users(tenant).await?;
+    // One read of the directory, not one query per user (50,000 on a large tenant).
+    let upns: HashMap<String, String> = ctx
+        .store
+        .directory_users(tenant)
+        .await?
+        .into_iter()
+        .map(|d| (d.oid, d.upn))
+        .collect();
     let mut owners = HashSet::new();
     for u in &users {
         let Some(oid) = u.ms365_oid.as_deref() else {
@@ -143,11 +151,8 @@ pub async fn sync_contacts(
         if !u.enabled || u.source != PbxUserSource::Ms365 {
             continue;
         }
-        let upn = match ctx.store.directory_user(tenant, oid).await? {
-            Some(d) => d.upn,
-            None => u.username.clone(),
-        };
-        if !settings.personal_contacts.covers(oid, &upn) {
+        let upn = upns.get(oid).unwrap_or(&u.username);
+        if !settings.personal_contacts.covers(oid, upn) {
             continue;
         }
         owners.insert(u.id.clone());

@@ -303,7 +303,7 @@ impl SyncWorker {
                     }
                 }
                 Ok(false) => {
-                    tracing::debug!(tenant = %tenant, "scheduled sync taken by another instance")
+                    tracing::info!(tenant = %tenant, "scheduled sync taken by another instance")
                 }
                 Err(e) => {
                     tracing::warn!(tenant = %tenant, error = %e, "cannot claim the scheduled sync")

@@ -397,10 +397,19 @@ async fn a_scheduled_minute_fires_once_across_instances() {
         .into_iter()
         .find(|r| r.trigger == RunTrigger::Schedule)
         .unwrap();
-    // Give every instance a few more schedule checks inside the same minute.
-    let settle = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < settle {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Every instance sees the minute come due once and either claims it or logs that
+    // another did; once all three have decided, no further run can start for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.instances.iter().all(|g| {
+        let log = g.log_tail();
+        log.contains("scheduled sync due")
+            || log.contains("scheduled sync taken by another instance")
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "not every instance checked the schedule"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let same_minute: Vec<_> = c
         .runs()
