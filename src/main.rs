@@ -78,7 +78,7 @@ enum Command {
         #[arg(long, default_value = "demo")]
         seed: String,
     },
-    /// Sync one tenant's Microsoft 365 users to PBX extensions now and print the report.
+    /// Sync one tenant now (users, then photos and contacts when on) and print the report.
     Sync {
         #[arg(long, short, env = "MS365GW_CONFIG")]
         config: PathBuf,
@@ -239,7 +239,7 @@ fn sync_now(config: &Config, tenant: &str, dry_run: bool, json: bool) -> anyhow:
 
     use ms365_gateway::keyring::Keyring;
     use ms365_gateway::store::{RunStatus, RunTrigger, Store};
-    use ms365_gateway::sync::{SyncOptions, context, sync_users};
+    use ms365_gateway::sync::{SyncOptions, context, run_phases};
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let store = Store::open(config).await?;
@@ -263,9 +263,9 @@ fn sync_now(config: &Config, tenant: &str, dry_run: bool, json: bool) -> anyhow:
                 eprint!("\r{:>6} {}{total}   ", p.phase, p.done);
             }));
         }
-        let report = sync_users(&ctx, &options).await;
+        let summary = run_phases(&ctx, options).await;
         store.close().await;
-        anyhow::Ok(report?)
+        anyhow::Ok(summary?.users)
     })?;
     if std::io::stderr().is_terminal() {
         eprintln!();
@@ -435,16 +435,40 @@ fn run(path: &std::path::Path) -> ExitCode {
     })
 }
 
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything (no-color.org):
+/// a service manager's journal or a log file must not fill with escape sequences.
+fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(format: LogFormat, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("warning: bad --log filter ({e}); using \"info\"");
         tracing_subscriber::EnvFilter::new("info")
     });
+    let colour = use_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some("".into())));
+        assert!(!use_colour(true, Some("1".into())));
+        assert!(!use_colour(false, None));
     }
 }

@@ -88,6 +88,9 @@ pub struct TenantSpec {
     pub guests: usize,
     pub disabled: usize,
     pub users_without_names: usize,
+    /// Enabled, named members without an Exchange mailbox (unlicensed): their contacts
+    /// answer 404 `MailboxNotEnabledForRESTAPI`, and they have no `mail`.
+    pub users_without_mailbox: usize,
 }
 
 impl TenantSpec {
@@ -103,6 +106,7 @@ impl TenantSpec {
             guests: 0,
             disabled: 0,
             users_without_names: 0,
+            users_without_mailbox: 0,
         }
     }
 
@@ -118,8 +122,8 @@ impl TenantSpec {
                 self.photo_share
             ));
         }
-        if self.disabled + self.users_without_names > self.users {
-            return Err("disabled + nameless must not exceed users".into());
+        if self.disabled + self.users_without_names + self.users_without_mailbox > self.users {
+            return Err("disabled + nameless + nomailbox must not exceed users".into());
         }
         Ok(())
     }
@@ -159,12 +163,13 @@ impl TenantSpec {
             "guests" => self.guests = count()?,
             "disabled" => self.disabled = count()?,
             "nameless" => self.users_without_names = count()?,
+            "nomailbox" => self.users_without_mailbox = count()?,
             "tenant" | "directory" => self.directory_id = value.to_string(),
             "domain" => self.domain = value.to_string(),
             _ => {
                 return Err(format!(
                     "unknown seed key `{key}` (users, contacts, photos, \
-                mailboxes, guests, disabled, nameless, tenant, domain, seed)"
+                mailboxes, guests, disabled, nameless, nomailbox, tenant, domain, seed)"
                 ));
             }
         }
@@ -185,8 +190,10 @@ impl FromStr for TenantSpec {
     }
 }
 
-/// The demo: one tenant with 25 users (photos and contacts), a shared mailbox with
-/// contacts, a guest, a disabled user and a user without names.
+/// The demo, which is also the emulator's default seed: one tenant with 25 users (photos
+/// and contacts), a shared mailbox with contacts, a guest, a disabled user, a room-like
+/// account with only a display name and two unlicensed users without a mailbox, as real
+/// tenants have.
 pub fn demo_config() -> EmulatorConfig {
     EmulatorConfig {
         seed: 1,
@@ -198,6 +205,7 @@ pub fn demo_config() -> EmulatorConfig {
             guests: 1,
             disabled: 1,
             users_without_names: 1,
+            users_without_mailbox: 2,
             ..TenantSpec::new(DEMO_TENANT_ID, DEMO_DOMAIN)
         }],
     }

@@ -90,6 +90,8 @@ fn member(
     let disabled_from = spec
         .users
         .saturating_sub(spec.users_without_names + spec.disabled);
+    let unlicensed =
+        i < disabled_from && i >= disabled_from.saturating_sub(spec.users_without_mailbox);
     let (display, given, surname, local) = naming(&mut d, i, nameless, taken);
     let upn = format!("{local}@{}", spec.domain);
     let (department, titles) = DEPARTMENTS[d.below(DEPARTMENTS.len())];
@@ -98,7 +100,7 @@ fn member(
     let user = User {
         id,
         // Every fifth user has no mailbox address, as unlicensed accounts do.
-        mail: (i % 5 != 4).then(|| upn.clone()),
+        mail: (i % 5 != 4 && !unlicensed).then(|| upn.clone()),
         user_principal_name: upn,
         display_name: display,
         given_name: given,
@@ -117,7 +119,7 @@ fn member(
     } else {
         Photo::None
     };
-    record(user, photo, true, spec.contacts_per_user)
+    record(user, photo, !unlicensed, spec.contacts_per_user)
 }
 
 fn shared_mailbox(seed: u64, tenant: u64, spec: &TenantSpec, j: usize) -> UserRecord {

@@ -67,6 +67,19 @@ impl BatchResponse {
         (200..300).contains(&self.status)
     }
 
+    /// The `error.code` of a failed item.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body.get("error")?.get("code")?.as_str()
+    }
+
+    /// The item's mailbox does not exist for Graph ([`super::error::NO_MAILBOX_CODE`]).
+    pub fn is_no_mailbox(&self) -> bool {
+        self.status == 404
+            && self
+                .error_code()
+                .is_some_and(|c| c.eq_ignore_ascii_case(super::error::NO_MAILBOX_CODE))
+    }
+
     /// A header of the item, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -55,7 +55,16 @@ pub enum GraphError {
     InvalidRequest(String),
 }
 
+/// Exchange's code for a user without a (cloud) mailbox: unlicensed users, rooms and
+/// service accounts. Normal in every tenant, so never an error of the run.
+pub const NO_MAILBOX_CODE: &str = "MailboxNotEnabledForRESTAPI";
+
 impl GraphError {
+    /// The user has no mailbox Graph can serve ([`NO_MAILBOX_CODE`]).
+    pub fn is_no_mailbox(&self) -> bool {
+        matches!(self, GraphError::Api { code, .. } if code.eq_ignore_ascii_case(NO_MAILBOX_CODE))
+    }
+
     /// True for HTTP 404 answers (no photo, no such user or mailbox).
     pub fn is_not_found(&self) -> bool {
         matches!(self, GraphError::Api { status: 404, .. })

@@ -94,6 +94,9 @@ pub struct EntityCounts {
     pub deleted: u64,
     pub skipped: u64,
     pub failed: u64,
+    /// Mailboxes Exchange does not serve (`MailboxNotEnabledForRESTAPI`): unlicensed users,
+    /// rooms and service accounts without a mailbox. Normal, so not an error.
+    pub no_mailbox: u64,
 }
 
 /// Whether an item was left out on purpose or failed.
@@ -270,9 +273,15 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a run's end (or its held plan, when awaiting approval).
+    /// Writes a run's end (or its held plan, when awaiting approval, or the users phase's
+    /// totals of a run that goes on, when `o.status` is still `running`).
     pub async fn finish_sync_run(&self, run_id: &str, o: &RunOutcome) -> Result<(), StoreError> {
-        let finished = (o.status != RunStatus::AwaitingApproval).then(now_epoch);
+        let open = matches!(o.status, RunStatus::AwaitingApproval | RunStatus::Running);
+        let finished = (!open).then(now_epoch);
+        let phase = match o.status {
+            RunStatus::Running => "users",
+            other => other.as_str(),
+        };
         let errors = &o.errors[..o.errors.len().min(MAX_RUN_ERRORS)];
         sqlx::query(
             "UPDATE sync_runs SET status = $2, mode = $3, message = $4, counts_json = $5,
@@ -290,15 +299,30 @@ impl Store {
         .bind(to_i64(o.throttled))
         .bind(&o.pending_json)
         .bind(finished)
-        .bind(o.status.as_str())
+        .bind(phase)
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
-    /// Adds a later phase (photos, contacts) to a run's record: its counts under `kind`,
-    /// its items (within the cap), its Graph traffic, and a note when it failed. The run's
-    /// status is the user phase's and stays.
+    /// Ends a run left `running` by its users phase, once every later phase is recorded:
+    /// status, `phase` and `finished_at` then describe the whole run.
+    pub async fn end_sync_run(&self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sync_runs SET status = $2, phase = $2, finished_at = $3
+             WHERE id = $1 AND status = 'running'",
+        )
+        .bind(run_id)
+        .bind(status.as_str())
+        .bind(now_epoch())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Adds a later phase (photos, contacts, pbx) to a run's record: its counts under
+    /// `kind`, its items (within the cap), its Graph traffic, and a note when it failed.
+    /// The run stays `running`; [`Store::end_sync_run`] ends it.
     pub async fn record_sync_phase(
         &self,
         run_id: &str,

@@ -31,6 +31,8 @@ pub(super) enum FirstAnswer {
     Page(Page<Contact>),
     /// The stored delta token expired (410 / syncStateNotFound).
     Expired,
+    /// The user has no mailbox: nothing to ask again in this run.
+    NoMailbox,
 }
 
 /// A mailbox ready to run: its start and, when the batch answered usefully, its first page.
@@ -125,9 +127,12 @@ pub(super) async fn first_pages(
 
 fn first_answer(ctx: &SyncContext, answer: BatchResponse) -> Option<FirstAnswer> {
     if answer.status == 410
-        || error_code(&answer).is_some_and(crate::graph::error::is_sync_state_code)
+        || (answer.error_code()).is_some_and(crate::graph::error::is_sync_state_code)
     {
         return Some(FirstAnswer::Expired);
+    }
+    if answer.is_no_mailbox() {
+        return Some(FirstAnswer::NoMailbox);
     }
     if !answer.is_success() {
         return None;
@@ -138,8 +143,4 @@ fn first_answer(ctx: &SyncContext, answer: BatchResponse) -> Option<FirstAnswer>
         ctx.graph.check_origin(link).ok()?;
     }
     Some(FirstAnswer::Page(page))
-}
-
-fn error_code(answer: &BatchResponse) -> Option<&str> {
-    answer.body.get("error")?.get("code")?.as_str()
 }

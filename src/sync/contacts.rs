@@ -35,6 +35,9 @@ pub struct ContactOptions {
     pub mailbox_concurrency: usize,
     /// `$top` of full listings (1..=1000).
     pub page_size: u16,
+    /// Users known to have no mailbox earlier in the same run (the photos phase found
+    /// out): not asked again.
+    pub without_mailbox: HashSet<String>,
 }
 
 impl Default for ContactOptions {
@@ -42,6 +45,7 @@ impl Default for ContactOptions {
         ContactOptions {
             mailbox_concurrency: DEFAULT_MAILBOX_CONCURRENCY,
             page_size: MAX_CONTACTS_TOP,
+            without_mailbox: HashSet::new(),
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct ContactReport {
     pub unchanged: usize,
     pub removed: usize,
     pub skipped: Vec<ContactSkip>,
+    /// Users without a mailbox (not asked, or answered `MailboxNotEnabledForRESTAPI`).
+    pub no_mailbox: usize,
     /// HTTP requests sent to Graph by this run.
     pub graph_requests: u64,
 }
@@ -96,6 +102,8 @@ struct Outcome {
 
 #[derive(Debug)]
 pub(super) enum MailboxError {
+    /// The user has no mailbox (see [`crate::graph::error::NO_MAILBOX_CODE`]).
+    NoMailbox,
     Graph(GraphError),
     Incomplete,
     Store(StoreError),
@@ -156,6 +164,10 @@ pub async fn sync_contacts(
             continue;
         }
         owners.insert(u.id.clone());
+        if opts.without_mailbox.contains(oid) {
+            report.no_mailbox += 1;
+            continue;
+        }
         jobs.push(Job {
             mailbox: oid.to_string(),
             book: ContactBook::Personal(u.id.clone()),
@@ -316,6 +328,8 @@ fn tally(
             report.removed += o.removed;
             report.full_listings += usize::from(o.full);
         }
+        Err(MailboxError::NoMailbox) => no_mailbox(report, &job.mailbox),
+        Err(MailboxError::Graph(e)) if e.is_no_mailbox() => no_mailbox(report, &job.mailbox),
         Err(MailboxError::Graph(e)) => {
             skip(report, &job.mailbox, format!("Microsoft Graph: {e}"));
         }
@@ -334,6 +348,7 @@ fn tally(
 async fn sync_mailbox(ctx: &SyncContext, p: Prefetched) -> Result<Outcome, MailboxError> {
     let Prefetched { job, start, first } = p;
     let opening = match first {
+        Some(FirstAnswer::NoMailbox) => return Err(MailboxError::NoMailbox),
         Some(FirstAnswer::Expired) => Err(MailboxError::Graph(GraphError::SyncStateNotFound)),
         Some(FirstAnswer::Page(page)) => Ok(RoundStart::Page(page)),
         None => Ok(RoundStart::Url(start.url.clone())),
@@ -473,6 +488,11 @@ async fn apply_page(
             .await?;
     }
     Ok(())
+}
+
+fn no_mailbox(report: &mut ContactReport, mailbox: &str) {
+    tracing::debug!(mailbox, "no mailbox; contacts not synced");
+    report.no_mailbox += 1;
 }
 
 fn skip(report: &mut ContactReport, mailbox: &str, reason: String) {

@@ -13,6 +13,7 @@
 //! - [`username`]: PortSIP-valid, tenant-unique usernames from UPNs.
 //! - [`apply`]: numbers and names for new users, batched writes, [`approve_run`].
 //! - [`run`]: the run record (progress, counts, capped errors, Graph traffic) and [`RunReport`].
+//! - [`orchestrate`]: a whole run, phase after phase ([`run_phases`]), for the worker and the CLI.
 
 pub mod apply;
 mod contact_batch;
@@ -20,6 +21,7 @@ pub mod contacts;
 pub mod context;
 pub mod extensions;
 pub mod lease;
+pub mod orchestrate;
 pub mod photos;
 pub mod plan;
 pub mod run;
@@ -34,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use apply::approve_run;
+pub use orchestrate::{Phase, RunSummary, run_phases};
 pub use run::{Progress, RunReport};
 pub use users::sync_users;
 
@@ -82,6 +85,9 @@ pub struct SyncOptions {
     /// Writes per transaction.
     pub batch_size: usize,
     pub progress: Option<ProgressFn>,
+    /// Later phases follow the users phase: a successful users phase leaves the run
+    /// `running` and the orchestrator ends it ([`orchestrate`]).
+    pub keep_open: bool,
 }
 
 impl Default for SyncOptions {
@@ -97,6 +103,7 @@ impl Default for SyncOptions {
             default_range: 1000..=9999,
             batch_size: DEFAULT_BATCH,
             progress: None,
+            keep_open: false,
         }
     }
 }
@@ -114,6 +121,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("default_range", &self.default_range)
             .field("batch_size", &self.batch_size)
             .field("progress", &self.progress.is_some())
+            .field("keep_open", &self.keep_open)
             .finish()
     }
 }

@@ -62,6 +62,9 @@ pub struct PhotoReport {
     /// Users without a photo (and none stored).
     pub without_photo: usize,
     pub skipped: Vec<PhotoSkip>,
+    /// Users without a mailbox (`MailboxNotEnabledForRESTAPI`): counted, not errors, and
+    /// handed to the contacts phase so it does not ask them again.
+    pub no_mailbox: Vec<String>,
     /// HTTP requests sent to Graph by this run (batches, downloads, retries).
     pub graph_requests: u64,
 }
@@ -79,6 +82,7 @@ enum Decision {
     Unchanged,
     Download(Pending),
     NoPhoto,
+    NoMailbox,
     Skip(String),
 }
 
@@ -152,6 +156,7 @@ async fn sync_round(
                 ..p
             }),
             Decision::NoPhoto => no_photo(ctx, oid, report).await?,
+            Decision::NoMailbox => no_mailbox(report, oid),
             Decision::Skip(reason) => skip(report, oid, reason),
         }
     }
@@ -190,6 +195,7 @@ async fn sync_round(
                 report.downloaded += 1;
             }
             Ok(None) => no_photo(ctx, &p.oid, report).await?,
+            Err(e) if e.is_no_mailbox() => no_mailbox(report, &p.oid),
             Err(e) => skip(report, &p.oid, format!("download failed: {e}")),
         }
     }
@@ -198,6 +204,9 @@ async fn sync_round(
 
 /// What to do after a metadata answer, given the stored ETag.
 fn decide(answer: &BatchResponse, stored: Option<&str>) -> Decision {
+    if answer.is_no_mailbox() {
+        return Decision::NoMailbox;
+    }
     if answer.status == 404 {
         return Decision::NoPhoto;
     }
@@ -233,6 +242,12 @@ async fn no_photo(ctx: &SyncContext, oid: &str, report: &mut PhotoReport) -> Res
         report.without_photo += 1;
     }
     Ok(())
+}
+
+/// A stored photo stays: the user may only have lost the mailbox for a while.
+fn no_mailbox(report: &mut PhotoReport, oid: &str) {
+    tracing::debug!(oid, "no mailbox; photo not checked");
+    report.no_mailbox.push(oid.to_string());
 }
 
 fn skip(report: &mut PhotoReport, oid: &str, reason: String) {
@@ -283,6 +298,12 @@ mod tests {
         assert!(matches!(
             decide(&answer(404, serde_json::Value::Null), Some("x")),
             Decision::NoPhoto
+        ));
+        let no_mailbox =
+            serde_json::json!({"error": {"code": "MailboxNotEnabledForRESTAPI", "message": "x"}});
+        assert!(matches!(
+            decide(&answer(404, no_mailbox), Some("x")),
+            Decision::NoMailbox
         ));
         assert!(matches!(
             decide(&answer(500, serde_json::Value::Null), None),

@@ -250,10 +250,12 @@ fn profile_hash(p: &PbxProfile) -> u64 {
     h.finish()
 }
 
-/// The PBX profile of a Graph user, clipped to PortSIP's field lengths.
+/// The PBX profile of a Graph user, clipped to PortSIP's field lengths. Accounts with only
+/// a display name (rooms, service accounts) get first and last name from it; a user
+/// without `mail` (no Exchange licence) gets the UPN as e-mail, which is where Microsoft
+/// routes their sign-in.
 pub fn profile_of(u: &User) -> PbxProfile {
-    let first_name = clean(&u.given_name, 128);
-    let last_name = clean(&u.surname, 128);
+    let (mut first_name, mut last_name) = (clean(&u.given_name, 128), clean(&u.surname, 128));
     let joined = [first_name.as_deref(), last_name.as_deref()]
         .into_iter()
         .flatten()
@@ -263,17 +265,31 @@ pub fn profile_of(u: &User) -> PbxProfile {
         .or_else(|| (!joined.is_empty()).then_some(joined))
         .or_else(|| clean(&u.user_principal_name, 1024))
         .unwrap_or_default();
+    if first_name.is_none() && last_name.is_none() {
+        (first_name, last_name) = names_from_display(&display_name);
+    }
     let work_phone = u.business_phones.iter().find(|p| !p.trim().is_empty());
     PbxProfile {
         display_name,
         first_name,
         last_name,
-        email: clean(&u.mail, 128),
+        email: clean(&u.mail, 128).or_else(|| clean(&u.user_principal_name, 128)),
         mobile_phone: clean(&u.mobile_phone, 32),
         work_phone: clean(&work_phone.cloned(), 32),
         title: clean(&u.job_title, 128),
         department: clean(&u.department, 128),
         office: clean(&u.office_location, 128),
+    }
+}
+
+/// "Conference Room 4B2" → ("Conference Room", "4B2"); one word is a first name only.
+fn names_from_display(display: &str) -> (Option<String>, Option<String>) {
+    let display = display.trim();
+    let clip = |s: &str| Some(s.chars().take(128).collect::<String>());
+    match display.rsplit_once(char::is_whitespace) {
+        Some((first, last)) => (clip(first.trim_end()), clip(last)),
+        None if display.is_empty() => (None, None),
+        None => (clip(display), None),
     }
 }
 
@@ -342,7 +358,6 @@ impl<'a> Planner<'a> {
         match verdict {
             Verdict::OutOfScope => self.retire(oid, DisableReason::OutOfScope),
             _ if self.known.bound.contains(oid) => skip(BOUND),
-            Verdict::Skip(reason) => skip(reason),
             Verdict::Sync => self.upsert(oid, u),
         }
     }
@@ -553,5 +568,37 @@ mod tests {
         };
         let out = with_deletions(vec![up.clone()], vec!["a".into(), "b".into()]);
         assert_eq!(out, vec![up, Change::Delete { oid: "b".into() }]);
+    }
+
+    #[test]
+    fn display_name_only_accounts_get_names_and_the_upn_as_email() {
+        let room = User {
+            id: "r".into(),
+            user_principal_name: Some("conferenceroom4b2@x.com".into()),
+            display_name: Some("Conference Room 4B2".into()),
+            ..User::default()
+        };
+        let p = profile_of(&room);
+        assert_eq!(p.display_name, "Conference Room 4B2");
+        assert_eq!(p.first_name.as_deref(), Some("Conference Room"));
+        assert_eq!(p.last_name.as_deref(), Some("4B2"));
+        assert_eq!(p.email.as_deref(), Some("conferenceroom4b2@x.com"));
+        let agent = User {
+            display_name: Some("buildagent3".into()),
+            ..room.clone()
+        };
+        let p = profile_of(&agent);
+        assert_eq!(
+            (p.first_name.as_deref(), p.last_name),
+            (Some("buildagent3"), None)
+        );
+        let person = User {
+            mail: Some("ann@mail.x.com".into()),
+            given_name: Some("Ann".into()),
+            ..room
+        };
+        let p = profile_of(&person);
+        assert_eq!((p.first_name.as_deref(), p.last_name), (Some("Ann"), None));
+        assert_eq!(p.email.as_deref(), Some("ann@mail.x.com"));
     }
 }

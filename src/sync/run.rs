@@ -63,6 +63,8 @@ pub(crate) struct Tracker {
     tenant_id: String,
     trigger: RunTrigger,
     dry_run: bool,
+    /// See [`SyncOptions::keep_open`].
+    keep_open: bool,
     started_at: i64,
     pub mode: Option<String>,
     pub users: EntityCounts,
@@ -100,6 +102,7 @@ impl Tracker {
             tenant_id: tenant_id.to_string(),
             trigger: opts.trigger,
             dry_run: opts.dry_run,
+            keep_open: opts.keep_open,
             started_at: now_epoch(),
             mode: None,
             users: EntityCounts::default(),
@@ -123,6 +126,7 @@ impl Tracker {
             tenant_id: run.tenant_id.clone(),
             trigger: run.trigger,
             dry_run: false,
+            keep_open: opts.keep_open,
             started_at: run.started_at,
             mode: run.mode.clone(),
             users: EntityCounts {
@@ -212,8 +216,14 @@ impl Tracker {
         let message = (!parts.is_empty()).then(|| parts.join("; "));
         let counts = BTreeMap::from([("users".to_string(), self.users)]);
         if !self.dry_run {
+            // A run with phases still to come is not over: readers must not see it end.
+            let stored = if self.keep_open && status == RunStatus::Succeeded {
+                RunStatus::Running
+            } else {
+                status
+            };
             let outcome = RunOutcome {
-                status,
+                status: stored,
                 mode: self.mode.clone(),
                 message: message.clone(),
                 counts: counts.clone(),

@@ -1,8 +1,9 @@
 //! Which Microsoft 365 users become PBX users: `users.sync_type` with `selected_users` (OID
 //! or UPN, case-insensitive; INCLUDE = only those, EXCLUDE = all but those, see
 //! [`crate::settings::SyncType`]), guests only with `sync_guest_users`, and the optional
-//! group (transitive members) and department filters. Users with neither given name nor
-//! surname are skipped with a reason (rooms, shared mailboxes, service accounts).
+//! group (transitive members) and department filters. Accounts with only a display name
+//! (rooms, service accounts) are in scope like everyone else: exclusions are the
+//! administrator's scope settings, never an accident of the data.
 //!
 //! The scope's fingerprint is saved with the deltaLink: a delta round only reports users
 //! that changed in Microsoft 365, so after a scope change the next run must be a full one
@@ -15,9 +16,6 @@ use aws_lc_rs::digest::{SHA256, digest};
 use crate::graph::User;
 use crate::settings::{Scope, SyncType, UserSync};
 
-/// Skip reason of users without names.
-pub const NO_NAMES: &str = "no given name or surname";
-
 /// What to do with one (not removed) Graph user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -25,8 +23,6 @@ pub enum Verdict {
     Sync,
     /// Out of scope: a PBX user it had is disabled.
     OutOfScope,
-    /// In scope but unusable; reported with the reason, the store is left alone.
-    Skip(&'static str),
 }
 
 /// The scope of one run.
@@ -77,15 +73,8 @@ impl UserScope {
         {
             return Verdict::OutOfScope;
         }
-        if blank(&u.given_name) && blank(&u.surname) {
-            return Verdict::Skip(NO_NAMES);
-        }
         Verdict::Sync
     }
-}
-
-fn blank(s: &Option<String>) -> bool {
-    s.as_deref().is_none_or(|s| s.trim().is_empty())
 }
 
 /// A digest of everything that decides scope, in a canonical form (order and case of
@@ -144,7 +133,11 @@ mod tests {
         let other = user("b", "b@x", Some("B"), "Member", Some("Legal"));
         assert_eq!(scope.judge(&other), Verdict::OutOfScope);
         let room = user("r", "r@x", None, "Member", Some("Sales"));
-        assert_eq!(scope.judge(&room), Verdict::Skip(NO_NAMES));
+        assert_eq!(
+            scope.judge(&room),
+            Verdict::Sync,
+            "display-name-only accounts sync"
+        );
         let group: HashSet<String> = ["b".to_string()].into();
         let scope = UserScope::new(&settings, &[], Some(group));
         assert_eq!(scope.judge(&member), Verdict::OutOfScope);

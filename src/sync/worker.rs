@@ -13,9 +13,9 @@
 //! So a tenant never has more than one run in flight and one in the queue, and N requests in
 //! a burst make one run.
 //!
-//! A run: [`context::for_tenant`], [`sync_users`] (which records its own run), then
-//! [`sync_photos`] when `users.sync_photo` is set. Failures are logged and handed to the
-//! requesters; they never stop the worker.
+//! A run: [`context::for_tenant`], then [`run_phases`] (users, photos, contacts, as the
+//! tenant has them on). Failures are logged and handed to the requesters; they never stop
+//! the worker.
 //!
 //! Schedule: every [`SCHEDULE_TICK`] the worker reads the tenants' settings and queues, with
 //! trigger `schedule`, every tenant whose `users.enabled` is set (automatic mode) and whose
@@ -35,13 +35,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{LeaseConfig, is_orphaned, run_leased};
-use super::photos::{PhotoOptions, PhotoReport, sync_photos};
-use super::{RunReport, RunTrigger, SyncOptions, context, scheduler, sync_users};
+pub use super::orchestrate::RunSummary;
+use super::orchestrate::run_phases;
+use super::{RunTrigger, SyncOptions, context, scheduler};
 use crate::config::Config;
 use crate::keyring::Keyring;
 use crate::settings::Ms365Settings;
 use crate::store::Store;
-use crate::store::{EntityCounts, ItemError, ItemOutcome, PhaseOutcome};
 
 /// Runs of different tenants at once, unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 2;
@@ -57,22 +57,6 @@ pub enum RequestOutcome {
     CoalescedIntoRunning,
     /// A run of the tenant was already queued; the request joined it.
     CoalescedIntoQueued,
-}
-
-/// What a finished run did.
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    pub tenant_id: String,
-    pub trigger: RunTrigger,
-    pub users: RunReport,
-    /// `None` when photo sync is off.
-    pub photos: Option<PhotoReport>,
-    /// Why photo sync failed (the user sync before it stands).
-    pub photo_error: Option<String>,
-    /// `None` when neither personal nor shared-mailbox contacts are on.
-    pub contacts: Option<crate::sync::contacts::ContactReport>,
-    /// Why contact sync failed (the phases before it stand).
-    pub contact_error: Option<String>,
 }
 
 /// The result of a run as requesters see it: the summary or why it failed.
@@ -403,7 +387,7 @@ pub fn due_tenants(
         .collect()
 }
 
-/// One run of a tenant: users, then photos.
+/// One run of a tenant: every phase it has on ([`run_phases`]).
 async fn run_tenant(
     config: &Config,
     store: &Store,
@@ -418,130 +402,7 @@ async fn run_tenant(
         trigger,
         ..Default::default()
     };
-    let users = sync_users(&ctx, &opts).await.map_err(|e| e.to_string())?;
-    let mut summary = RunSummary {
-        tenant_id: tenant.to_string(),
-        trigger,
-        users,
-        photos: None,
-        photo_error: None,
-        contacts: None,
-        contact_error: None,
-    };
-    follow_up_phases(&ctx, store, tenant, &mut summary).await;
-    Ok(summary)
-}
-
-/// Photos and contacts, each when the tenant has it on; their failures are recorded in
-/// the summary and in the run's record, and do not undo the user sync before them.
-async fn follow_up_phases(
-    ctx: &crate::sync::SyncContext,
-    store: &Store,
-    tenant: &str,
-    summary: &mut RunSummary,
-) {
-    let settings = match store.ms365_settings(tenant).await {
-        Ok(s) => s,
-        Err(e) => {
-            summary.photo_error = Some(e.to_string());
-            return;
-        }
-    };
-    let run_id = summary.users.run_id.clone();
-    if settings.users.sync_photo {
-        mark_phase(store, &run_id, "photos").await;
-        let result = sync_photos(ctx, &PhotoOptions::default()).await;
-        record_phase(store, &run_id, photo_outcome(&result)).await;
-        match result {
-            Ok(r) => summary.photos = Some(r),
-            Err(e) => summary.photo_error = Some(e.to_string()),
-        }
-    }
-    if settings.personal_contacts.enabled || settings.shared_mailbox.enabled {
-        mark_phase(store, &run_id, "contacts").await;
-        let options = crate::sync::contacts::ContactOptions::default();
-        let result = crate::sync::contacts::sync_contacts(ctx, &options).await;
-        record_phase(store, &run_id, contact_outcome(&result)).await;
-        match result {
-            Ok(r) => summary.contacts = Some(r),
-            Err(e) => summary.contact_error = Some(e.to_string()),
-        }
-    }
-}
-
-/// Shows the phase as the run's live progress (best effort, like all bookkeeping).
-async fn mark_phase(store: &Store, run_id: &str, phase: &str) {
-    if let Err(e) = store.update_sync_progress(run_id, phase, 0, 0).await {
-        tracing::warn!(run = %run_id, error = %e, "cannot record sync progress");
-    }
-}
-
-async fn record_phase(store: &Store, run_id: &str, outcome: PhaseOutcome) {
-    if let Err(e) = store.record_sync_phase(run_id, &outcome).await {
-        tracing::warn!(run = %run_id, error = %e, "cannot record the {} phase", outcome.kind);
-    }
-}
-
-fn skipped(entity: &str, key: &str, reason: &str) -> ItemError {
-    ItemError {
-        entity: entity.into(),
-        key: key.into(),
-        name: key.into(),
-        outcome: ItemOutcome::Skipped,
-        reason: reason.into(),
-    }
-}
-
-/// A phase's record: what `done` says of a finished phase, or the phase's failure.
-fn phase_outcome<R>(
-    kind: &'static str,
-    result: &Result<R, crate::sync::SyncError>,
-    done: impl FnOnce(&R, &mut PhaseOutcome),
-) -> PhaseOutcome {
-    let mut outcome = PhaseOutcome {
-        kind,
-        counts: EntityCounts::default(),
-        errors: Vec::new(),
-        graph_requests: 0,
-        failure: None,
-    };
-    match result {
-        Ok(r) => done(r, &mut outcome),
-        Err(e) => outcome.failure = Some(e.to_string()),
-    }
-    outcome
-}
-
-fn photo_outcome(result: &Result<PhotoReport, crate::sync::SyncError>) -> PhaseOutcome {
-    phase_outcome("photos", result, |r, o| {
-        // A download is new or changed; the report does not tell which.
-        o.counts.updated = r.downloaded as u64;
-        o.counts.deleted = r.removed as u64;
-        o.counts.skipped = r.skipped.len() as u64;
-        o.errors = r
-            .skipped
-            .iter()
-            .map(|s| skipped("photo", &s.oid, &s.reason))
-            .collect();
-        o.graph_requests = r.graph_requests;
-    })
-}
-
-fn contact_outcome(
-    result: &Result<crate::sync::contacts::ContactReport, crate::sync::SyncError>,
-) -> PhaseOutcome {
-    phase_outcome("contacts", result, |r, o| {
-        o.counts.created = r.created as u64;
-        o.counts.updated = r.updated as u64;
-        o.counts.deleted = r.removed as u64;
-        o.counts.skipped = r.skipped.len() as u64;
-        o.errors = r
-            .skipped
-            .iter()
-            .map(|s| skipped("contact", &s.mailbox, &s.reason))
-            .collect();
-        o.graph_requests = r.graph_requests;
-    })
+    run_phases(&ctx, opts).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

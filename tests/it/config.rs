@@ -237,3 +237,24 @@ fn the_sync_section_has_defaults_and_names_a_bad_key() {
         std::time::Duration::from_millis(500)
     );
 }
+
+/// Started by a service manager or with output to a file, log lines carry no colour codes.
+#[test]
+fn log_lines_to_a_file_carry_no_escape_sequences() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args(["--log", "info", "emulator", "--bind", "127.0.0.1:0"])
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("binary runs");
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.contains("INFO"), "a log line: {line:?}");
+    assert!(!line.contains('\u{1b}'), "escape sequences in {line:?}");
+}

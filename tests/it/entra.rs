@@ -42,6 +42,7 @@ pub fn tenant_spec() -> TenantSpec {
         guests: 1,
         disabled: 1,
         users_without_names: 1,
+        users_without_mailbox: 0,
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ms365_gateway::config::Config;
-use ms365_gateway::emulator::{Faults, RouteClass};
+use ms365_gateway::emulator::{Faults, NewUser, RouteClass};
 use ms365_gateway::store::{RunStatus, RunTrigger};
 use ms365_gateway::sync::lease::LeaseConfig;
 use ms365_gateway::sync::worker::{RequestOutcome, SyncHandle, SyncWorker};
@@ -199,10 +199,171 @@ async fn the_run_record_carries_photos_and_contacts() {
     assert_eq!(run.counts["photos"].updated, photos.downloaded as u64);
     assert_eq!(run.counts["contacts"].created, contacts.created as u64);
     assert!(run.counts["users"].created > 0);
-    assert_eq!(run.phase, "contacts", "the last phase shows");
-    let all_traffic =
-        summary.users.graph_requests + photos.graph_requests + contacts.graph_requests;
-    assert_eq!(run.graph_requests, all_traffic);
+    assert_eq!(run.phase, "succeeded", "the phase ends equal to the status");
+    assert!(run.finished_at.is_some());
+    // The summary's report describes the whole run, as the record does.
+    assert_eq!(run.graph_requests, summary.users.graph_requests);
+    assert!(run.graph_requests > photos.graph_requests + contacts.graph_requests);
+    assert_eq!(summary.users.counts, run.counts);
+    token.cancel();
+    task.await.unwrap();
+}
+
+/// Photos answer slowly, so the run is seen in its photos phase.
+fn slow_photos(w: &SsoWorld, latency: Duration) {
+    for class in [RouteClass::Photos, RouteClass::Batch] {
+        let faults = Faults {
+            latency,
+            ..Faults::default()
+        };
+        w.emulator.emulator.set_faults(class, faults);
+    }
+}
+
+/// The run record describes the whole run: `running` (no `finished_at`) while the photos
+/// phase is still reading, so "sync now" in that window joins the running run; the end
+/// comes only after the last phase.
+#[tokio::test]
+async fn a_run_reads_running_until_its_last_phase_ends() {
+    let w = world().await;
+    w.settings(|s| s.users.sync_photo = true).await;
+    slow_photos(&w, Duration::from_millis(300));
+    let (handle, token, task) = start(&w);
+    let ticket = handle.request("acme", RunTrigger::Api).unwrap();
+    until("the photos phase", || async {
+        let runs = w.store.sync_runs("acme", 1).await.unwrap();
+        runs.first().is_some_and(|r| r.phase == "photos")
+    })
+    .await;
+    let during = w.store.sync_runs("acme", 1).await.unwrap().remove(0);
+    assert_eq!(during.status, RunStatus::Running, "{during:?}");
+    assert!(during.finished_at.is_none(), "{during:?}");
+    assert!(during.counts["users"].created > 0, "users phase recorded");
+    let again = handle.request("acme", RunTrigger::Manual).unwrap();
+    assert_eq!(again.outcome, RequestOutcome::CoalescedIntoRunning);
+
+    let result = ticket.wait().await;
+    let summary = result.as_ref().as_ref().expect("run succeeds");
+    assert_eq!(summary.users.status, RunStatus::Succeeded);
+    let after = w.store.sync_run(&during.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.status, after.phase.as_str()),
+        (RunStatus::Succeeded, "succeeded")
+    );
+    assert!(after.finished_at.is_some() && after.counts.contains_key("photos"));
+    token.cancel();
+    task.await.unwrap();
+}
+
+/// A later phase that fails fails the run (what the users phase applied stands).
+#[tokio::test]
+async fn a_failed_later_phase_fails_the_run() {
+    let w = world().await;
+    w.settings(|s| s.users.sync_photo = true).await;
+    let unavailable = Faults {
+        rate_503: 1.0,
+        retry_after: Some(0.0),
+        ..Faults::default()
+    };
+    w.emulator
+        .emulator
+        .set_faults(RouteClass::Batch, unavailable);
+    let (handle, token, task) = start(&w);
+    let result = handle
+        .request("acme", RunTrigger::Api)
+        .unwrap()
+        .wait()
+        .await;
+    let summary = result
+        .as_ref()
+        .as_ref()
+        .expect("the run ends with a record");
+    assert!(summary.photo_error.is_some(), "{summary:?}");
+    assert_eq!(summary.users.status, RunStatus::Failed);
+    let run = w
+        .store
+        .sync_run(&summary.users.run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (run.status, run.phase.as_str()),
+        (RunStatus::Failed, "failed")
+    );
+    assert!(
+        run.message.as_deref().unwrap_or("").contains("photos"),
+        "{run:?}"
+    );
+    assert!(run.counts["users"].created > 0, "the users phase stands");
+    assert!(!w.store.pbx_users("acme").await.unwrap().is_empty());
+    token.cancel();
+    task.await.unwrap();
+}
+
+/// Users without an Exchange mailbox are normal: counted as "no mailbox", never listed as
+/// errors, and asked once per run.
+#[tokio::test]
+async fn mailbox_less_users_are_counted_not_reported() {
+    let w = SsoWorld::new(WorldOptions::default()).await;
+    w.settings(|s| {
+        s.users.enabled = true;
+        s.users.sync_photo = true;
+        s.personal_contacts.enabled = true;
+    })
+    .await;
+    let emu = &w.emulator.emulator;
+    let unlicensed: Vec<String> = (0..3)
+        .map(|i| {
+            let user = emu.add_user(
+                crate::entra::DIRECTORY,
+                NewUser {
+                    user_principal_name: format!("unlicensed{i}@contoso.onmicrosoft.com"),
+                    display_name: format!("Unlicensed User {i}"),
+                    has_mailbox: Some(false),
+                    ..NewUser::default()
+                },
+            );
+            user.id
+        })
+        .collect();
+    let (handle, token, task) = start(&w);
+    let result = handle
+        .request("acme", RunTrigger::Api)
+        .unwrap()
+        .wait()
+        .await;
+    let summary = result.as_ref().as_ref().expect("run succeeds");
+    let contacts = summary.contacts.as_ref().expect("contacts ran");
+    assert_eq!(contacts.no_mailbox, unlicensed.len(), "{contacts:?}");
+    let run = w
+        .store
+        .sync_run(&summary.users.run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.counts["contacts"].no_mailbox, unlicensed.len() as u64);
+    assert!(
+        run.errors.iter().all(|e| !unlicensed.contains(&e.key)),
+        "no mailbox is not an error: {:?}",
+        run.errors
+    );
+    // Only the mailbox-less users in scope: one $batch asks all three, and none is asked
+    // again on its own.
+    w.settings(|s| {
+        s.personal_contacts.sync_type = ms365_gateway::settings::SyncType::Include;
+        s.personal_contacts.selected_users = unlicensed.clone();
+    })
+    .await;
+    let result = handle
+        .request("acme", RunTrigger::Api)
+        .unwrap()
+        .wait()
+        .await;
+    let summary = result.as_ref().as_ref().expect("run succeeds");
+    let contacts = summary.contacts.as_ref().expect("contacts ran");
+    assert_eq!(contacts.no_mailbox, unlicensed.len(), "{contacts:?}");
+    assert_eq!(contacts.graph_requests, 1, "one batch, no second asking");
     token.cancel();
     task.await.unwrap();
 }
