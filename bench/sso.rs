@@ -132,6 +132,7 @@ async fn prepare_store(
 ) -> Vec<String> {
     let store = db.open_store(data, 2).await;
     let seed = ms365_gateway::config::TenantSeed {
+        pbx_login: None,
         id: "acme".into(),
         domain: "acme.test".into(),
         name: "Acme".into(),

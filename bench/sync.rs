@@ -129,6 +129,7 @@ async fn setup(db: &Database, users: usize, contacts: usize) -> World {
             .unwrap();
     let store = Store::open(&config).await.unwrap();
     let seed = TenantSeed {
+        pbx_login: None,
         id: "big".into(),
         domain: "big.test".into(),
         name: "Big".into(),

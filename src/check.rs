@@ -66,8 +66,28 @@ pub fn describe(config: &Config) -> Result<String, TlsError> {
             c.graph.as_ref().map(ToString::to_string)
         );
     }
+    match config.pbx.kind {
+        crate::config::PbxKind::Embedded => {
+            let _ = writeln!(out, "pbx: embedded (the sync stays in the gateway's store)");
+        }
+        crate::config::PbxKind::PortSip => {
+            let _ = writeln!(
+                out,
+                "pbx: portsip REST API at {} (timeout {:?}, {} requests in flight per tenant)",
+                config.pbx.api_url, config.pbx.request_timeout, config.pbx.concurrency
+            );
+        }
+    }
     for t in &config.tenants {
         let _ = writeln!(out, "tenant {} ({}): {}", t.id, t.domain, t.name);
+        if let Some(l) = &t.pbx_login {
+            let _ = writeln!(
+                out,
+                "  PBX sign-in: {} (password: set, from {})",
+                l.login.username,
+                l.password_file.display()
+            );
+        }
     }
     Ok(out)
 }

@@ -12,6 +12,10 @@
 //!   app-only tokens, AADSTS errors with hints.
 //! - [`graph`]: the Microsoft Graph client: paging, delta, `$batch`, throttling, per-mailbox
 //!   concurrency.
+//! - [`pbx`]: the PBX connector's PortSIP v22 REST client (sign-in, users, bindings,
+//!   company contacts), its errors and random credentials.
+//! - [`portsip_emulator`]: PortSIP v22 REST API stand-in (validates every request against
+//!   the published OpenAPI document) for tests, benchmarks and the demo.
 //! - [`keyring`]: the master key and the secrets sealed with it in the store (session,
 //!   flow-cookie and tenant certificate keys).
 //! - [`settings`]: a tenant's Microsoft 365 settings (PortSIP v22 shape), validated.
@@ -40,6 +44,8 @@ pub mod graph;
 pub mod keyring;
 pub mod metrics;
 pub mod ops;
+pub mod pbx;
+pub mod portsip_emulator;
 pub mod settings;
 pub mod signals;
 pub mod sso;

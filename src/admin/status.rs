@@ -51,6 +51,7 @@ pub async fn get_status(
         }
         SyncMode::Manual => None,
     };
+    let pbx = pbx_json(&state.config, state.store.pbx_status(&tenant.id).await?);
     let running = state.sync.is_busy(&tenant.id)
         || runs.first().is_some_and(|r| r.status == RunStatus::Running);
     Ok(axum::Json(json!({
@@ -65,7 +66,28 @@ pub async fn get_status(
             "next_run": next_run.map(|t| t.to_rfc3339()),
             "last_run": runs.first().map(run_json),
         },
+        "pbx": pbx,
     })))
+}
+
+/// The PBX connection: kind, API URL, and how the last conversation with it went. The
+/// PBX password is configuration only and never appears here.
+fn pbx_json(config: &crate::config::Config, status: Option<crate::store::PbxStatus>) -> Value {
+    if config.pbx.kind != crate::config::PbxKind::PortSip {
+        return json!({ "kind": "embedded", "state": "not_connected" });
+    }
+    let state = match &status {
+        None => "unknown",
+        Some(s) if s.ok => "signed_in",
+        Some(_) => "error",
+    };
+    json!({
+        "kind": "portsip",
+        "api_url": config.pbx.api_url.to_string(),
+        "state": state,
+        "message": status.as_ref().map(|s| s.message.clone()),
+        "checked_at": status.map(|s| rfc3339(s.updated_at)),
+    })
 }
 
 fn days_left(not_after: i64, now: DateTime<Utc>) -> i64 {
@@ -244,7 +266,28 @@ async fn run_checks(state: &AdminState, tenant_id: &str) -> Vec<Check> {
     checks.push(Check::pass("users", format!("read user {who}")));
     checks.push(photo_check(graph, &user.id, &who).await);
     checks.push(contacts_check(graph, &user.id, &who).await);
+    if let Some(target) = &ctx.pbx {
+        let check = pbx_check(&target.client).await;
+        let _ = (state.store)
+            .set_pbx_status(tenant_id, check.ok, &check.message)
+            .await;
+        checks.push(check);
+    }
     checks
+}
+
+/// Signs in to the PBX as the tenant's PBX administrator and reads one user.
+async fn pbx_check(client: &crate::pbx::PbxClient) -> Check {
+    match client.count_users().await {
+        Ok(count) => Check::pass(
+            "pbx",
+            format!(
+                "signed in to the PBX at {}; it has {count} users",
+                client.api_url()
+            ),
+        ),
+        Err(e) => Check::fail("pbx", e.to_string(), None),
+    }
 }
 
 async fn photo_check(graph: &GraphClient, id: &str, who: &str) -> Check {

@@ -42,6 +42,7 @@ pub(super) fn run_json(run: &SyncRun) -> Value {
         "errors_total": run.errors_total,
         "graph_requests": run.graph_requests,
         "throttled": run.throttled,
+        "pbx_requests": run.pbx_requests,
     })
 }
 

@@ -54,6 +54,7 @@ pub async fn create_tenant(
         name: new.name.unwrap_or_else(|| id.clone()),
         id,
         domain,
+        pbx_login: None,
     };
     let tenant = state
         .store

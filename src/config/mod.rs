@@ -5,6 +5,7 @@
 
 mod database;
 mod env;
+mod pbx;
 mod raw;
 mod units;
 pub(crate) mod validate;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use http::Uri;
 
 pub use database::{DATABASE_URL_KEY, DatabaseUrl, redact_url};
+pub use pbx::{PbxConfig, PbxKind, PbxLogin, PbxSecret, TenantPbxLogin};
 pub use units::IpNetwork;
 
 /// Where a configuration value came from, for error messages.
@@ -67,6 +69,8 @@ pub struct Config {
     pub clouds: BTreeMap<String, CloudOverride>,
     /// Tenants created or updated at start-up.
     pub tenants: Vec<TenantSeed>,
+    /// `[pbx]`: where the sync's result goes.
+    pub pbx: PbxConfig,
 }
 
 /// `[sync]`: how the embedded sync worker runs.
@@ -253,11 +257,13 @@ pub struct CloudOverride {
 }
 
 /// `[[tenant]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TenantSeed {
     pub id: String,
     pub domain: String,
     pub name: String,
+    /// `pbx_username` + `pbx_password_file`: how the PBX connector signs in.
+    pub pbx_login: Option<TenantPbxLogin>,
 }
 
 impl Config {

@@ -24,6 +24,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub sync: RawSync,
     #[serde(default)]
+    pub pbx: RawPbx,
+    #[serde(default)]
     pub clouds: BTreeMap<String, RawCloud>,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<RawTenant>,
@@ -122,4 +124,16 @@ pub struct RawTenant {
     pub id: String,
     pub domain: String,
     pub name: Option<String>,
+    pub pbx_username: Option<String>,
+    pub pbx_password_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPbx {
+    pub kind: Option<String>,
+    pub api_url: Option<String>,
+    pub ca_file: Option<String>,
+    pub request_timeout: Option<String>,
+    pub concurrency: Option<usize>,
 }

@@ -33,6 +33,14 @@ pub(super) fn validate(raw: RawConfig, o: &Origin<'_>) -> Result<Config, ConfigE
     {
         return Err(o.invalid("admin.bind", "is the same address as a listener"));
     }
+    let pbx = super::pbx::pbx(raw.pbx, &upstream, o)?;
+    let tenants = tenants(raw.tenants, o)?;
+    if pbx.kind == super::PbxKind::PortSip
+        && let Some(i) = tenants.iter().position(|t| t.pbx_login.is_none())
+    {
+        let key = format!("tenant[{i}].pbx_username");
+        return Err(o.invalid(&key, "is required with [pbx] kind = \"portsip\""));
+    }
     Ok(Config {
         source: o.file.to_path_buf(),
         data_dir: PathBuf::from(raw.data_dir.as_deref().unwrap_or("data")),
@@ -44,7 +52,8 @@ pub(super) fn validate(raw: RawConfig, o: &Origin<'_>) -> Result<Config, ConfigE
         sso: sso(raw.sso, o)?,
         sync: sync(raw.sync, o)?,
         clouds: clouds(raw.clouds, o)?,
-        tenants: tenants(raw.tenants, o)?,
+        tenants,
+        pbx,
     })
 }
 
@@ -385,11 +394,13 @@ fn tenants(raw: Vec<RawTenant>, o: &Origin<'_>) -> Result<Vec<TenantSeed>, Confi
         if !domains.insert(domain.clone()) {
             return Err(o.invalid(&key("domain"), format!("`{domain}` appears twice")));
         }
+        let pbx_login = super::pbx::tenant_login(&t, i, o)?;
         let name = t.name.unwrap_or_else(|| t.id.clone());
         out.push(TenantSeed {
             id: t.id,
             domain,
             name,
+            pbx_login,
         });
     }
     Ok(out)

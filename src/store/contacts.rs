@@ -481,6 +481,7 @@ mod tests {
         let db = crate::store::test_db::TestDb::new().await;
         let store = db.open(2).await.unwrap();
         let seed = crate::config::TenantSeed {
+            pbx_login: None,
             id: "t".into(),
             domain: "t.test".into(),
             name: "T".into(),

@@ -124,6 +124,9 @@ pub enum DirectoryWrite {
     Disable { oid: String, reason: String },
     /// Deletes both rows (grace period over).
     Delete { oid: String },
+    /// Binds `directory.oid` to an existing user of the PBX's own (`directory.pbx_user_id`,
+    /// source `adopted`): the user signs in as it, and the sync never changes it.
+    Adopt { directory: Box<DirectoryUser> },
 }
 
 macro_rules! select_pbx_users {
@@ -369,6 +372,7 @@ async fn apply_write(
             disable_user(tx, tenant_id, oid, reason, now).await?
         }
         DirectoryWrite::Delete { oid } => delete_user(tx, tenant_id, oid).await?,
+        DirectoryWrite::Adopt { directory } => upsert_directory(tx, directory, now).await?,
     }
     Ok(())
 }

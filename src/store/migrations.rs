@@ -72,6 +72,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::cluster::MIGRATION,
         postgres: super::cluster::MIGRATION,
     },
+    Migration {
+        version: 10,
+        name: "pbx_links",
+        sqlite: super::pbx_links::MIGRATION,
+        postgres: super::pbx_links::MIGRATION,
+    },
 ];
 
 const TENANTS: &str = "

@@ -14,6 +14,7 @@ mod credentials;
 mod directory;
 mod migrations;
 mod ms365;
+mod pbx_links;
 mod photos;
 mod sessions;
 mod sync_runs;
@@ -37,6 +38,7 @@ pub use credentials::{CredentialRecord, CredentialState};
 pub use directory::{DirectoryWrite, PbxProfile, PbxUser, PbxUserSource, SyncCursor};
 pub use migrations::LATEST_VERSION;
 pub use ms365::DirectoryUser;
+pub use pbx_links::{ImportedPbxUser, PbxLink, PbxLinkKind, PbxStatus};
 pub use photos::StoredPhoto;
 pub use sessions::SessionRecord;
 pub use sync_runs::{

@@ -94,6 +94,9 @@ pub struct EntityCounts {
     pub deleted: u64,
     pub skipped: u64,
     pub failed: u64,
+    /// Existing PBX users bound to the Microsoft user with the same username or e-mail
+    /// instead of creating a second one.
+    pub adopted: u64,
     /// Mailboxes Exchange does not serve (`MailboxNotEnabledForRESTAPI`): unlicensed users,
     /// rooms and service accounts without a mailbox. Normal, so not an error.
     pub no_mailbox: u64,
@@ -151,6 +154,8 @@ pub struct SyncRun {
     pub errors_total: u64,
     pub graph_requests: u64,
     pub throttled: u64,
+    /// Requests sent to the PBX's REST API (the `pbx` phase).
+    pub pbx_requests: u64,
     pub phase: String,
     pub done: u64,
     pub total: u64,
@@ -177,7 +182,8 @@ macro_rules! select_runs {
     ($rest:literal) => {
         concat!(
             "SELECT id, tenant_id, triggered_by, mode, started_at, finished_at, status, message,
-             counts_json, errors_json, errors_total, graph_requests, throttled, phase, done, total,
+             counts_json, errors_json, errors_total, graph_requests, throttled, pbx_requests, phase,
+             done, total,
              CAST(CASE WHEN pending_json IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_pending FROM sync_runs ",
             $rest
         )
@@ -210,6 +216,7 @@ impl SyncRun {
             errors_total: count("errors_total")?,
             graph_requests: count("graph_requests")?,
             throttled: count("throttled")?,
+            pbx_requests: count("pbx_requests")?,
             phase: row.try_get("phase")?,
             done: count("done")?,
             total: count("total")?,

@@ -6,17 +6,17 @@
 //! with its reason, and the rest is applied. The delta cursor is saved only after every
 //! write is committed and no user failed: a failed user is retried by the next run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::extensions::{Allocator, ExtensionRange, RANGE_EXHAUSTED};
-use super::plan::{BOUND, Change, DisableReason, Effect, Plan};
+use super::plan::{ADOPTED, BOUND, Change, DisableReason, Effect, Plan};
 use super::run::{MAX_PREVIEW, RunReport, Tracker};
 use super::username::Usernames;
 use super::{SyncError, SyncOptions, USERS_KIND};
 use crate::settings::Ms365Settings;
 use crate::store::{
-    DirectoryUser, DirectoryWrite, ItemError, ItemOutcome, PbxProfile, PbxUser, PbxUserSource,
-    RunStatus, Store, StoreError, now_epoch,
+    DirectoryUser, DirectoryWrite, ItemError, ItemOutcome, PbxLinkKind, PbxProfile, PbxUser,
+    PbxUserSource, RunStatus, Store, StoreError, now_epoch,
 };
 
 /// Who a write is about, for counts and error reports.
@@ -40,6 +40,10 @@ struct Current<'a> {
     dirs: HashMap<String, &'a DirectoryUser>,
     numbers: Allocator,
     names: Usernames,
+    /// Users of the PBX's own that the connector found on the PBX and nobody is bound to,
+    /// by lower-case username and by lower-case e-mail: a new Microsoft user matching one
+    /// is bound to it (adopted) instead of getting a second PBX user.
+    adoptable: HashMap<String, &'a PbxUser>,
     now: i64,
 }
 
@@ -49,6 +53,7 @@ impl<'a> Current<'a> {
         range: ExtensionRange,
         pbx: &'a [PbxUser],
         dir: &'a [DirectoryUser],
+        found_on_pbx: &HashSet<&str>,
     ) -> Self {
         // Oids compare in lower case everywhere in the sync.
         let remembered: Vec<(String, &str)> = (dir.iter())
@@ -68,7 +73,47 @@ impl<'a> Current<'a> {
                 remembered.iter().map(|(oid, ext)| (oid.as_str(), *ext)),
             ),
             names: Usernames::new(pbx.iter().map(|p| p.username.as_str())),
+            adoptable: adoptable(pbx, dir, found_on_pbx),
             now: now_epoch(),
+        }
+    }
+
+    /// The adoptable PBX user whose username is the UPN's local part or whose e-mail is
+    /// the user's; taken out, so two Microsoft users never adopt the same one.
+    fn take_adoptable(&mut self, upn: &str, profile: &PbxProfile) -> Option<&'a PbxUser> {
+        let local = upn.split('@').next().unwrap_or("").to_lowercase();
+        let email = profile.email.as_deref().unwrap_or("").to_lowercase();
+        let found = [local, email]
+            .iter()
+            .filter(|k| !k.is_empty())
+            .find_map(|k| self.adoptable.get(k).copied())?;
+        self.adoptable.retain(|_, u| u.id != found.id);
+        Some(found)
+    }
+
+    /// Binds `oid` to the PBX's own user `local`; the user stays as the PBX has it.
+    fn adopt(
+        &self,
+        oid: &str,
+        upn: &str,
+        profile: &PbxProfile,
+        disabled: bool,
+        local: &PbxUser,
+    ) -> DirectoryWrite {
+        let directory = DirectoryUser {
+            tenant_id: self.tenant_id.to_string(),
+            oid: oid.to_string(),
+            upn: upn.to_string(),
+            pbx_user_id: local.id.clone(),
+            extension: Some(local.extension_number.clone()),
+            display_name: profile.display_name.clone(),
+            email: profile.email.clone(),
+            role: "user".into(),
+            enabled: !disabled && local.enabled,
+            source: ADOPTED.into(),
+        };
+        DirectoryWrite::Adopt {
+            directory: Box::new(directory),
         }
     }
 
@@ -106,6 +151,10 @@ impl<'a> Current<'a> {
                 disabled: disabled.map(|d| d.as_str().to_string()),
             };
             return Ok((effect, write));
+        }
+        if let Some(local) = self.take_adoptable(upn, profile) {
+            let write = self.adopt(oid, upn, profile, disabled.is_some(), local);
+            return Ok((Effect::Adopt, write));
         }
         match self.create(oid, upn, profile, disabled) {
             Some(write) => Ok((Effect::Create, write)),
@@ -167,6 +216,29 @@ impl<'a> Current<'a> {
     }
 }
 
+/// Local PBX users found on the PBX by the connector and bound to nobody, by lower-case
+/// username and e-mail.
+fn adoptable<'a>(
+    pbx: &'a [PbxUser],
+    dir: &[DirectoryUser],
+    found_on_pbx: &HashSet<&str>,
+) -> HashMap<String, &'a PbxUser> {
+    let taken: HashSet<&str> = dir.iter().map(|d| d.pbx_user_id.as_str()).collect();
+    let mut out = HashMap::new();
+    let candidates = (pbx.iter()).filter(|p| {
+        p.source == PbxUserSource::Local
+            && found_on_pbx.contains(p.id.as_str())
+            && !taken.contains(p.id.as_str())
+    });
+    for p in candidates {
+        out.insert(p.username.to_lowercase(), p);
+        if let Some(email) = p.profile.email.as_deref().filter(|e| !e.is_empty()) {
+            out.entry(email.to_lowercase()).or_insert(p);
+        }
+    }
+    out
+}
+
 /// Turns changes into writes; users without a free number fail here.
 fn assign(changes: &[Change], current: &mut Current<'_>, run: &mut Tracker) -> Writes {
     let mut out = Writes::default();
@@ -220,6 +292,11 @@ fn describe(meta: &Meta, write: &DirectoryWrite) -> String {
         },
         DirectoryWrite::Disable { reason, .. } => format!("disable {} ({reason})", meta.name),
         DirectoryWrite::Delete { .. } => format!("delete {} (grace period over)", meta.name),
+        DirectoryWrite::Adopt { directory } => format!(
+            "bind {} to the existing PBX user with extension {}",
+            meta.name,
+            directory.extension.as_deref().unwrap_or("-")
+        ),
     }
 }
 
@@ -287,7 +364,12 @@ async fn apply_plan(
     let range = ExtensionRange::from_settings(starting, &opts.default_range)?;
     let pbx = store.pbx_users(tenant_id).await?;
     let dir = store.directory_users(tenant_id).await?;
-    let mut current = Current::new(tenant_id, range, &pbx, &dir);
+    let links = store.pbx_links(tenant_id, PbxLinkKind::User).await?;
+    let found_on_pbx: HashSet<&str> = (links.iter())
+        .filter(|l| !l.created)
+        .map(|l| l.local_id.as_str())
+        .collect();
+    let mut current = Current::new(tenant_id, range, &pbx, &dir, &found_on_pbx);
     let writes = assign(&plan.changes, &mut current, run);
     if run.is_dry() {
         for (m, w) in writes.meta.iter().zip(&writes.writes) {

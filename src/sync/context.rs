@@ -1,18 +1,22 @@
 //! Builds what a sync run needs for a tenant from its stored settings: the national cloud's
 //! endpoints (with the config's overrides), the tenant's signing credentials, an app-token
-//! client that promotes a new key pair once Microsoft accepts it, and the Graph client.
+//! client that promotes a new key pair once Microsoft accepts it, the Graph client, and
+//! (with `[pbx] kind = "portsip"`) the PBX REST client signed in as the tenant's PBX
+//! administrator.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pbx_push::PbxTarget;
 use super::{SyncContext, SyncError};
-use crate::config::Config;
+use crate::config::{Config, PbxKind};
 use crate::entra::CloudEndpoints;
 use crate::entra::assertion::AssertionAlg;
 use crate::entra::keys::TenantKeys;
 use crate::entra::token::AppTokenClient;
 use crate::graph::{GraphClient, GraphOptions};
 use crate::keyring::Keyring;
+use crate::pbx::PbxClient;
 use crate::store::Store;
 
 /// The sync context of `tenant_id`, or why the tenant cannot be synced yet. `keyring` holds
@@ -23,11 +27,11 @@ pub async fn for_tenant(
     keyring: &Keyring,
     tenant_id: &str,
 ) -> Result<SyncContext, SyncError> {
-    if store.tenant(tenant_id).await?.is_none() {
+    let Some(tenant) = store.tenant(tenant_id).await? else {
         return Err(SyncError::InvalidOptions(format!(
             "no tenant with id `{tenant_id}`"
         )));
-    }
+    };
     let settings = store.ms365_settings(tenant_id).await?;
     if !settings.is_configured() {
         return Err(SyncError::InvalidOptions(format!(
@@ -60,5 +64,32 @@ pub async fn for_tenant(
         store: store.clone(),
         graph,
         tenant_id: tenant_id.to_string(),
+        pbx: pbx_target(config, keyring, tenant_id, &tenant.domain)?,
     })
+}
+
+/// The tenant's PBX, when the connector is on. A tenant without PBX credentials cannot
+/// get here: the configuration is refused at start-up.
+pub fn pbx_target(
+    config: &Config,
+    keyring: &Keyring,
+    tenant_id: &str,
+    domain: &str,
+) -> Result<Option<PbxTarget>, SyncError> {
+    if config.pbx.kind != PbxKind::PortSip {
+        return Ok(None);
+    }
+    let login = (config.tenants.iter())
+        .find(|t| t.id == tenant_id)
+        .and_then(|t| t.pbx_login.as_ref().map(|l| l.login.clone()))
+        .ok_or_else(|| {
+            SyncError::InvalidOptions(format!(
+                "tenant `{tenant_id}` has no pbx_username / pbx_password_file for the PBX connector"
+            ))
+        })?;
+    let client = PbxClient::new(&config.pbx, login, domain.to_string())?;
+    Ok(Some(PbxTarget {
+        client,
+        keyring: keyring.clone(),
+    }))
 }

@@ -14,6 +14,8 @@
 //! - [`apply`]: numbers and names for new users, batched writes, [`approve_run`].
 //! - [`run`]: the run record (progress, counts, capped errors, Graph traffic) and [`RunReport`].
 //! - [`orchestrate`]: a whole run, phase after phase ([`run_phases`]), for the worker and the CLI.
+//! - [`pbx_read`], [`pbx_push`]: the PBX connector's phases (PortSIP REST API): what the PBX
+//!   holds before the users phase, and making the PBX match the record after the others.
 
 pub mod apply;
 mod contact_batch;
@@ -22,6 +24,8 @@ pub mod context;
 pub mod extensions;
 pub mod lease;
 pub mod orchestrate;
+pub mod pbx_push;
+pub mod pbx_read;
 pub mod photos;
 pub mod plan;
 pub mod run;
@@ -51,13 +55,16 @@ pub const DEFAULT_THRESHOLD: usize = 500;
 /// Writes per transaction.
 pub const DEFAULT_BATCH: usize = 500;
 
-/// What a run needs: the store, a Graph client for the tenant's directory, the tenant.
+/// What a run needs: the store, a Graph client for the tenant's directory, the tenant,
+/// and the PBX to write to when the PBX connector is on.
 #[derive(Clone, Debug)]
 pub struct SyncContext {
     pub store: Store,
     pub graph: GraphClient,
     /// The PBX tenant id (its settings name the Microsoft directory).
     pub tenant_id: String,
+    /// `[pbx] kind = "portsip"`: the PBX's REST API; `None` keeps the sync in the store.
+    pub pbx: Option<pbx_push::PbxTarget>,
 }
 
 /// Called after every page fetched and every batch written (a CLI progress bar).
@@ -151,4 +158,7 @@ pub enum SyncError {
     NotAwaitingApproval { id: String, status: String },
     #[error("the held plan of sync run {id} is unreadable: {reason}")]
     CorruptPlan { id: String, reason: String },
+    /// The PBX refused the gateway's sign-in or could not be reached.
+    #[error("PBX: {0}")]
+    Pbx(#[from] crate::pbx::PbxError),
 }

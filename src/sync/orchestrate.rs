@@ -1,15 +1,21 @@
 //! One sync run of a tenant, phase after phase, for the worker and the `sync` command
-//! alike: users (which opens the run record), then photos and contacts when the tenant has
-//! them on. The record stays `running` until the last phase is recorded; only then do its
+//! alike: with the PBX connector on, what the PBX holds ([`read_pbx`]) first; then users
+//! (which opens the run record), photos and contacts when the tenant has them on, and
+//! last the PBX itself ([`push_to_pbx`]). The record stays `running` until the last phase is recorded; only then do its
 //! status, `phase` and `finished_at` say how the whole run went. A later phase that fails
 //! fails the run, while what the earlier phases applied stands (each phase is crash-safe on
-//! its own). A dry run plans the users phase only: the later phases have nothing to preview
-//! without writing.
+//! its own). A PBX that refuses the sign-in or cannot be reached before the users phase
+//! fails the run before anything is written. A dry run plans the users phase and lists
+//! what the PBX phase would send for the record as it stands; photos and contacts have
+//! nothing to preview without writing.
 
 use std::collections::HashSet;
 
 use super::contacts::{ContactOptions, ContactReport, sync_contacts};
+use super::pbx_push::{PbxReport, push_to_pbx};
+use super::pbx_read::{PbxListing, ReadReport, read_pbx};
 use super::photos::{PhotoOptions, PhotoReport, sync_photos};
+use super::run::Tracker;
 use super::{RunReport, RunTrigger, SyncContext, SyncError, SyncOptions, sync_users};
 use crate::settings::Ms365Settings;
 use crate::store::{EntityCounts, ItemError, ItemOutcome, PhaseOutcome, RunStatus, now_epoch};
@@ -20,6 +26,8 @@ pub enum Phase {
     Users,
     Photos,
     Contacts,
+    /// The PBX connector: the PBX is made to match the record.
+    Pbx,
 }
 
 impl Phase {
@@ -29,17 +37,21 @@ impl Phase {
             Phase::Users => "users",
             Phase::Photos => "photos",
             Phase::Contacts => "contacts",
+            Phase::Pbx => "pbx",
         }
     }
 
-    /// The phases after users that the tenant's settings turn on.
-    fn later(settings: &Ms365Settings) -> Vec<Phase> {
+    /// The phases after users that the tenant's settings (and the connector) turn on.
+    fn later(settings: &Ms365Settings, pbx: bool) -> Vec<Phase> {
         let mut phases = Vec::new();
         if settings.users.sync_photo {
             phases.push(Phase::Photos);
         }
         if settings.personal_contacts.enabled || settings.shared_mailbox.enabled {
             phases.push(Phase::Contacts);
+        }
+        if pbx {
+            phases.push(Phase::Pbx);
         }
         phases
     }
@@ -60,43 +72,70 @@ pub struct RunSummary {
     pub contacts: Option<ContactReport>,
     /// Why contact sync failed (the phases before it stand).
     pub contact_error: Option<String>,
+    /// `None` without the PBX connector.
+    pub pbx: Option<PbxReport>,
+    /// Why the PBX phase failed (the phases before it stand).
+    pub pbx_error: Option<String>,
+}
+
+impl RunSummary {
+    fn new(ctx: &SyncContext, trigger: RunTrigger, users: RunReport) -> RunSummary {
+        RunSummary {
+            tenant_id: ctx.tenant_id.clone(),
+            trigger,
+            users,
+            photos: None,
+            photo_error: None,
+            contacts: None,
+            contact_error: None,
+            pbx: None,
+            pbx_error: None,
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.photo_error.is_some() || self.contact_error.is_some() || self.pbx_error.is_some()
+    }
 }
 
 /// Runs every phase the tenant has on; see the module documentation.
 pub async fn run_phases(ctx: &SyncContext, opts: SyncOptions) -> Result<RunSummary, SyncError> {
     let settings = ctx.store.ms365_settings(&ctx.tenant_id).await?;
-    let later = if opts.dry_run {
-        Vec::new()
-    } else {
-        Phase::later(&settings)
-    };
+    if opts.dry_run {
+        return dry_run(ctx, opts, &settings).await;
+    }
+    let later = Phase::later(&settings, ctx.pbx.is_some());
     let trigger = opts.trigger;
     let opts = SyncOptions {
         keep_open: !later.is_empty(),
         ..opts
     };
-    let mut users = sync_users(ctx, &opts).await?;
-    if opts.dry_run && !Phase::later(&settings).is_empty() {
-        users
-            .preview
-            .push("(photos and contacts are not previewed)".into());
-    }
-    let mut summary = RunSummary {
-        tenant_id: ctx.tenant_id.clone(),
-        trigger,
-        users,
-        photos: None,
-        photo_error: None,
-        contacts: None,
-        contact_error: None,
+    let pbx_read = match &ctx.pbx {
+        Some(target) => {
+            let full = ctx
+                .store
+                .sync_cursor(&ctx.tenant_id, super::USERS_KIND)
+                .await?;
+            match read_pbx(ctx, target, full.is_none()).await {
+                Ok(read) => Some(read),
+                Err(e) => {
+                    note_pbx(ctx, Err(&e)).await;
+                    return failed_before_users(ctx, &opts, e).await;
+                }
+            }
+        }
+        None => None,
     };
+    let users = sync_users(ctx, &opts).await?;
+    let mut summary = RunSummary::new(ctx, trigger, users);
     if summary.users.status != RunStatus::Succeeded || later.is_empty() {
         return Ok(summary);
     }
+    let mut pbx_read = pbx_read;
     for phase in later {
-        run_phase(ctx, phase, &mut summary).await;
+        run_phase(ctx, phase, &mut summary, &mut pbx_read).await;
     }
-    let status = if summary.photo_error.is_some() || summary.contact_error.is_some() {
+    let status = if summary.failed() {
         RunStatus::Failed
     } else {
         RunStatus::Succeeded
@@ -109,8 +148,60 @@ pub async fn run_phases(ctx: &SyncContext, opts: SyncOptions) -> Result<RunSumma
     Ok(summary)
 }
 
+/// A dry run: the users plan, and what the PBX phase would send for the record as it is.
+async fn dry_run(
+    ctx: &SyncContext,
+    opts: SyncOptions,
+    settings: &Ms365Settings,
+) -> Result<RunSummary, SyncError> {
+    let trigger = opts.trigger;
+    let mut users = sync_users(ctx, &opts).await?;
+    if settings.users.sync_photo
+        || settings.personal_contacts.enabled
+        || settings.shared_mailbox.enabled
+    {
+        let line = "(photos and contacts are not previewed)".to_string();
+        users.preview.push(line);
+    }
+    let mut summary = RunSummary::new(ctx, trigger, users);
+    if let Some(target) = &ctx.pbx {
+        let pbx = push_to_pbx(ctx, target, None, true).await?;
+        let lines = pbx.preview.iter().map(|l| format!("PBX: {l}"));
+        summary.users.preview.extend(lines);
+        summary.users.preview.push(
+            "PBX: and for each user created above: POST /users, then its ms365_binding".into(),
+        );
+        summary.pbx = Some(pbx);
+    }
+    Ok(summary)
+}
+
+/// The PBX could not be read before the users phase: a failed run, nothing written.
+async fn failed_before_users(
+    ctx: &SyncContext,
+    opts: &SyncOptions,
+    e: SyncError,
+) -> Result<RunSummary, SyncError> {
+    tracing::warn!(tenant = %ctx.tenant_id, error = %e, "sync stopped before the users phase");
+    let opts = SyncOptions {
+        keep_open: false,
+        ..opts.clone()
+    };
+    let run = Tracker::start(&ctx.store, &ctx.tenant_id, &opts, &ctx.graph).await?;
+    let message = format!("nothing was changed: {e}");
+    let report = run.finish(RunStatus::Failed, Some(message), None).await?;
+    let mut summary = RunSummary::new(ctx, opts.trigger, report);
+    summary.pbx_error = Some(e.to_string());
+    Ok(summary)
+}
+
 /// One later phase: live progress, the phase itself, its record, the summary.
-async fn run_phase(ctx: &SyncContext, phase: Phase, summary: &mut RunSummary) {
+async fn run_phase(
+    ctx: &SyncContext,
+    phase: Phase,
+    summary: &mut RunSummary,
+    pbx_read: &mut Option<(Option<PbxListing>, ReadReport)>,
+) {
     let run_id = summary.users.run_id.clone();
     if let Err(e) = (ctx.store)
         .update_sync_progress(&run_id, phase.as_str(), 0, 0)
@@ -142,6 +233,21 @@ async fn run_phase(ctx: &SyncContext, phase: Phase, summary: &mut RunSummary) {
             match result {
                 Ok(r) => summary.contacts = Some(r),
                 Err(e) => summary.contact_error = Some(e.to_string()),
+            }
+            outcome
+        }
+        Phase::Pbx => {
+            let Some(target) = &ctx.pbx else { return };
+            let (listing, read) = pbx_read.take().unwrap_or_default();
+            let result = push_to_pbx(ctx, target, listing.as_ref(), false).await;
+            note_pbx(ctx, result.as_ref().map(|_| ())).await;
+            let outcome = pbx_outcome(&result, read);
+            if let Ok(r) = &result {
+                record_pbx_extras(ctx, &run_id, r, summary).await;
+            }
+            match result {
+                Ok(r) => summary.pbx = Some(r),
+                Err(e) => summary.pbx_error = Some(e.to_string()),
             }
             outcome
         }
@@ -232,4 +338,51 @@ fn contact_outcome(result: &Result<ContactReport, SyncError>) -> PhaseOutcome {
             .collect();
         o.graph_requests = r.graph_requests;
     })
+}
+
+/// Keeps how the last conversation with the PBX went, for the status and the admin page.
+async fn note_pbx(ctx: &SyncContext, result: Result<(), &SyncError>) {
+    let (ok, message) = match result {
+        Ok(()) => (
+            true,
+            "the last sync reached the PBX and signed in".to_string(),
+        ),
+        Err(e) => (false, e.to_string()),
+    };
+    if let Err(e) = ctx.store.set_pbx_status(&ctx.tenant_id, ok, &message).await {
+        tracing::warn!(tenant = %ctx.tenant_id, error = %e, "cannot record the PBX status");
+    }
+}
+
+/// The PBX's company contacts (under `pbx_contacts`) and the PBX traffic of the phase.
+async fn record_pbx_extras(
+    ctx: &SyncContext,
+    run_id: &str,
+    r: &PbxReport,
+    summary: &mut RunSummary,
+) {
+    let contacts = PhaseOutcome {
+        kind: "pbx_contacts",
+        counts: r.contacts,
+        errors: Vec::new(),
+        graph_requests: 0,
+        failure: None,
+    };
+    add_to_report(&mut summary.users, &contacts);
+    let recorded = match ctx.store.record_sync_phase(run_id, &contacts).await {
+        Ok(()) => ctx.store.add_pbx_requests(run_id, r.requests).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        tracing::warn!(run = %run_id, error = %e, "cannot record the PBX phase");
+    }
+}
+
+fn pbx_outcome(result: &Result<PbxReport, SyncError>, read: ReadReport) -> PhaseOutcome {
+    let mut outcome = phase_outcome(Phase::Pbx.as_str(), result, |r, o| {
+        o.counts = r.users;
+        o.errors = r.errors.clone();
+    });
+    outcome.errors.splice(0..0, read.errors);
+    outcome
 }

@@ -16,6 +16,8 @@ use crate::store::{DirectoryUser, EntityCounts, ItemError, ItemOutcome, PbxProfi
 
 /// Skip reason of a user an administrator bound to an existing PBX user.
 pub const BOUND: &str = "bound by an administrator to an existing PBX user";
+/// `ms365_users.source` of a user the sync bound to a PBX user it found on the PBX.
+pub const ADOPTED: &str = "adopted";
 
 /// Full listing (compared with the store) or changes since the stored deltaLink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,8 @@ pub enum Effect {
     Update,
     Disable,
     Delete,
+    /// An existing PBX user is bound to the Microsoft user instead of creating one.
+    Adopt,
     /// Bookkeeping only (the reason of an already disabled user); not counted.
     Quiet,
 }
@@ -143,6 +147,7 @@ pub fn count(counts: &mut EntityCounts, effect: Effect) {
         Effect::Update => counts.updated += 1,
         Effect::Disable => counts.disabled += 1,
         Effect::Delete => counts.deleted += 1,
+        Effect::Adopt => counts.adopted += 1,
         Effect::Quiet => {}
     }
 }
@@ -171,6 +176,8 @@ pub struct Known {
     users: HashMap<String, KnownUser>,
     /// Oids an administrator bound to an existing PBX user: never synced over.
     bound: HashSet<String>,
+    /// Oids the sync bound to an existing PBX user it found (adopted): left alone quietly.
+    adopted: HashSet<String>,
 }
 
 impl Known {
@@ -186,6 +193,9 @@ impl Known {
                 };
                 known.users.insert(oid, user);
             } else {
+                if d.source == ADOPTED {
+                    known.adopted.insert(oid.clone());
+                }
                 known.bound.insert(oid);
             }
         }
@@ -357,6 +367,7 @@ impl<'a> Planner<'a> {
         };
         match verdict {
             Verdict::OutOfScope => self.retire(oid, DisableReason::OutOfScope),
+            _ if self.known.adopted.contains(oid) => None,
             _ if self.known.bound.contains(oid) => skip(BOUND),
             Verdict::Sync => self.upsert(oid, u),
         }

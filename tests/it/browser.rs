@@ -115,6 +115,7 @@ impl World {
     async fn seed_manual_tenant(&self) -> Store {
         let store = self.store().await;
         let seed = TenantSeed {
+            pbx_login: None,
             id: "acme".into(),
             domain: "acme.test".into(),
             name: "Acme".into(),

@@ -258,3 +258,62 @@ fn log_lines_to_a_file_carry_no_escape_sequences() {
     assert!(line.contains("INFO"), "a log line: {line:?}");
     assert!(!line.contains('\u{1b}'), "escape sequences in {line:?}");
 }
+
+/// `[pbx] kind = "portsip"` needs every tenant's PBX sign-in; its parts are checked and
+/// named by key.
+#[test]
+fn the_pbx_connector_settings_are_checked_and_named() {
+    let setup = Setup::new();
+    let tenant = "\n[[tenant]]\nid = \"acme\"\ndomain = \"acme.test\"\n";
+    let portsip = "\n[pbx]\nkind = \"portsip\"\n";
+    let toml = format!("{}{portsip}{tenant}", good(&setup));
+    assert_rejected(&setup, &toml, &[], &["tenant[0].pbx_username", "portsip"]);
+    let toml = format!("{}\n[pbx]\nkind = \"pbx9000\"\n", good(&setup));
+    assert_rejected(&setup, &toml, &[], &["pbx.kind"]);
+    let toml = format!("{}\n[pbx]\napi_url = \"ftp://pbx\"\n", good(&setup));
+    assert_rejected(&setup, &toml, &[], &["pbx.api_url"]);
+    let missing = format!(
+        "{}{portsip}{tenant}pbx_username = \"admin\"\npbx_password_file = \"{}\"\n",
+        good(&setup),
+        setup.path("nowhere.pbx-password").display()
+    );
+    assert_rejected(
+        &setup,
+        &missing,
+        &[],
+        &["tenant[0].pbx_password_file", "nowhere"],
+    );
+    let alone = format!("{}{tenant}pbx_username = \"admin\"\n", good(&setup));
+    assert_rejected(&setup, &alone, &[], &["tenant[0].pbx_password_file"]);
+}
+
+/// `check-config` says where the PBX password comes from, never what it is.
+#[test]
+fn check_config_shows_the_pbx_sign_in_without_the_password() {
+    let setup = Setup::new();
+    let secret = setup.path("acme.pbx-password");
+    std::fs::write(&secret, "S3cret-PBX-Passw0rd\n").unwrap();
+    let toml = format!(
+        "{}\n[pbx]\nkind = \"portsip\"\n\n[[tenant]]\nid = \"acme\"\ndomain = \"acme.test\"\n\
+         pbx_username = \"admin\"\npbx_password_file = \"{}\"\n",
+        good(&setup),
+        secret.display()
+    );
+    let path = setup.path("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = run_bin(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("pbx: portsip REST API at http://127.0.0.1:9/api"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PBX sign-in: admin (password: set, from"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("S3cret") && !stderr.contains("S3cret"));
+}

@@ -78,6 +78,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::common::db::open_store(dir.path(), 2).await;
         let seed = ms365_gateway::config::TenantSeed {
+            pbx_login: None,
             id: "acme".into(),
             domain: "acme.pbx.test".into(),
             name: "Acme".into(),

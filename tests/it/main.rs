@@ -15,6 +15,7 @@ mod graph;
 mod keys;
 mod lifecycle;
 mod oidc;
+mod pbx;
 mod photos;
 mod proxy;
 mod sessions;

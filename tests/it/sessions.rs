@@ -83,6 +83,7 @@ impl Fixture {
         let store = crate::common::db::open_store(dir.path(), 2).await;
         let tenant = store
             .upsert_tenant(&TenantSeed {
+                pbx_login: None,
                 id: "t1".into(),
                 domain: "contoso.pbx.test".into(),
                 name: "Contoso".into(),
@@ -611,6 +612,7 @@ async fn the_gateway_purges_long_ended_sessions() {
     let setup = crate::common::Setup::new();
     let store = crate::common::db::open_store(&setup.path("data"), 2).await;
     let seed = TenantSeed {
+        pbx_login: None,
         id: "acme".into(),
         domain: "acme.test".into(),
         name: "Acme".into(),

@@ -31,32 +31,34 @@ use crate::entra::{DIRECTORY, tenant_spec};
 
 /// An emulator tenant, a store with tenant `acme` whose settings point at it, and a Graph
 /// client with a working app credential.
-struct World {
-    emulator: RunningEmulator,
-    store: Store,
-    graph: GraphClient,
-    _dir: tempfile::TempDir,
+pub(crate) struct World {
+    pub(crate) emulator: RunningEmulator,
+    pub(crate) store: Store,
+    pub(crate) graph: GraphClient,
+    pub(crate) keyring: ms365_gateway::keyring::Keyring,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
-const TENANT: &str = "acme";
+pub(crate) const TENANT: &str = "acme";
 
 impl World {
-    async fn new(spec: TenantSpec) -> World {
+    pub(crate) async fn new(spec: TenantSpec) -> World {
         World::with_graph(spec, GraphOptions::default()).await
     }
 
-    async fn with_graph(spec: TenantSpec, options: GraphOptions) -> World {
+    pub(crate) async fn with_graph(spec: TenantSpec, options: GraphOptions) -> World {
         let (emulator, client_id, endpoints) = start_emulator(spec).await;
         let dir = tempfile::tempdir().unwrap();
         let store = crate::common::db::open_store(dir.path(), 4).await;
         let seed = ms365_gateway::config::TenantSeed {
+            pbx_login: None,
             id: TENANT.into(),
             domain: "acme.pbx.test".into(),
             name: "Acme".into(),
         };
         let tenant = store.upsert_tenant(&seed).await.unwrap();
         let keyring = crate::common::keys::open_keyring(dir.path(), &store).await;
-        let keys = TenantKeys::new(store.clone(), keyring);
+        let keys = TenantKeys::new(store.clone(), keyring.clone());
         let info = keys.generate(&tenant, KeyBits::Rsa2048, 365).await.unwrap();
         (emulator.emulator)
             .upload_certificate(DIRECTORY, &client_id, &info.certificate_pem)
@@ -90,23 +92,25 @@ impl World {
             emulator,
             store,
             graph,
+            keyring,
             _dir: dir,
         }
     }
 
-    fn em(&self) -> &Emulator {
+    pub(crate) fn em(&self) -> &Emulator {
         &self.emulator.emulator
     }
 
-    fn ctx(&self) -> SyncContext {
+    pub(crate) fn ctx(&self) -> SyncContext {
         SyncContext {
+            pbx: None,
             store: self.store.clone(),
             graph: self.graph.clone(),
             tenant_id: TENANT.into(),
         }
     }
 
-    async fn users_settings(&self, change: impl FnOnce(&mut UserSync)) {
+    pub(crate) async fn users_settings(&self, change: impl FnOnce(&mut UserSync)) {
         let mut settings = self.store.ms365_settings(TENANT).await.unwrap();
         change(&mut settings.users);
         self.store
@@ -204,7 +208,11 @@ async fn start_emulator(spec: TenantSpec) -> (RunningEmulator, String, CloudEndp
     let app = AppRegistration {
         display_name: "PBX sync".into(),
         redirect_uris: Vec::new(),
-        permissions: vec!["User.Read.All".into(), "GroupMember.Read.All".into()],
+        permissions: vec![
+            "User.Read.All".into(),
+            "GroupMember.Read.All".into(),
+            "Contacts.Read".into(),
+        ],
         client_id: None,
     };
     let client_id = emulator.emulator.register_app(DIRECTORY, app);
@@ -229,17 +237,17 @@ struct Synced {
     reason: Option<String>,
 }
 
-fn named(u: &EmuUser) -> bool {
+pub(crate) fn named(u: &EmuUser) -> bool {
     u.given_name.is_some() || u.surname.is_some()
 }
 
-fn member(u: &EmuUser) -> bool {
+pub(crate) fn member(u: &EmuUser) -> bool {
     u.user_type == "Member"
 }
 
 /// Oids of the emulator's users that a default scope (ALL, no guests) syncs: every member,
 /// rooms and shared mailboxes with only a display name included.
-fn default_scope(em: &Emulator) -> BTreeSet<String> {
+pub(crate) fn default_scope(em: &Emulator) -> BTreeSet<String> {
     (em.users(DIRECTORY).iter())
         .filter(|u| member(u))
         .map(|u| u.id.clone())
@@ -251,7 +259,7 @@ fn users(report: &RunReport) -> ms365_gateway::sync::EntityCounts {
 }
 
 /// Enabled, named members, in directory order.
-fn regular(em: &Emulator) -> Vec<EmuUser> {
+pub(crate) fn regular(em: &Emulator) -> Vec<EmuUser> {
     (em.users(DIRECTORY).into_iter())
         .filter(|u| member(u) && named(u) && u.account_enabled)
         .collect()
