@@ -78,6 +78,19 @@ enum Command {
         #[arg(long, default_value = "demo")]
         seed: String,
     },
+    /// Run the PortSIP v22 REST API stand-in (for tests, benchmarks and trials).
+    PbxEmulator {
+        /// Address to serve on (plain HTTP; keep it on loopback); port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:8887")]
+        bind: std::net::SocketAddr,
+        /// A tenant as DOMAIN:ADMIN_USERNAME:ADMIN_PASSWORD; repeat for more. The default is
+        /// the example configuration's tenant.
+        #[arg(
+            long = "tenant",
+            default_value = "demo.example.com:tenantadmin:change-me"
+        )]
+        tenants: Vec<String>,
+    },
     /// Sync one tenant now (users, then photos and contacts when on) and print the report.
     Sync {
         #[arg(long, short, env = "MS365GW_CONFIG")]
@@ -128,6 +141,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
         Command::Emulator { bind, seed } => run_emulator(bind, &seed),
+        Command::PbxEmulator { bind, tenants } => run_pbx_emulator(bind, &tenants),
         Command::Demo {
             data_dir,
             pbx_port,
@@ -225,6 +239,53 @@ fn run_emulator(bind: std::net::SocketAddr, seed: &str) -> ExitCode {
         });
         tracing::info!(addr = %bind, "emulator serving (Entra ID at /{{tenant}}/oauth2/v2.0, Graph at /v1.0)");
         match Emulator::new(config).serve(listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn run_pbx_emulator(bind: std::net::SocketAddr, tenants: &[String]) -> ExitCode {
+    use ms365_gateway::portsip_emulator::{PbxEmulator, PbxEmulatorConfig, parse_tenant};
+    let tenants: Vec<_> = match tenants.iter().map(|t| parse_tenant(t)).collect() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --tenant: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // What to sign in with, printed after the API base (passwords are the caller's own).
+    let who: Vec<String> = (tenants.iter())
+        .map(|t| format!("tenant {}: administrator {}", t.domain, t.admin_username))
+        .collect();
+    let config = PbxEmulatorConfig { seed: 1, tenants };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {bind}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+        });
+        if let Ok(addr) = listener.local_addr() {
+            // The first line on standard output is the API base, for scripts and benches.
+            println!("http://{addr}/api");
+            // The rest goes to standard error: a reader of the first line may close the pipe.
+            eprintln!("control API: http://{addr}/_pbx/");
+            who.iter().for_each(|line| eprintln!("{line}"));
+            tracing::info!(%addr, "PortSIP stand-in serving (REST API at /api, control at /_pbx)");
+        }
+        match PbxEmulator::new(config).serve(listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -529,6 +529,7 @@
     const sync = s.sync || {};
     $('overview-next-run').textContent =
       sync.mode === 'MANUAL' ? 'Manual only' : formatTime(sync.next_run) || '–';
+    renderPbx(s.pbx || {});
 
     const cert = s.certificate;
     $('cert-thumbprint').textContent = cert ? cert.thumbprint || '–' : '–';
@@ -553,6 +554,22 @@
     warning.hidden = warnings.length === 0;
 
     renderProgress(sync);
+  }
+
+  /** The PBX connection: where the sync writes, and how the last conversation went. */
+  function renderPbx(pbx) {
+    const out = $('overview-pbx');
+    if (pbx.kind !== 'portsip') {
+      out.textContent = 'Embedded (nothing is pushed)';
+      out.title = '';
+      return;
+    }
+    const state = pbx.state === 'signed_in' ? 'Connected'
+      : pbx.state === 'error' ? 'Error: ' + (pbx.message || 'unknown')
+      : 'Not contacted yet';
+    out.textContent = 'PortSIP ' + (pbx.api_url || '') + ' · ' + state;
+    out.title = pbx.checked_at ? 'Checked ' + formatTime(pbx.checked_at) : '';
+    out.className = pbx.state === 'error' ? 'soon' : '';
   }
 
   function renderProgress(sync) {

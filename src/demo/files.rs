@@ -1,5 +1,6 @@
 //! The demo's data folder: the folder itself, the system administrator token
-//! (`admin.token`, kept across runs) and `gateway.toml` (rewritten at every start, because
+//! (`admin.token`) and the demo PBX administrator's password (`pbx-admin.password`), both
+//! kept across runs, and `gateway.toml` (rewritten at every start, because
 //! the emulator and the demo PBX get new ports each run), plus choosing concrete ports for
 //! listeners asked for on port 0 (their `public_url` must name the real port).
 
@@ -14,6 +15,8 @@ use super::{DemoError, SIP_DOMAIN, TENANT_ID};
 pub const CONFIG_FILE: &str = "gateway.toml";
 /// Name of the system administrator token file in the data folder.
 pub const TOKEN_FILE: &str = "admin.token";
+/// Name of the demo PBX administrator's password file in the data folder.
+pub const PBX_PASSWORD_FILE: &str = "pbx-admin.password";
 
 /// Where the gateway listens.
 #[derive(Debug, Clone, Copy)]
@@ -33,14 +36,25 @@ pub fn prepare_data_dir(dir: &Path) -> Result<PathBuf, DemoError> {
 /// The token in `data_dir/admin.token`, generated (32 random bytes, base64url) when the file
 /// is missing or does not hold a usable token.
 pub fn ensure_admin_token(data_dir: &Path) -> Result<String, DemoError> {
-    let path = data_dir.join(TOKEN_FILE);
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    ensure_secret(&data_dir.join(TOKEN_FILE))
+}
+
+/// The demo PBX administrator's password in `data_dir/pbx-admin.password`, made like the
+/// admin token; the demo's `gateway.toml` names the file as the tenant's `pbx_password_file`.
+pub fn ensure_pbx_password(data_dir: &Path) -> Result<String, DemoError> {
+    ensure_secret(&data_dir.join(PBX_PASSWORD_FILE))
+}
+
+/// A secret kept in an owner-only file, (re)generated when the file is missing or does not
+/// hold a usable one.
+fn ensure_secret(path: &Path) -> Result<String, DemoError> {
+    if let Ok(text) = std::fs::read_to_string(path) {
         let token = text.trim();
         if token.len() >= crate::admin::MIN_SYSTEM_TOKEN_LEN && !token.contains(char::is_whitespace)
         {
             return Ok(token.to_string());
         }
-        tracing::warn!(file = %path.display(), "unusable admin token; writing a new one");
+        tracing::warn!(file = %path.display(), "unusable secret; writing a new one");
     }
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| DemoError::Io {
@@ -48,7 +62,7 @@ pub fn ensure_admin_token(data_dir: &Path) -> Result<String, DemoError> {
         source: std::io::Error::other("no random bytes"),
     })?;
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    crate::fsutil::write_private(&path, format!("{token}\n").as_bytes())
+    crate::fsutil::write_private(path, format!("{token}\n").as_bytes())
         .map_err(DemoError::io(format!("writing {}", path.display())))?;
     Ok(token)
 }
@@ -128,6 +142,10 @@ token_file = {token_file}
 [server]
 shutdown_grace = "5s"
 
+# The sync writes to the demo PBX's REST API (the PortSIP stand-in at [upstream] url + /api).
+[pbx]
+kind = "portsip"
+
 # The emulator plays both Microsoft hosts.
 [clouds.GLOBAL]
 login = {emulator}
@@ -137,6 +155,8 @@ graph = {emulator}
 id = {tenant}
 domain = {domain}
 name = "Contoso (demo)"
+pbx_username = {pbx_admin}
+pbx_password_file = {pbx_password}
 "#,
         config = data_dir.join(CONFIG_FILE).display(),
         data_dir = path(data_dir.to_path_buf()),
@@ -150,6 +170,8 @@ name = "Contoso (demo)"
         emulator = q(emulator_url),
         tenant = q(TENANT_ID),
         domain = q(SIP_DOMAIN),
+        pbx_admin = q(super::upstream::PBX_ADMIN),
+        pbx_password = path(data_dir.join(PBX_PASSWORD_FILE)),
     )
 }
 
@@ -166,6 +188,8 @@ mod tests {
             admin: "127.0.0.1:0".parse().unwrap(),
         };
         let data = dir.path().join("with \"quote\"");
+        std::fs::create_dir_all(&data).unwrap();
+        ensure_pbx_password(&data).unwrap();
         let text = config_text(&data, &ports, "http://127.0.0.1:1", "http://127.0.0.1:2");
         let config = crate::Config::from_toml(&data.join(CONFIG_FILE), &text, Vec::new()).unwrap();
         assert_eq!(config.data_dir, data);
@@ -174,6 +198,8 @@ mod tests {
             "https://127.0.0.1:8883/ms365/redirect"
         );
         assert_eq!(config.tenants[0].domain, SIP_DOMAIN);
+        assert_eq!(config.pbx.kind, crate::config::PbxKind::PortSip);
+        assert!(config.tenants[0].pbx_login.is_some());
     }
 
     #[test]

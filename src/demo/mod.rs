@@ -159,11 +159,11 @@ pub(crate) struct Services {
 }
 
 impl Services {
-    async fn start() -> Result<Services, DemoError> {
+    async fn start(pbx_password: &str) -> Result<Services, DemoError> {
         let emulator = Emulator::start(emulator::demo_config())
             .await
             .map_err(DemoError::io("starting the emulator"))?;
-        let upstream = upstream::DemoUpstream::start(SIP_DOMAIN)
+        let upstream = upstream::DemoUpstream::start(SIP_DOMAIN, pbx_password)
             .await
             .map_err(DemoError::io("starting the demo PBX"))?;
         Ok(Services { emulator, upstream })
@@ -185,7 +185,8 @@ pub async fn start(
 ) -> Result<Option<DemoRunning>, DemoError> {
     let data_dir = files::prepare_data_dir(&opts.data_dir)?;
     let admin_token = files::ensure_admin_token(&data_dir)?;
-    let services = Services::start().await?;
+    let pbx_password = files::ensure_pbx_password(&data_dir)?;
+    let services = Services::start(&pbx_password).await?;
     let (config, gateway) = match bind_gateway(&opts, &data_dir, &services).await {
         Ok(v) => v,
         Err(e) => {

@@ -1,10 +1,12 @@
 //! The demo PBX: a small plain-HTTP server on a free loopback port standing in for the PBX
-//! web portal (`/portal/`) and the WebRTC client (`/webrtc/`). Each page shows what the
+//! web portal (`/portal/`), the WebRTC client (`/webrtc/`) and the PBX's REST API (`/api`,
+//! the PortSIP stand-in the PBX connector writes to). Each page shows what the
 //! gateway told the PBX about the signed-in user (the `X-PBX-*` headers), the user's photo
 //! (`/ms365/photos/{user}`), name and contacts (fetched by the page from
-//! `/ms365/directory/{me,contacts}`, same origin through the gateway). `/api/info` answers
-//! PortSIP-style JSON so the gateway's Microsoft fields are merged in; everything else is a
-//! page saying "demo PBX upstream". All header values are HTML-escaped, and the script only
+//! `/ms365/directory/{me,contacts}`, same origin through the gateway), and the PBX's own
+//! users as the connector made them. `/api/info` answers PortSIP-style JSON so the
+//! gateway's Microsoft fields are merged in; everything else is a page saying "demo PBX
+//! upstream". All header values are HTML-escaped, and the script only
 //! ever writes `textContent`.
 
 use std::sync::Arc;
@@ -19,28 +21,55 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::problem::escape_html;
+use crate::portsip_emulator::{PbxEmulator, PbxEmulatorConfig, PbxTenantSpec};
 use crate::sso::identity::{X_PBX_DOMAIN, X_PBX_EXTENSION, X_PBX_ROLE, X_PBX_TENANT, X_PBX_USER};
+
+/// The tenant administrator the demo's PBX connector signs in as.
+pub const PBX_ADMIN: &str = "contoso-admin";
+
+/// What the demo PBX's pages read.
+#[derive(Clone)]
+struct Demo {
+    domain: Arc<str>,
+    pbx: PbxEmulator,
+}
 
 /// The running demo PBX.
 pub struct DemoUpstream {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The PBX's REST API (its users are what the connector wrote).
+    pub pbx: PbxEmulator,
     stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 impl DemoUpstream {
     /// Binds `127.0.0.1:0` and serves in a background task; `domain` is the SIP domain the
-    /// sign-in links name.
-    pub async fn start(domain: &str) -> std::io::Result<DemoUpstream> {
+    /// sign-in links name, `admin_password` the PBX administrator's password.
+    pub async fn start(domain: &str, admin_password: &str) -> std::io::Result<DemoUpstream> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let stop = CancellationToken::new();
-        let app = router(domain);
+        let pbx = PbxEmulator::new(PbxEmulatorConfig {
+            seed: 1,
+            tenants: vec![PbxTenantSpec {
+                domain: domain.to_string(),
+                admin_username: PBX_ADMIN.into(),
+                admin_password: admin_password.into(),
+                local_users: Vec::new(),
+            }],
+        });
+        let app = router(domain, pbx.clone());
         let serve =
             axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         let task = tokio::spawn(async move { serve.await });
-        Ok(DemoUpstream { url, stop, task })
+        Ok(DemoUpstream {
+            url,
+            pbx,
+            stop,
+            task,
+        })
     }
 
     /// Stops accepting, lets open requests finish and waits for the server.
@@ -50,32 +79,71 @@ impl DemoUpstream {
     }
 }
 
-/// The demo PBX's routes.
-pub fn router(domain: &str) -> Router {
+/// The demo PBX's routes: its pages and the PortSIP REST API of `pbx`.
+pub fn router(domain: &str, pbx: PbxEmulator) -> Router {
+    let demo = Demo {
+        domain: Arc::from(domain),
+        pbx: pbx.clone(),
+    };
     Router::new()
         .route("/portal/", get(portal))
         .route("/webrtc/", get(webrtc))
         .route("/api/info", get(info))
         .fallback(catch_all)
-        .with_state(Arc::<str>::from(domain))
+        .with_state(demo)
+        .merge(pbx.api_router())
 }
 
-async fn portal(State(domain): State<Arc<str>>, headers: HeaderMap) -> Html<String> {
-    Html(client_page(
-        "Demo PBX web portal",
-        "portal",
-        &domain,
-        &headers,
-    ))
+async fn portal(State(demo): State<Demo>, headers: HeaderMap) -> Html<String> {
+    let page = client_page("Demo PBX web portal", "portal", &demo.domain, &headers);
+    Html(page.replace("</body>", &format!("{}</body>", pbx_users(&demo))))
 }
 
-async fn webrtc(State(domain): State<Arc<str>>, headers: HeaderMap) -> Html<String> {
+async fn webrtc(State(demo): State<Demo>, headers: HeaderMap) -> Html<String> {
     Html(client_page(
         "Demo WebRTC client",
         "webrtc",
-        &domain,
+        &demo.domain,
         &headers,
     ))
+}
+
+/// The PBX's own users list: the extensions the PBX connector created and bound.
+fn pbx_users(demo: &Demo) -> String {
+    let mut users = demo.pbx.users(&demo.domain);
+    let text = |u: &serde_json::Value, k: &str| escape_html(u[k].as_str().unwrap_or(""));
+    users.sort_by(|a, b| {
+        a["extension_number"]
+            .as_str()
+            .cmp(&b["extension_number"].as_str())
+    });
+    let rows: String = users
+        .iter()
+        .map(|u| {
+            let enabled = if u["enabled"] == false {
+                "disabled"
+            } else {
+                "enabled"
+            };
+            let bound = if text(u, "ms365_binding").is_empty() {
+                ""
+            } else {
+                "Microsoft 365"
+            };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{enabled}</td><td>{bound}</td></tr>",
+                text(u, "extension_number"),
+                text(u, "name"),
+                text(u, "display_name")
+            )
+        })
+        .collect();
+    format!(
+        "<h2>The PBX's users</h2><p class=\"note\">What the PBX connector wrote through the \
+         PBX's REST API ({n}).</p><table id=\"pbx-users\"><tr><th>Extension</th><th>Username</th>\
+         <th>Name</th><th>State</th><th>Bound to</th></tr>{rows}</table>",
+        n = users.len()
+    )
 }
 
 async fn info() -> Response {

@@ -116,7 +116,7 @@ pub async fn run_phases(ctx: &SyncContext, opts: SyncOptions) -> Result<RunSumma
                 .store
                 .sync_cursor(&ctx.tenant_id, super::USERS_KIND)
                 .await?;
-            match read_pbx(ctx, target, full.is_none()).await {
+            match read_pbx(&ctx.into(), target, full.is_none()).await {
                 Ok(read) => Some(read),
                 Err(e) => {
                     note_pbx(ctx, Err(&e)).await;
@@ -165,15 +165,43 @@ async fn dry_run(
     }
     let mut summary = RunSummary::new(ctx, trigger, users);
     if let Some(target) = &ctx.pbx {
-        let pbx = push_to_pbx(ctx, target, None, true).await?;
+        let pbx = push_to_pbx(&ctx.into(), target, None, true).await?;
         let lines = pbx.preview.iter().map(|l| format!("PBX: {l}"));
         summary.users.preview.extend(lines);
-        summary.users.preview.push(
-            "PBX: and for each user created above: POST /users, then its ms365_binding".into(),
-        );
+        let planned = summary
+            .users
+            .counts
+            .get("users")
+            .copied()
+            .unwrap_or_default();
+        summary.users.preview.extend(planned_pbx_requests(&planned));
         summary.pbx = Some(pbx);
     }
     Ok(summary)
+}
+
+/// What the users plan of a dry run means for the PBX, in requests.
+fn planned_pbx_requests(planned: &EntityCounts) -> Vec<String> {
+    let mut lines = Vec::new();
+    if planned.created > 0 {
+        lines.push(format!(
+            "PBX: POST /users and its ms365_binding for each of the {} users created above",
+            planned.created
+        ));
+    }
+    let changed = planned.updated + planned.disabled;
+    if changed > 0 {
+        lines.push(format!(
+            "PBX: POST /users/{{id}} (sync-owned fields only) for each of the {changed} users updated or disabled above"
+        ));
+    }
+    if planned.deleted > 0 {
+        lines.push(format!(
+            "PBX: POST /users/{{id}}/destroy for each of the {} users deleted above (only users the gateway created)",
+            planned.deleted
+        ));
+    }
+    lines
 }
 
 /// The PBX could not be read before the users phase: a failed run, nothing written.
@@ -239,7 +267,7 @@ async fn run_phase(
         Phase::Pbx => {
             let Some(target) = &ctx.pbx else { return };
             let (listing, read) = pbx_read.take().unwrap_or_default();
-            let result = push_to_pbx(ctx, target, listing.as_ref(), false).await;
+            let result = push_to_pbx(&ctx.into(), target, listing.as_ref(), false).await;
             note_pbx(ctx, result.as_ref().map(|_| ())).await;
             let outcome = pbx_outcome(&result, read);
             if let Ok(r) = &result {

@@ -21,6 +21,7 @@ use super::{SyncContext, SyncError};
 use crate::keyring::Keyring;
 use crate::pbx::wire::{ContactFields as PbxContact, NewUser, PbxUserRecord, UserUpdate};
 use crate::pbx::{PbxClient, PbxError, credentials};
+use crate::store::Store;
 use crate::store::{
     EntityCounts, ItemError, ItemOutcome, PbxLink, PbxLinkKind, PbxUserSource, StoredContact,
 };
@@ -29,6 +30,22 @@ use crate::store::{
 pub const SYNCED_ROLE: &str = "StandardUser";
 /// Objects sent to the PBX at once (the client bounds requests in flight on top).
 const IN_FLIGHT: usize = 16;
+
+/// What the PBX phases use of a run: the gateway's record and whose it is.
+#[derive(Clone, Debug)]
+pub struct TenantRecord {
+    pub store: Store,
+    pub tenant_id: String,
+}
+
+impl From<&SyncContext> for TenantRecord {
+    fn from(ctx: &SyncContext) -> Self {
+        TenantRecord {
+            store: ctx.store.clone(),
+            tenant_id: ctx.tenant_id.clone(),
+        }
+    }
+}
 
 /// The PBX a tenant's sync writes to, and where created users' passwords are sealed.
 #[derive(Clone, Debug)]
@@ -229,7 +246,7 @@ fn clip(s: &str, max: usize) -> String {
 
 /// The record's synced users (and adopted ones) as the PBX should have them.
 async fn wanted_users(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
 ) -> Result<(Vec<WantedUser>, Vec<(String, String)>), SyncError> {
     let tenant = ctx.tenant_id.as_str();
     let rows = ctx.store.pbx_users(tenant).await?;
@@ -266,7 +283,7 @@ async fn wanted_users(
 }
 
 /// The record's company contacts as the PBX should have them.
-async fn wanted_contacts(ctx: &SyncContext) -> Result<Vec<WantedContact>, SyncError> {
+async fn wanted_contacts(ctx: &TenantRecord) -> Result<Vec<WantedContact>, SyncError> {
     let stored = ctx
         .store
         .company_contacts(&ctx.tenant_id, None, usize::MAX)
@@ -306,7 +323,7 @@ fn wanted_contact(c: StoredContact) -> WantedContact {
 
 /// Plans and sends the tenant's users and company contacts (a dry run only plans).
 pub async fn push_to_pbx(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     target: &PbxTarget,
     listing: Option<&PbxListing>,
     dry_run: bool,
@@ -343,7 +360,7 @@ pub async fn push_to_pbx(
 /// Sends the operations, [`IN_FLIGHT`] objects at a time. A sign-in failure or a PBX that
 /// cannot be reached stops the phase; anything else fails one object.
 async fn send_all(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     target: &PbxTarget,
     ops: Vec<Op>,
     report: &mut PbxReport,
@@ -472,7 +489,7 @@ fn describe(op: &Op) -> String {
 }
 
 /// Sends one operation and records its link.
-async fn send(ctx: &SyncContext, target: &PbxTarget, op: &Op) -> Result<Done, PbxError> {
+async fn send(ctx: &TenantRecord, target: &PbxTarget, op: &Op) -> Result<Done, PbxError> {
     let tenant = ctx.tenant_id.as_str();
     let store = &ctx.store;
     let client = &target.client;
@@ -563,7 +580,7 @@ async fn send(ctx: &SyncContext, target: &PbxTarget, op: &Op) -> Result<Done, Pb
 /// A new PBX user with fresh random secrets (the password is sealed first, so a run that
 /// dies after the PBX answered still knows it), its link, then its binding.
 async fn create_user(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     target: &PbxTarget,
     want: &WantedUser,
 ) -> Result<Done, PbxError> {
@@ -606,7 +623,7 @@ async fn create_user(
 }
 
 async fn save_contact_link(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     want: &WantedContact,
     remote_id: &str,
     created: bool,

@@ -14,8 +14,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::pbx_push::PbxTarget;
-use super::{SyncContext, SyncError};
+use super::SyncError;
+use super::pbx_push::{PbxTarget, TenantRecord};
 use crate::pbx::wire::{PbxContactRecord, PbxUserRecord};
 use crate::store::{
     ImportedPbxUser, ItemError, ItemOutcome, PbxLink, PbxLinkKind, PbxUser, PbxUserSource,
@@ -49,7 +49,7 @@ pub struct ReadReport {
 /// Lists the PBX when a listing is due (see the module documentation); `force` lists
 /// anyway (a full users round).
 pub async fn read_pbx(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     target: &PbxTarget,
     force: bool,
 ) -> Result<(Option<PbxListing>, ReadReport), SyncError> {
@@ -85,14 +85,14 @@ pub async fn read_pbx(
 
 /// Asks for a full listing next run (an outcome the gateway could not see, e.g. a creation
 /// that timed out).
-pub async fn relist_next_run(ctx: &SyncContext) -> Result<(), StoreError> {
+pub async fn relist_next_run(ctx: &TenantRecord) -> Result<(), StoreError> {
     ctx.store
         .clear_sync_cursor(&ctx.tenant_id, LISTED_KIND)
         .await
 }
 
 async fn listing_due(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     target: &PbxTarget,
     known: usize,
 ) -> Result<bool, SyncError> {
@@ -109,7 +109,7 @@ async fn listing_due(
 
 /// Sorts every PBX user into linked, relinked or imported; drops links to gone users.
 async fn reconcile_users(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     links: &[PbxLink],
     listing: &PbxListing,
     report: &mut ReadReport,
@@ -162,7 +162,7 @@ async fn reconcile_users(
 
 /// A user the gateway created in a run that died before writing the link.
 async fn relink(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     row: &PbxUser,
     remote_id: &str,
     report: &mut ReadReport,
@@ -183,7 +183,7 @@ async fn relink(
 
 /// A user of the PBX's own, recorded as a local user.
 async fn import(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     remote: &PbxUserRecord,
     report: &mut ReadReport,
 ) -> Result<(), SyncError> {
@@ -216,7 +216,7 @@ async fn import(
 /// Company contacts the gateway created and somebody deleted on the PBX: the push makes
 /// them again.
 async fn forget_missing_contacts(
-    ctx: &SyncContext,
+    ctx: &TenantRecord,
     listing: &PbxListing,
     report: &mut ReadReport,
 ) -> Result<(), SyncError> {

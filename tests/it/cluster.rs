@@ -341,11 +341,16 @@ async fn killing_the_syncing_instance_hands_its_run_to_another() {
     let pid = c.instances[0].pid().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        // The lease comes first, the run record a moment later: wait for both.
         let lease = c.store.sync_lease("acme").await.unwrap();
-        if lease.is_some_and(|l| l.owner.split(':').nth(1) == Some(pid.as_str())) {
+        let held = lease.is_some_and(|l| l.owner.split(':').nth(1) == Some(pid.as_str()));
+        if held && !c.runs().await.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "instance A never took the lease");
+        assert!(
+            Instant::now() < deadline,
+            "instance A never started its run"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dead_run = c.runs().await[0].id.clone();

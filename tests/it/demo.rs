@@ -311,8 +311,17 @@ async fn check_signed_in_user(demo: &Demo, http: &reqwest::Client) {
     let (status, users) = get_text(http, &format!("{pbx}/ms365/directory/users"), &jar).await;
     assert_eq!(status, StatusCode::OK);
     let users: Value = serde_json::from_str(&users).unwrap();
-    let count = users["items"].as_array().unwrap().len() as u64;
-    assert_eq!(count, demo.synced_extensions().0, "{users}");
+    // The directory lists the PBX's users: the synced ones and the PBX's own tenant
+    // administrator, which the PBX connector found on the demo PBX.
+    let items = users["items"].as_array().unwrap();
+    let admin = ms365_gateway::demo::upstream::PBX_ADMIN;
+    let synced = items.iter().filter(|u| u["name"] != admin).count() as u64;
+    assert_eq!(synced, demo.synced_extensions().0, "{users}");
+    assert!(items.iter().any(|u| u["name"] == admin), "{users}");
+    // The demo PBX itself holds the synced users (enabled ones are the banner's
+    // extensions), as the portal shows.
+    let rows = (portal.matches("<td>enabled</td><td>Microsoft 365</td>")).count() as u64;
+    assert_eq!(rows, demo.synced_extensions().0, "{portal}");
     let (_, contacts) = get_text(http, &format!("{pbx}/ms365/directory/contacts"), &jar).await;
     let contacts: Value = serde_json::from_str(&contacts).unwrap();
     let kinds: Vec<&str> = contacts["items"]

@@ -1,5 +1,5 @@
 //! `ms365-gateway sync`: the real binary syncs a tenant against the emulator, prints its
-//! report, and `--dry-run` changes nothing.
+//! report, and `--dry-run` changes nothing (on the PBX either).
 
 use std::process::Command;
 
@@ -7,7 +7,11 @@ use crate::sso::{SsoWorld, WorldOptions};
 
 /// Runs the binary off the runtime's thread: the emulator it talks to lives on that thread.
 async fn sync(world: &SsoWorld, extra: &[&str]) -> serde_json::Value {
-    let config = world.setup.path("gateway.toml");
+    sync_with(world, "gateway.toml", extra).await
+}
+
+async fn sync_with(world: &SsoWorld, file: &str, extra: &[&str]) -> serde_json::Value {
+    let config = world.setup.path(file);
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_ms365-gateway"))
@@ -77,4 +81,82 @@ async fn sync_command_runs_once_and_dry_run_changes_nothing() {
         again["counts"]["users"]["created"], 0,
         "a second run has nothing new: {again}"
     );
+}
+
+/// With the PBX connector on, the command runs every phase: the PortSIP stand-in gets the
+/// users; a dry run sends the PBX nothing and says what it would send.
+#[tokio::test]
+async fn sync_command_writes_to_the_pbx_and_its_dry_run_sends_nothing() {
+    use ms365_gateway::portsip_emulator::{PbxEmulator, PbxEmulatorConfig, parse_tenant};
+    let w = SsoWorld::new(WorldOptions::default()).await;
+    w.settings(|s| s.users.enabled = true).await;
+    let tenants = [
+        "acme.test:acme-admin:Acme-PBX-pass",
+        "beta.test:beta-admin:Beta-PBX-pass",
+    ];
+    let config = PbxEmulatorConfig {
+        seed: 1,
+        tenants: tenants.iter().map(|t| parse_tenant(t).unwrap()).collect(),
+    };
+    let pbx = PbxEmulator::new(config).start().await.unwrap();
+    let toml = std::fs::read_to_string(w.setup.path("gateway.toml")).unwrap();
+    let mut with_pbx = String::new();
+    for (id, line) in [
+        ("acme", "name = \"Acme\"\n"),
+        ("beta", "domain = \"beta.test\"\n"),
+    ] {
+        let password = w.setup.path(&format!("{id}.pbx-password"));
+        let secret = if id == "acme" {
+            "Acme-PBX-pass"
+        } else {
+            "Beta-PBX-pass"
+        };
+        std::fs::write(&password, format!("{secret}\n")).unwrap();
+        let creds = format!(
+            "{line}pbx_username = \"{id}-admin\"\npbx_password_file = \"{}\"\n",
+            password.display()
+        );
+        with_pbx = if with_pbx.is_empty() {
+            toml.replacen(line, &creds, 1)
+        } else {
+            with_pbx.replacen(line, &creds, 1)
+        };
+    }
+    with_pbx.push_str(&format!(
+        "\n[pbx]\nkind = \"portsip\"\napi_url = \"{}\"\n",
+        pbx.api_url
+    ));
+    std::fs::write(w.setup.path("gateway-pbx.toml"), with_pbx).unwrap();
+
+    let dry = sync_with(&w, "gateway-pbx.toml", &["--dry-run"]).await;
+    let planned = dry["counts"]["users"]["created"].as_u64().unwrap();
+    let preview: Vec<&str> = dry["preview"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    let line = format!(
+        "PBX: POST /users and its ms365_binding for each of the {planned} users created above"
+    );
+    assert!(preview.contains(&line.as_str()), "{preview:?}");
+    assert_eq!(
+        pbx.emulator.stats().total_requests,
+        0,
+        "a dry run sends the PBX nothing"
+    );
+
+    let real = sync_with(&w, "gateway-pbx.toml", &[]).await;
+    assert_eq!(real["status"], "succeeded", "{real}");
+    assert_eq!(
+        real["counts"]["pbx"]["created"].as_u64(),
+        Some(planned),
+        "{real}"
+    );
+    assert_eq!(pbx.emulator.users("acme.test").len() as u64, planned);
+    assert!(
+        pbx.emulator.users("beta.test").is_empty(),
+        "tenants stay apart"
+    );
+    assert!(pbx.emulator.stats().schema_rejections.is_empty());
 }
