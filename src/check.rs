@@ -76,6 +76,9 @@ pub fn describe(config: &Config) -> Result<String, TlsError> {
                 "pbx: portsip REST API at {} (timeout {:?}, {} requests in flight per tenant)",
                 config.pbx.api_url, config.pbx.request_timeout, config.pbx.concurrency
             );
+            if let Some(ca) = &config.pbx.ca_file {
+                let _ = writeln!(out, "  extra CA certificates: {}", ca.display());
+            }
         }
     }
     for t in &config.tenants {

@@ -222,29 +222,11 @@ fn run_emulator(bind: std::net::SocketAddr, seed: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async {
-        let listener = match tokio::net::TcpListener::bind(bind).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {bind}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            stop.cancel();
-        });
-        tracing::info!(addr = %bind, "emulator serving (Entra ID at /{{tenant}}/oauth2/v2.0, Graph at /v1.0)");
-        match Emulator::new(config).serve(listener, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        }
+    let announce = |addr: std::net::SocketAddr| {
+        tracing::info!(%addr, "emulator serving (Entra ID at /{{tenant}}/oauth2/v2.0, Graph at /v1.0)");
+    };
+    serve_stand_in(bind, announce, |listener, shutdown| {
+        Emulator::new(config).serve(listener, shutdown)
     })
 }
 
@@ -262,6 +244,29 @@ fn run_pbx_emulator(bind: std::net::SocketAddr, tenants: &[String]) -> ExitCode 
         .map(|t| format!("tenant {}: administrator {}", t.domain, t.admin_username))
         .collect();
     let config = PbxEmulatorConfig { seed: 1, tenants };
+    let announce = move |addr: std::net::SocketAddr| {
+        // The first line on standard output is the API base, for scripts and benches.
+        println!("http://{addr}/api");
+        // The rest goes to standard error: a reader of the first line may close the pipe.
+        eprintln!("control API: http://{addr}/_pbx/");
+        who.iter().for_each(|line| eprintln!("{line}"));
+        tracing::info!(%addr, "PortSIP stand-in serving (REST API at /api, control at /_pbx)");
+    };
+    serve_stand_in(bind, announce, |listener, shutdown| {
+        PbxEmulator::new(config).serve(listener, shutdown)
+    })
+}
+
+/// Binds `bind`, announces the address, and serves a stand-in until Ctrl-C.
+fn serve_stand_in<F, Fut>(
+    bind: std::net::SocketAddr,
+    announce: impl FnOnce(std::net::SocketAddr),
+    serve: F,
+) -> ExitCode
+where
+    F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
         let listener = match tokio::net::TcpListener::bind(bind).await {
@@ -277,15 +282,8 @@ fn run_pbx_emulator(bind: std::net::SocketAddr, tenants: &[String]) -> ExitCode 
             let _ = tokio::signal::ctrl_c().await;
             stop.cancel();
         });
-        if let Ok(addr) = listener.local_addr() {
-            // The first line on standard output is the API base, for scripts and benches.
-            println!("http://{addr}/api");
-            // The rest goes to standard error: a reader of the first line may close the pipe.
-            eprintln!("control API: http://{addr}/_pbx/");
-            who.iter().for_each(|line| eprintln!("{line}"));
-            tracing::info!(%addr, "PortSIP stand-in serving (REST API at /api, control at /_pbx)");
-        }
-        match PbxEmulator::new(config).serve(listener, shutdown).await {
+        announce(listener.local_addr().unwrap_or(bind));
+        match serve(listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

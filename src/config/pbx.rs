@@ -99,19 +99,16 @@ pub(super) fn pbx(
     };
     let default_url = format!("{}/api", upstream.url.to_string().trim_end_matches('/'));
     let text = raw.api_url.unwrap_or(default_url);
-    let api_url = Url::parse(&text)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-        .ok_or_else(|| o.invalid("pbx.api_url", format!("`{text}` is not an http(s) URL")))?;
+    let api_url = api_url(&text).map_err(|m| o.invalid("pbx.api_url", m))?;
     let concurrency = raw.concurrency.unwrap_or(8);
     if !(1..=64).contains(&concurrency) {
         return Err(o.invalid("pbx.concurrency", "must be between 1 and 64"));
     }
     let ca_file = raw.ca_file.map(PathBuf::from);
     if let Some(path) = &ca_file
-        && std::fs::metadata(path).is_err()
+        && let Err(e) = std::fs::File::open(path)
     {
-        let message = format!("{} cannot be read", path.display());
+        let message = format!("cannot read {}: {e}", path.display());
         return Err(o.invalid("pbx.ca_file", message));
     }
     Ok(PbxConfig {
@@ -126,6 +123,28 @@ pub(super) fn pbx(
         )?,
         concurrency,
     })
+}
+
+/// The REST API base: http(s) with a host. No credentials (they belong in the password
+/// file, and the URL is printed), no query or fragment (paths are appended to it).
+fn api_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    // The URL standard reads `http:///api` as host `api`; a missing host is a typo.
+    let written_host = text
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.starts_with('/'));
+    if !matches!(url.scheme(), "http" | "https") || !written_host {
+        return Err(format!("`{text}` is not an http(s) URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        let message = "must not carry a username or password; use pbx_username and \
+                       pbx_password_file of each [[tenant]]";
+        return Err(message.into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}` must not have a query or fragment"));
+    }
+    Ok(url)
 }
 
 /// A tenant's `pbx_username` + `pbx_password_file`, which come together.
@@ -186,6 +205,130 @@ fn warn_if_shared(_path: &Path) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, ConfigError};
+
+    /// A valid file with `extra` appended (`[pbx]`, `[[tenant]]` tables).
+    fn load(extra: &str) -> Result<Config, ConfigError> {
+        let toml = format!(
+            "[[listener]]\nkind = \"pbx\"\nbind = \"127.0.0.1:0\"\npublic_url = \"https://pbx.test\"\n\
+             tls_cert = \"self-signed\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n{extra}"
+        );
+        Config::from_toml(Path::new("gw.toml"), &toml, Vec::new())
+    }
+
+    fn rejected(extra: &str) -> (String, String) {
+        match load(extra) {
+            Err(ConfigError::Invalid { key, message, .. }) => (key, message),
+            other => panic!("expected a rejected key, got {other:?}"),
+        }
+    }
+
+    fn tenant(lines: &str) -> String {
+        format!("[[tenant]]\nid = \"acme\"\ndomain = \"acme.test\"\n{lines}")
+    }
+
+    fn password_file(dir: &Path, text: &str) -> String {
+        let path = dir.join("acme.pbx-password");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn defaults_push_nothing_and_derive_the_api_from_the_upstream() {
+        let config = load(&tenant("")).unwrap();
+        let pbx = &config.pbx;
+        assert_eq!(pbx.kind, PbxKind::Embedded);
+        assert_eq!(pbx.api_url.as_str(), "http://127.0.0.1:9/api");
+        assert_eq!(pbx.request_timeout, Duration::from_secs(15));
+        assert_eq!((pbx.concurrency, pbx.ca_file.as_ref()), (8, None));
+        assert!(config.tenants[0].pbx_login.is_none());
+    }
+
+    #[test]
+    fn a_portsip_pbx_with_its_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = password_file(dir.path(), "s3cret-Pass\n");
+        let extra = format!(
+            "[pbx]\nkind = \"portsip\"\napi_url = \"https://pbx.acme.test:8887/api\"\n\
+             request_timeout = \"5s\"\nconcurrency = 3\n\
+             {}",
+            tenant(&format!(
+                "pbx_username = \"admin\"\npbx_password_file = \"{file}\"\n"
+            ))
+        );
+        let config = load(&extra).unwrap();
+        assert_eq!(config.pbx.kind, PbxKind::PortSip);
+        assert_eq!(
+            config.pbx.api_url.as_str(),
+            "https://pbx.acme.test:8887/api"
+        );
+        assert_eq!(config.pbx.request_timeout, Duration::from_secs(5));
+        assert_eq!(config.pbx.concurrency, 3);
+        let login = config.tenants[0].pbx_login.as_ref().unwrap();
+        assert_eq!(login.login.username, "admin");
+        assert_eq!(login.login.password.expose(), "s3cret-Pass");
+        assert_eq!(login.password_file, PathBuf::from(&file));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret"),
+            "Debug shows the password: {shown}"
+        );
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn bad_api_urls_are_named() {
+        for url in [
+            "ftp://pbx/api",
+            "pbx.acme.test/api",
+            "http:///api",
+            "https://admin:pw@pbx.test/api",
+            "https://pbx.test/api?x=1",
+        ] {
+            let (key, message) = rejected(&format!("[pbx]\napi_url = \"{url}\"\n"));
+            assert_eq!(key, "pbx.api_url", "{url}");
+            assert!(!message.contains(":pw@"), "{message}");
+        }
+        let (key, _) = rejected("[pbx]\nkind = \"freepbx\"\n");
+        assert_eq!(key, "pbx.kind");
+        for n in [0, 65] {
+            let (key, _) = rejected(&format!("[pbx]\nconcurrency = {n}\n"));
+            assert_eq!(key, "pbx.concurrency");
+        }
+        let (key, _) = rejected("[pbx]\nrequest_timeout = \"soon\"\n");
+        assert_eq!(key, "pbx.request_timeout");
+        let (key, message) = rejected("[pbx]\nca_file = \"/nowhere/ca.pem\"\n");
+        assert_eq!(key, "pbx.ca_file");
+        assert!(message.contains("/nowhere/ca.pem"), "{message}");
+    }
+
+    #[test]
+    fn the_password_file_must_exist_and_hold_a_password() {
+        let (key, message) = rejected(&tenant(
+            "pbx_username = \"admin\"\npbx_password_file = \"/nowhere/acme.pbx-password\"\n",
+        ));
+        assert_eq!(key, "tenant[0].pbx_password_file");
+        assert!(message.contains("/nowhere/acme.pbx-password"), "{message}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = password_file(dir.path(), "\n");
+        let lines = format!("pbx_username = \"admin\"\npbx_password_file = \"{file}\"\n");
+        let (key, message) = rejected(&tenant(&lines));
+        assert_eq!(key, "tenant[0].pbx_password_file");
+        assert!(message.contains("empty"), "{message}");
+    }
+
+    #[test]
+    fn username_and_password_file_come_together() {
+        let (key, _) = rejected(&tenant("pbx_username = \"admin\"\n"));
+        assert_eq!(key, "tenant[0].pbx_password_file");
+        let dir = tempfile::tempdir().unwrap();
+        let file = password_file(dir.path(), "pw\n");
+        let (key, _) = rejected(&tenant(&format!("pbx_password_file = \"{file}\"\n")));
+        assert_eq!(key, "tenant[0].pbx_username");
+        let (key, message) = rejected(&format!("[pbx]\nkind = \"portsip\"\n{}", tenant("")));
+        assert_eq!(key, "tenant[0].pbx_username");
+        assert!(message.contains("portsip"), "{message}");
+    }
 
     #[test]
     fn secrets_never_print() {

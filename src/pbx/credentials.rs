@@ -85,10 +85,38 @@ mod tests {
         for good in ["135792", "1029384756", "202020"] {
             assert!(is_valid_voicemail_pin(good), "{good}");
         }
+        for bad in ["111", "012", "987", "789", "1234567890", "5432100000"] {
+            assert!(!is_valid_voicemail_pin(bad), "{bad}");
+        }
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..10_000 {
             let pin = generate_voicemail_pin();
             assert!(is_valid_voicemail_pin(&pin), "{pin}");
+            seen.insert(pin);
         }
+        assert!(seen.len() > 9_900, "PINs repeat too often: {}", seen.len());
+    }
+
+    /// Every 6-digit PIN against the rules written out the long way.
+    #[test]
+    fn every_six_digit_pin_is_judged_as_the_rules_say() {
+        fn by_the_letter(pin: &[u8]) -> bool {
+            !pin.windows(3).any(|w| {
+                let (a, b, c) = (w[0] as i32, w[1] as i32, w[2] as i32);
+                let equal = a == b && b == c;
+                let up = b == a + 1 && c == b + 1;
+                let down = b == a - 1 && c == b - 1;
+                equal || up || down
+            })
+        }
+        let mut valid = 0;
+        for n in 0..1_000_000 {
+            let pin = format!("{n:06}");
+            let expected = by_the_letter(pin.as_bytes());
+            assert_eq!(is_valid_voicemail_pin(&pin), expected, "{pin}");
+            valid += usize::from(expected);
+        }
+        assert!((600_000..1_000_000).contains(&valid), "{valid}");
     }
 
     #[test]

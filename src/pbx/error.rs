@@ -5,16 +5,16 @@
 
 use crate::store::StoreError;
 
-/// A failed PBX request.
+/// A failed PBX request, after the client's own retries.
 #[derive(Debug, thiserror::Error)]
 pub enum PbxError {
-    /// `POST /login` was refused: the configured username/password are wrong for the
-    /// domain, or the account is disabled.
+    /// `POST /login` was refused (the configured username/password are wrong for the
+    /// domain, or the account is disabled), or the PBX refused a fresh token at once.
     #[error(
-        "the PBX refused the sign-in of `{username}` for domain `{domain}` ({reason}): the \
-         username or password is wrong, or the account is disabled; check the tenant's \
-         pbx_username and pbx_password_file, and that this PBX administrator exists and is \
-         enabled"
+        "the PBX refused to let the gateway sign in as `{username}` on domain `{domain}` \
+         ({reason}): the username or password is wrong, or that account is disabled; check \
+         pbx_username and pbx_password_file of the [[tenant]] with domain = \"{domain}\", and \
+         that this PBX administrator exists and is enabled"
     )]
     SignIn {
         username: String,
@@ -35,6 +35,10 @@ pub enum PbxError {
     /// No answer in time; for a creation, whether it happened is unknown.
     #[error("the PBX did not answer {what} within the request timeout")]
     Timeout { what: String },
+    /// A creation that reached the PBX but whose answer was lost or a server error: it may
+    /// or may not have been carried out, so it is not sent again blindly.
+    #[error("the outcome of {what} is unknown ({reason}); the next run looks before retrying")]
+    OutcomeUnknown { what: String, reason: String },
     /// Connection refused, reset, TLS failure, or still failing (5xx, 429) after retries.
     #[error("cannot reach the PBX at {url}: {reason}")]
     Unreachable { url: String, reason: String },
@@ -67,6 +71,9 @@ impl PbxError {
 
     /// A request that may or may not have been carried out.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, PbxError::Timeout { .. })
+        matches!(
+            self,
+            PbxError::Timeout { .. } | PbxError::OutcomeUnknown { .. }
+        )
     }
 }

@@ -3,16 +3,28 @@
 //! renewal, users, their Microsoft 365 binding, and company contacts, with retries that
 //! never repeat a creation whose outcome is unknown.
 //!
-//! - [`client`]: [`PbxClient`], one per tenant, and [`login_as`]/[`refresh`] for a user's
-//!   own PBX session.
+//! - [`client`]: [`PbxClient`], one per tenant: the request path (permits, token, retries,
+//!   one new sign-in on a 401) and the API calls.
+//! - `session`: sign-in and token renewal, and [`login_as`]/[`refresh`] for a user's own
+//!   PBX session.
+//! - [`retry`]: which failures are retried, how long to wait, and why creations are not
+//!   repeated after a timeout.
+//! - `answer`: PortSIP's answers read into wire types or errors.
 //! - [`wire`]: the request and answer bodies, in PortSIP's field names.
 //! - [`credentials`]: random passwords and voicemail PINs that meet PortSIP's rules.
 //! - [`error`]: [`PbxError`], in words an administrator can act on.
 
+mod answer;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod retry;
+mod session;
 pub mod wire;
 
-pub use client::{PbxClient, PbxStats, PbxToken, login_as, refresh};
+#[cfg(test)]
+mod tests;
+
+pub use client::{PbxClient, PbxStats};
 pub use error::PbxError;
+pub use session::{PbxToken, login_as, refresh};

@@ -18,7 +18,9 @@ pub struct RefreshRequest<'a> {
     pub refresh_token: &'a str,
 }
 
-/// The answer of `POST /login` and `POST /auth/refresh_token`.
+/// The answer of `POST /login` and `POST /auth/refresh_token`. The document gives the
+/// lifetime as `expires_in` (seconds) and, for the session, `expires_at` (RFC 3339); either
+/// may be missing. No `Debug`: it holds the tokens.
 #[derive(Deserialize)]
 pub struct TokenAnswer {
     pub access_token: String,
@@ -26,6 +28,8 @@ pub struct TokenAnswer {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub expires_in: Option<i64>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// A list answer: `{count, items}`.
@@ -62,9 +66,16 @@ pub struct PbxUserRecord {
     #[serde(default)]
     pub work_phone: Option<String>,
     #[serde(default)]
+    pub home_phone: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
     pub department: Option<String>,
     #[serde(default)]
     pub extension_number: Option<String>,
+    /// RFC 3339, as PortSIP sends it.
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// `POST /users`: every field the schema requires, and the optional ones the sync owns.
@@ -121,7 +132,8 @@ pub struct Binding<'a> {
 }
 
 /// PortSIP's company contact fields (`POST /contacts`, `POST /contacts/{id}`); an empty
-/// string is an absent value.
+/// string is an absent value. PortSIP allows 64 characters of `name`, 1024 of `notes` and
+/// 128 of the others; nothing is clipped here (the caller clips, knowing what it may cut).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ContactFields {

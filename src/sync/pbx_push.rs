@@ -6,8 +6,8 @@
 //! those the gateway created). Company contacts follow their shared mailboxes the same way.
 //!
 //! What to send is planned first ([`plan_users`], [`plan_contacts`]: pure), then sent a few
-//! at a time. A link is written as soon as the PBX answers a creation, and a digest of the
-//! fields last written lets a run with no change send nothing. A 4xx answer fails that one
+//! at a time. A link is written once the PBX has answered a creation (and its binding), and
+//! a digest of the fields last written lets a run with no change send nothing. A 4xx answer fails that one
 //! object with PortSIP's own words; a creation whose outcome is unknown (a timeout) fails
 //! it too and makes the next run list the PBX before creating anything.
 
@@ -607,18 +607,20 @@ async fn create_user(
         department: some(&f.department),
     };
     let remote_id = target.client.create_user(&user).await?;
-    let mut link = PbxLink {
+    // One link write, after the binding: a run that dies in between leaves a PBX user
+    // without a link, which the next run's listing finds by username and extension and
+    // links back unbound, so the binding is sent again.
+    let bound = target.client.bind_ms365(&remote_id, &want.oid).await;
+    let link = PbxLink {
         kind: PbxLinkKind::User,
         local_id: want.local_id.clone(),
         remote_id,
         created: true,
-        bound: false,
+        bound: bound.is_ok(),
         pushed_hash: f.digest(),
     };
     ctx.store.save_pbx_link(tenant, &link).await?;
-    target.client.bind_ms365(&link.remote_id, &want.oid).await?;
-    link.bound = true;
-    ctx.store.save_pbx_link(tenant, &link).await?;
+    bound?;
     Ok(Done::UserCreated)
 }
 
