@@ -294,6 +294,50 @@ async fn check_sign_in_pages_and_admin_api(demo: &Demo, http: &reqwest::Client) 
     assert_eq!(settings["redirect_uri"], redirect.as_str(), "{settings}");
     let anonymous = http.get(&api).header("x-tenant", "contoso.demo").send();
     assert_eq!(anonymous.await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    check_pbx_connection(demo, http).await;
+}
+
+/// The status and the connection test tell about the demo PBX the sync writes to.
+async fn check_pbx_connection(demo: &Demo, http: &reqwest::Client) {
+    let call = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{}{path}", demo.pbx()))
+            .bearer_auth(demo.field("Admin token"))
+            .header("x-tenant", "contoso.demo")
+            .send()
+    };
+    let status: Value = call(reqwest::Method::GET, "/api/ms365/status")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["pbx"]["kind"], "portsip", "{status}");
+    assert_eq!(status["pbx"]["state"], "signed_in", "{status}");
+    let last = &status["sync"]["last_run"];
+    assert_eq!(last["status"], "succeeded", "{status}");
+    assert!(
+        last["counts"]["pbx"]["created"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let test: Value = call(reqwest::Method::POST, "/api/ms365/test")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let checks = test["checks"].as_array().unwrap();
+    let pbx = checks
+        .iter()
+        .find(|c| c["name"] == "pbx")
+        .expect("a pbx check");
+    assert_eq!(pbx["ok"], true, "{test}");
+    assert!(
+        pbx["message"]
+            .as_str()
+            .unwrap()
+            .contains("signed in to the PBX"),
+        "{test}"
+    );
 }
 
 async fn check_signed_in_user(demo: &Demo, http: &reqwest::Client) {
