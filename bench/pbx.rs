@@ -6,7 +6,8 @@
 //! after 1 % of the users changed. Per run: wall time, PBX requests (and per user), this
 //! process's CPU time and peak RSS (VmHWM, reset before each run), the stand-in's CPU time.
 //!
-//! Run: `cargo bench --bench pbx`; env: USERS (50000), CONCURRENCY (8), DATABASE_URL (unset:
+//! Run: `cargo bench --bench pbx`; env: USERS (50000), CONCURRENCY (8), QUIET_RUNS (1: runs
+//! with no change after the first), DATABASE_URL (unset:
 //! SQLite in a temporary directory; a `postgres://` URL: a fresh schema in that database).
 
 #[path = "common.rs"]
@@ -213,7 +214,9 @@ fn main() {
         println!("| run | wall | PBX requests | per user | users | gateway CPU | stand-in CPU | gateway peak RSS |");
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         run("first run", &record, &target, pid, users).await;
-        run("no change", &record, &target, pid, users).await;
+        for _ in 0..env_num("QUIET_RUNS", 1) {
+            run("no change", &record, &target, pid, users).await;
+        }
         let changed = change_one_percent(&store, users).await;
         run(&format!("{changed} renamed (1 %)"), &record, &target, pid, users).await;
         store.close().await;
