@@ -33,6 +33,27 @@ fn start(w: &SsoWorld) -> (SyncHandle, CancellationToken, JoinHandle<()>) {
     (handle, token, tokio::spawn(worker.run()))
 }
 
+/// A world syncing users, photos and personal contacts.
+async fn with_photos_and_contacts() -> SsoWorld {
+    let w = SsoWorld::new(WorldOptions::default()).await;
+    w.settings(|s| {
+        s.users.enabled = true;
+        s.users.sync_photo = true;
+        s.personal_contacts.enabled = true;
+    })
+    .await;
+    w
+}
+
+/// Asks for a run of `acme` and waits for its result.
+async fn requested(handle: &SyncHandle) -> Arc<ms365_gateway::sync::worker::RunResult> {
+    handle
+        .request("acme", RunTrigger::Api)
+        .unwrap()
+        .wait()
+        .await
+}
+
 fn slow_delta(w: &SsoWorld, latency: Duration) {
     w.emulator.emulator.set_faults(
         RouteClass::Delta,
@@ -152,11 +173,7 @@ async fn shutdown_interrupts_a_run_and_a_rerun_completes() {
     // A new worker (a restarted gateway) completes the sync.
     slow_delta(&w, Duration::ZERO);
     let (handle, token, task) = start(&w);
-    let result = handle
-        .request("acme", RunTrigger::Api)
-        .unwrap()
-        .wait()
-        .await;
+    let result = requested(&handle).await;
     let summary = result.as_ref().as_ref().expect("the rerun succeeds");
     assert_eq!(summary.users.status, RunStatus::Succeeded);
     assert!(w.store.pbx_users("acme").await.unwrap().len() >= 6);
@@ -171,19 +188,9 @@ async fn shutdown_interrupts_a_run_and_a_rerun_completes() {
 
 #[tokio::test]
 async fn the_run_record_carries_photos_and_contacts() {
-    let w = SsoWorld::new(WorldOptions::default()).await;
-    w.settings(|s| {
-        s.users.enabled = true;
-        s.users.sync_photo = true;
-        s.personal_contacts.enabled = true;
-    })
-    .await;
+    let w = with_photos_and_contacts().await;
     let (handle, token, task) = start(&w);
-    let result = handle
-        .request("acme", RunTrigger::Api)
-        .unwrap()
-        .wait()
-        .await;
+    let result = requested(&handle).await;
     let summary = result.as_ref().as_ref().expect("run succeeds");
     let photos = summary.photos.as_ref().expect("photos ran");
     let contacts = summary.contacts.as_ref().expect("contacts ran");
@@ -269,11 +276,7 @@ async fn a_failed_later_phase_fails_the_run() {
         .emulator
         .set_faults(RouteClass::Batch, unavailable);
     let (handle, token, task) = start(&w);
-    let result = handle
-        .request("acme", RunTrigger::Api)
-        .unwrap()
-        .wait()
-        .await;
+    let result = requested(&handle).await;
     let summary = result
         .as_ref()
         .as_ref()
@@ -304,13 +307,7 @@ async fn a_failed_later_phase_fails_the_run() {
 /// errors, and asked once per run.
 #[tokio::test]
 async fn mailbox_less_users_are_counted_not_reported() {
-    let w = SsoWorld::new(WorldOptions::default()).await;
-    w.settings(|s| {
-        s.users.enabled = true;
-        s.users.sync_photo = true;
-        s.personal_contacts.enabled = true;
-    })
-    .await;
+    let w = with_photos_and_contacts().await;
     let emu = &w.emulator.emulator;
     let unlicensed: Vec<String> = (0..3)
         .map(|i| {
@@ -327,11 +324,7 @@ async fn mailbox_less_users_are_counted_not_reported() {
         })
         .collect();
     let (handle, token, task) = start(&w);
-    let result = handle
-        .request("acme", RunTrigger::Api)
-        .unwrap()
-        .wait()
-        .await;
+    let result = requested(&handle).await;
     let summary = result.as_ref().as_ref().expect("run succeeds");
     let contacts = summary.contacts.as_ref().expect("contacts ran");
     assert_eq!(contacts.no_mailbox, unlicensed.len(), "{contacts:?}");
@@ -355,11 +348,7 @@ async fn mailbox_less_users_are_counted_not_reported() {
         s.personal_contacts.selected_users = unlicensed.clone();
     })
     .await;
-    let result = handle
-        .request("acme", RunTrigger::Api)
-        .unwrap()
-        .wait()
-        .await;
+    let result = requested(&handle).await;
     let summary = result.as_ref().as_ref().expect("run succeeds");
     let contacts = summary.contacts.as_ref().expect("contacts ran");
     assert_eq!(contacts.no_mailbox, unlicensed.len(), "{contacts:?}");
