@@ -606,7 +606,19 @@ async fn create_user(
         work_phone: some(&f.work_phone),
         department: some(&f.department),
     };
-    let remote_id = target.client.create_user(&user).await?;
+    let remote_id = match target.client.create_user(&user).await {
+        Ok(id) => id,
+        // Taken: possibly this very user, created by a request of an earlier (killed) run
+        // that reached the PBX after this run's listing. Found by username and extension,
+        // it is ours; anything else is a real clash and fails the user.
+        Err(e @ PbxError::Rejected { status: 409, .. }) => {
+            match find_user(&target.client, &f.name, &f.extension_number).await? {
+                Some(id) => id,
+                None => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     // One link write, after the binding: a run that dies in between leaves a PBX user
     // without a link, which the next run's listing finds by username and extension and
     // links back unbound, so the binding is sent again.
@@ -622,6 +634,24 @@ async fn create_user(
     ctx.store.save_pbx_link(tenant, &link).await?;
     bound?;
     Ok(Done::UserCreated)
+}
+
+/// The PBX user with exactly this username (any case) and extension, if there is one.
+async fn find_user(
+    client: &PbxClient,
+    name: &str,
+    extension: &str,
+) -> Result<Option<String>, PbxError> {
+    let users = client.list_users().await?;
+    Ok(users
+        .into_iter()
+        .find(|u| {
+            u.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                && u.extension_number.as_deref() == Some(extension)
+        })
+        .map(|u| u.id))
 }
 
 async fn save_contact_link(

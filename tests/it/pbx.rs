@@ -453,10 +453,11 @@ async fn runs_under_pbx_faults_converge_to_the_clean_state() {
 #[tokio::test]
 async fn a_run_killed_after_its_first_pbx_writes_leaves_no_duplicate() {
     let pw = PbxWorld::new(small(), Vec::new()).await;
-    // Every PBX request is held a little, so the kill lands with creations in flight.
+    // Every PBX request is held a while, so the kill lands with creations in flight, some
+    // of which reach the PBX only after the next run has listed it.
     pw.emu().set_faults(PbxFaults {
         timeout_rate: 1.0,
-        timeout_delay_ms: 40,
+        timeout_delay_ms: 300,
         ..PbxFaults::default()
     });
     let ctx = pw.ctx();
@@ -512,4 +513,49 @@ async fn a_wrong_pbx_password_fails_the_run_in_plain_words_and_changes_nothing()
             .unwrap()
             .unwrap();
     assert_eq!(run.status, RunStatus::Failed);
+}
+
+/// A creation answered "taken" by the very user it meant to create (a killed run's request
+/// that reached the PBX late) links that user instead of failing it.
+#[tokio::test]
+async fn a_creation_that_finds_its_user_already_on_the_pbx_links_it() {
+    use ms365_gateway::store::PbxLinkKind;
+    let pw = PbxWorld::new(small(), Vec::new()).await;
+    pw.run_ok().await;
+    let rows = pw.w.store.pbx_users(TENANT).await.unwrap();
+    let synced: Vec<_> = rows.iter().filter(|r| r.ms365_oid.is_some()).collect();
+    let (lost, gone) = (synced[1], synced[2]);
+    // The link of `lost` is forgotten while the PBX keeps the user; `gone` disappears from
+    // the PBX, so the user count still matches and the next run does not list the PBX.
+    (pw.w.store)
+        .delete_pbx_link(TENANT, PbxLinkKind::User, &lost.id)
+        .await
+        .unwrap();
+    let gone_remote = field(&pw.pbx_users()[&gone.username], "id").to_string();
+    assert!(pw.emu().delete_user(DOMAIN, &gone_remote));
+    let summary = pw.run_ok().await;
+    let report = summary.pbx.as_ref().unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        pw.emu().stats().conflicts.values().sum::<u64>(),
+        1,
+        "one taken answer"
+    );
+    let link = (pw
+        .w
+        .store
+        .pbx_link(TENANT, PbxLinkKind::User, &lost.id)
+        .await
+        .unwrap())
+    .expect("linked again");
+    assert_eq!(link.remote_id, field(&pw.pbx_users()[&lost.username], "id"));
+    // The next listing brings `gone` back.
+    pw.w.store
+        .clear_sync_cursor(TENANT, LISTED_KIND)
+        .await
+        .unwrap();
+    pw.run_ok().await;
+    pw.assert_pbx_matches_record().await;
+    assert_eq!(pw.pbx_users().len(), default_scope(pw.w.em()).len());
+    pw.assert_no_rejections();
 }
