@@ -131,28 +131,11 @@ pub struct Binding<'a> {
     pub id: &'a str,
 }
 
-/// PortSIP's company contact fields (`POST /contacts`, `POST /contacts/{id}`); an empty
-/// string is an absent value. PortSIP allows 64 characters of `name`, 1024 of `notes` and
-/// 128 of the others; nothing is clipped here (the caller clips, knowing what it may cut).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ContactFields {
-    pub name: String,
-    pub email: String,
-    pub company: String,
-    pub title: String,
-    pub business: String,
-    pub business2: String,
-    pub mobile_phone: String,
-    pub mobile_phone2: String,
-    pub home_phone: String,
-    pub home_phone2: String,
-    pub other: String,
-    pub business_fax: String,
-    pub home_fax: String,
-    pub address: String,
-    pub notes: String,
-}
+/// PortSIP's company contact fields (`POST /contacts`, `POST /contacts/{id}`): the store
+/// keeps contacts in exactly these fields, so its type is the wire type. PortSIP allows 64
+/// characters of `name`, 1024 of `notes` and 128 of the others; nothing is clipped here
+/// (the caller clips, knowing what it may cut).
+pub use crate::store::ContactFields;
 
 /// A company contact as `GET /contacts` lists it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

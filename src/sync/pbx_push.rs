@@ -206,7 +206,7 @@ pub fn plan_contacts(
             continue;
         };
         let changed = match listing.and_then(|l| l.contacts.get(&link.remote_id)) {
-            Some(remote) => contact_fields(remote) != want.fields,
+            Some(remote) => PbxContact::from(&remote.fields) != want.fields,
             None => link.pushed_hash != digest(&want.fields),
         };
         if changed {
@@ -226,10 +226,6 @@ pub fn plan_contacts(
         }
     }
     ops
-}
-
-fn contact_fields(r: &crate::pbx::wire::PbxContactRecord) -> PbxContact {
-    PbxContact::from(&r.fields)
 }
 
 fn digest<T: Serialize>(value: &T) -> String {
