@@ -126,8 +126,15 @@ impl Gateway {
         )?;
         let http = http_builder(&limits);
         let keyring = Keyring::open_configured(store.clone(), &config).await?;
-        let sso =
-            Arc::new(crate::sso::Sso::new(config.clone(), store.clone(), keyring.clone()).await?);
+        let sso = Arc::new(
+            crate::sso::Sso::new(
+                config.clone(),
+                store.clone(),
+                keyring.clone(),
+                metrics.clone(),
+            )
+            .await?,
+        );
         if let Err(e) = sso.keys.import_key_files(&config.data_dir).await {
             tracing::warn!(error = %e, "cannot import the tenant key files of an earlier version");
         }
@@ -393,10 +400,58 @@ async fn proxy_handler(
     State(route): State<Arc<ProxyRoute>>,
     mut req: Request<Body>,
 ) -> Response<Body> {
-    match crate::sso::identity::identify(&route.sso, &mut req).await {
-        Ok(identity) => route.upstream.forward(&route.target, req, identity).await,
-        Err(answer) => answer,
+    let identity = match crate::sso::identity::identify(&route.sso, &mut req).await {
+        Ok(identity) => identity,
+        Err(answer) => return answer,
+    };
+    let Some(bearer) = identity.pbx else {
+        return route
+            .upstream
+            .forward(&route.target, req, identity.headers)
+            .await;
+    };
+    // The user's PBX token can end before the gateway expected (a PBX restart, a renewal
+    // by another instance): a refusal renews it, and a request without a body goes again.
+    let again = bodiless_copy(&req);
+    let response = (route.upstream)
+        .forward(&route.target, req, identity.headers.clone())
+        .await;
+    if response.status() != http::StatusCode::UNAUTHORIZED {
+        return response;
     }
+    let renewed = (route.sso.pbx)
+        .renew_refused(&bearer.session, &bearer.token)
+        .await;
+    match (again, renewed) {
+        (Some(again), Some(token)) => {
+            let mut headers = identity.headers;
+            crate::sso::identity::set_bearer(&mut headers, &token);
+            route.upstream.forward(&route.target, again, headers).await
+        }
+        _ => response,
+    }
+}
+
+/// A copy of a GET or HEAD request without a body (what can be sent twice); `None` for
+/// anything else.
+fn bodiless_copy(req: &Request<Body>) -> Option<Request<Body>> {
+    let h = req.headers();
+    let bodiless = matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && !h.contains_key(http::header::TRANSFER_ENCODING)
+        && !h.contains_key(http::header::UPGRADE)
+        && h.get(http::header::CONTENT_LENGTH).is_none_or(|v| v == "0");
+    if !bodiless {
+        return None;
+    }
+    let mut copy = Request::new(Body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    if let Some(conn) = req.extensions().get::<crate::edge::conn::ConnInfo>() {
+        copy.extensions_mut().insert(conn.clone());
+    }
+    Some(copy)
 }
 
 /// PortSIP's `GET /api/info?domain=`: proxied, with the tenant's Microsoft 365 sign-in fields

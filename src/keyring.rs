@@ -256,6 +256,18 @@ impl Keyring {
         Ok(self.store.delete_sealed_secret(name).await?)
     }
 
+    /// Seals `plaintext` under the master key for a row kept elsewhere (not in the secrets
+    /// table). `name` is bound into the seal: the value opens only under the same name, so
+    /// a sealed value copied to another row does not open there.
+    pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
+        self.sealer.seal(name, plaintext)
+    }
+
+    /// Opens what [`Keyring::seal`] sealed under `name`.
+    pub fn open_sealed(&self, name: &str, sealed: &str) -> Result<Vec<u8>, KeyringError> {
+        self.unseal(name, sealed)
+    }
+
     fn unseal(&self, name: &str, sealed: &str) -> Result<Vec<u8>, KeyringError> {
         self.sealer
             .open(name, sealed)

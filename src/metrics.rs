@@ -36,6 +36,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -56,6 +61,8 @@ pub struct Metrics {
     pub connections_open: Family<ListenerLabels, Gauge>,
     pub connections_total: Family<ListenerLabels, Counter>,
     pub cert_reloads: Family<KindLabels, Counter>,
+    /// Users' own PBX sessions opened, renewed, refused, by outcome.
+    pub pbx_sessions: Family<OutcomeLabels, Counter>,
     /// Metrics named without the `ms365_gateway_` prefix, as documented for alerting.
     unprefixed: Registry,
     certificate_days_left: Family<TenantLabels, Gauge>,
@@ -124,6 +131,12 @@ impl Metrics {
             "Certificate reloads by result",
             cert_reloads.clone(),
         );
+        let pbx_sessions = Family::default();
+        registry.register(
+            "pbx_sessions",
+            "Users' own PBX sessions at Microsoft sign-in and renewal, by outcome",
+            pbx_sessions.clone(),
+        );
         let mut unprefixed = Registry::default();
         let certificate_days_left = Family::default();
         unprefixed.register(
@@ -143,6 +156,7 @@ impl Metrics {
             connections_open,
             connections_total,
             cert_reloads,
+            pbx_sessions,
         }
     }
 
@@ -154,6 +168,13 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.unprefixed);
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+
+    /// Counts one PBX session event (`opened`, `renewed`, `password_rejected`, ...).
+    pub fn count_pbx_session(&self, outcome: &'static str) {
+        self.pbx_sessions
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Records how many whole days `tenant`'s signing certificate has left.

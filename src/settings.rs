@@ -32,6 +32,28 @@ pub enum SyncMode {
     Manual,
 }
 
+/// Beyond PortSIP: whose PBX session the gateway may open at a Microsoft sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PbxSignIn {
+    /// Only users the connector created (their PBX password is the gateway's). Adopted
+    /// local PBX users sign in with the gateway session alone.
+    #[default]
+    CreatedUsersOnly,
+    /// Also adopted local PBX users: at their first Microsoft sign-in the gateway sets a new
+    /// random PBX password for them (their old one stops working).
+    ManagePasswords,
+}
+
+impl PbxSignIn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PbxSignIn::CreatedUsersOnly => "created_users_only",
+            PbxSignIn::ManagePasswords => "manage_passwords",
+        }
+    }
+}
+
 /// `users`: which Microsoft 365 users become PBX extensions.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -106,6 +128,8 @@ pub struct Ms365Settings {
     /// Beyond PortSIP: where users land after signing in, per client.
     pub portal_landing_path: String,
     pub webrtc_landing_path: String,
+    /// Beyond PortSIP: whose PBX session a Microsoft sign-in opens (`[pbx] kind = "portsip"`).
+    pub pbx_sign_in: PbxSignIn,
 }
 
 impl Default for Ms365Settings {
@@ -127,6 +151,7 @@ impl Default for Ms365Settings {
             time_zone: "UTC".into(),
             portal_landing_path: "/portal/".into(),
             webrtc_landing_path: "/webrtc/".into(),
+            pbx_sign_in: PbxSignIn::CreatedUsersOnly,
         }
     }
 }
@@ -280,6 +305,13 @@ mod tests {
         s.shared_mailbox.selected_users = vec!["".into()];
         assert_eq!(s.validate().unwrap_err().0, "shared_mailbox.selected_users");
         assert!(serde_json::from_str::<Ms365Settings>(r#"{"national_cloud":"MARS"}"#).is_err());
+        let err = serde_json::from_str::<Ms365Settings>(r#"{"pbx_sign_in":"always"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("manage_passwords"), "{err}");
+        let s: Ms365Settings =
+            serde_json::from_str(r#"{"pbx_sign_in":"manage_passwords"}"#).unwrap();
+        assert_eq!(s.pbx_sign_in, PbxSignIn::ManagePasswords);
     }
 
     #[test]

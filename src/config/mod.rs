@@ -267,6 +267,14 @@ pub struct TenantSeed {
 }
 
 impl Config {
+    /// The PBX administrator sign-in configured for tenant `tenant_id` (`pbx_username` +
+    /// `pbx_password_file`), if any.
+    pub fn pbx_login(&self, tenant_id: &str) -> Option<&PbxLogin> {
+        (self.tenants.iter())
+            .find(|t| t.id == tenant_id)
+            .and_then(|t| t.pbx_login.as_ref().map(|l| &l.login))
+    }
+
     /// Reads `path`, applies `MS365GW_*` overrides from `vars`, and validates.
     pub fn load(
         path: &Path,

@@ -217,14 +217,29 @@ fn signed_in(user: &str, headers: &HeaderMap) -> String {
     format!(
         "<p><img src=\"/ms365/photos/{photo}\" alt=\"profile photo\" width=\"96\" height=\"96\" \
          onerror=\"this.style.visibility='hidden'\"></p><h2 id=\"name\"></h2>\
-         <table>{rows}</table><p><a href=\"/ms365/logout\">Sign out</a></p>\
+         <table>{rows}</table><h2>PBX session</h2><p id=\"pbx-session\">asking the PBX…</p>\
+         <p><a href=\"/ms365/logout\">Sign out</a></p>\
          <h2>Contacts</h2><ul id=\"contacts\"><li>loading…</li></ul><script>{SCRIPT}</script>",
         photo = escape_html(&percent_encode(user)),
     )
 }
 
-/// Fills in the name and the contacts; only `textContent` is ever written.
+/// Fills in the name, the PBX's own session of the user (`GET /api/login`, which the gateway
+/// sends with the user's PBX token) and the contacts; only `textContent` is ever written.
 const SCRIPT: &str = r#"
+fetch('/api/login', {headers: {accept: 'application/json'}}).then(async r => {
+  const el = document.getElementById('pbx-session');
+  if (r.ok) {
+    const s = await r.json();
+    el.textContent = 'The PBX knows you: ' + (s.name || '') + ', extension ' +
+      (s.extension_number || '') + ', PBX role ' + (s.role || '') + ' (user id ' + (s.id || '') + ')';
+    el.dataset.pbxUser = s.id || '';
+    return;
+  }
+  const mine = await fetch('/ms365/session').then(x => x.ok ? x.json() : {}).catch(() => ({}));
+  el.textContent = 'The PBX does not know you (HTTP ' + r.status + '). ' +
+    ((mine.pbx && mine.pbx.message) || '');
+});
 fetch('/ms365/directory/me').then(r => r.ok ? r.json() : {}).then(me => {
   document.getElementById('name').textContent = me.display_name || '';
 });

@@ -23,7 +23,8 @@ use super::error::PbxError;
 use super::retry::{Repeat, RetryPolicy, Verdict};
 use super::session::Held;
 use super::wire::{
-    Binding, ContactFields, Created, ListPage, NewUser, PbxContactRecord, PbxUserRecord, UserUpdate,
+    Binding, ContactFields, Created, ListPage, NewUser, PasswordChange, PbxContactRecord,
+    PbxUserRecord, UserUpdate,
 };
 use crate::config::{PbxConfig, PbxLogin};
 
@@ -134,32 +135,37 @@ impl Req {
     }
 }
 
-impl PbxClient {
-    /// The client of `[pbx]` for a tenant signing in with `login` on `domain`: rustls with
-    /// the system roots plus `ca_file`, `request_timeout` per request, no redirects (a
-    /// redirected request would carry the bearer token elsewhere).
-    pub fn new(config: &PbxConfig, login: PbxLogin, domain: String) -> Result<PbxClient, PbxError> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
-            .timeout(config.request_timeout)
-            .user_agent(concat!("ms365-gateway/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &config.ca_file {
-            let setup = |e: &dyn std::fmt::Display| {
-                PbxError::Setup(format!("[pbx] ca_file {}: {e}", path.display()))
-            };
-            let pem = std::fs::read(path).map_err(|e| setup(&e))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| setup(&e))?;
-            if certs.is_empty() {
-                return Err(setup(&"no PEM certificate in the file"));
-            }
-            builder = builder.tls_certs_merge(certs);
+/// The HTTP client `[pbx]` asks for: rustls with the system roots plus `ca_file`,
+/// `request_timeout` per request, no redirects (a redirected request would carry the bearer
+/// token elsewhere). Shared by the connector and the users' own PBX sessions.
+pub fn http_client(config: &PbxConfig) -> Result<reqwest::Client, PbxError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+        .timeout(config.request_timeout)
+        .user_agent(concat!("ms365-gateway/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.ca_file {
+        let setup = |e: &dyn std::fmt::Display| {
+            PbxError::Setup(format!("[pbx] ca_file {}: {e}", path.display()))
+        };
+        let pem = std::fs::read(path).map_err(|e| setup(&e))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| setup(&e))?;
+        if certs.is_empty() {
+            return Err(setup(&"no PEM certificate in the file"));
         }
-        let http = builder
-            .build()
-            .map_err(|e| PbxError::Setup(super::retry::error_chain(&e)))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| PbxError::Setup(super::retry::error_chain(&e)))
+}
+
+impl PbxClient {
+    /// The client of `[pbx]` for a tenant signing in with `login` on `domain` (on
+    /// [`http_client`]).
+    pub fn new(config: &PbxConfig, login: PbxLogin, domain: String) -> Result<PbxClient, PbxError> {
         Ok(PbxClient::with_http(
-            http,
+            http_client(config)?,
             config.api_url.clone(),
             login,
             domain,
@@ -258,6 +264,13 @@ impl PbxClient {
     /// `POST /users/{id}`: only the fields `update` carries change.
     pub async fn update_user(&self, id: &str, update: &UserUpdate) -> Result<(), PbxError> {
         self.post(&format!("users/{}", segment(id)?), Some(update))
+            .await
+    }
+
+    /// `POST /users/{id} {password}`: sets a user's login password (see [`PasswordChange`]).
+    pub async fn set_password(&self, id: &str, password: &str) -> Result<(), PbxError> {
+        let body = PasswordChange { password };
+        self.post(&format!("users/{}", segment(id)?), Some(&body))
             .await
     }
 

@@ -31,6 +31,13 @@ fn draw(alphabet: &[u8], n: usize) -> String {
     out
 }
 
+/// Keyring name of the PBX login password the gateway set for one of its users (`local_id`
+/// is the user's id in the gateway's record): written by the connector when it creates the
+/// user, read at the user's Microsoft sign-in to open their own PBX session.
+pub fn user_password_secret(tenant_id: &str, local_id: &str) -> String {
+    format!("pbx-user-password/{tenant_id}/{local_id}")
+}
+
 /// A 24-character login password: letters, digits and a symbol (about 140 bits).
 pub fn generate_password() -> String {
     let mut p = draw(LETTERS, 22);

@@ -27,4 +27,5 @@ mod tests;
 
 pub use client::{PbxClient, PbxStats};
 pub use error::PbxError;
+pub(crate) use session::renew_at;
 pub use session::{PbxToken, login_as, refresh};

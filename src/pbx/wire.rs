@@ -125,6 +125,14 @@ pub struct UserUpdate {
     pub work_phone: Option<String>,
 }
 
+/// `POST /users/{id}` with a new login password (`pbx_sign_in = "manage_passwords"`). The
+/// v22 document's update body has no `password`: a PBX that follows it refuses this with
+/// `VALIDATE_FAILED`, which the caller reports. No `Debug`: it holds the password.
+#[derive(Serialize)]
+pub struct PasswordChange<'a> {
+    pub password: &'a str,
+}
+
 /// `POST /users/{id}/ms365_binding`.
 #[derive(Debug, Serialize)]
 pub struct Binding<'a> {

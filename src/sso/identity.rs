@@ -1,7 +1,10 @@
 //! The session on proxied requests: the gateway's own cookies never reach the PBX, a valid
-//! session becomes the `X-PBX-*` identity headers (and, if configured, the session token as
-//! a bearer), and `protected_paths` without a session send browsers to sign in while API,
+//! session becomes the `X-PBX-*` identity headers and the user's own PBX token as the bearer
+//! (or, if configured and there is none, the gateway's session token), unless the client
+//! sent its own `Authorization`; and `protected_paths` without a session send browsers to sign in while API,
 //! XHR and WebSocket requests get a 401 — never a redirect to Microsoft they cannot follow.
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::IntoResponse;
@@ -19,9 +22,23 @@ pub const X_PBX_USER: HeaderName = HeaderName::from_static("x-pbx-user");
 pub const X_PBX_EXTENSION: HeaderName = HeaderName::from_static("x-pbx-extension");
 pub const X_PBX_ROLE: HeaderName = HeaderName::from_static("x-pbx-role");
 
-/// Resolves the request's session, removes the gateway's cookies, and returns the headers to
-/// add for the PBX — or the answer to give instead when a protected path has no session.
-pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<HeaderMap, Response<Body>> {
+/// What the proxy adds to a request: the identity headers and, when the user's PBX token
+/// went as the bearer, which one (so a refusal by the PBX can renew it and retry).
+#[derive(Default)]
+pub struct Identity {
+    pub headers: HeaderMap,
+    pub pbx: Option<PbxBearer>,
+}
+
+/// The PBX token a request carries and the session it belongs to.
+pub struct PbxBearer {
+    pub session: Arc<SessionInfo>,
+    pub token: String,
+}
+
+/// Resolves the request's session, removes the gateway's cookies, and returns what to add
+/// for the PBX — or the answer to give instead when a protected path has no session.
+pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Response<Body>> {
     let session = match session_cookie(req.headers()).map(str::to_string) {
         Some(value) => sso.sessions.resolve_shared(&value).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "session lookup failed; treating the request as anonymous");
@@ -30,14 +47,43 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<HeaderMap, R
         None => None,
     };
     strip_gateway_cookies(req.headers_mut());
-    match session {
-        Some(info) => Ok(identity_headers(sso, &info)),
-        None if is_protected(sso, req.uri().path()) => Err(unauthenticated(req)),
-        None => Ok(HeaderMap::new()),
+    let Some(info) = session else {
+        if is_protected(sso, req.uri().path()) {
+            return Err(unauthenticated(req));
+        }
+        return Ok(Identity::default());
+    };
+    let mut identity = Identity {
+        headers: identity_headers(&info),
+        pbx: None,
+    };
+    // A client that brings its own credentials keeps them.
+    if req.headers().contains_key(AUTHORIZATION) {
+        return Ok(identity);
+    }
+    if let Some(token) = sso.pbx.bearer(&info).await {
+        set_bearer(&mut identity.headers, &token);
+        identity.pbx = Some(PbxBearer {
+            session: info,
+            token,
+        });
+    } else if sso.config.sso.forward_session_token {
+        match sso.sessions.token(&info) {
+            Ok((token, _)) => set_bearer(&mut identity.headers, &token),
+            Err(e) => tracing::warn!(error = %e, "could not sign the session token for the PBX"),
+        }
+    }
+    Ok(identity)
+}
+
+/// Sets `Authorization: Bearer <token>`.
+pub fn set_bearer(headers: &mut HeaderMap, token: &str) {
+    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        headers.insert(AUTHORIZATION, v);
     }
 }
 
-fn identity_headers(sso: &Sso, info: &SessionInfo) -> HeaderMap {
+fn identity_headers(info: &SessionInfo) -> HeaderMap {
     let mut h = HeaderMap::new();
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -49,12 +95,6 @@ fn identity_headers(sso: &Sso, info: &SessionInfo) -> HeaderMap {
     set(X_PBX_USER, &info.pbx_user_id);
     set(X_PBX_EXTENSION, info.extension.as_deref().unwrap_or(""));
     set(X_PBX_ROLE, &info.role);
-    if sso.config.sso.forward_session_token {
-        match sso.sessions.token(info) {
-            Ok((token, _)) => set(AUTHORIZATION, &format!("Bearer {token}")),
-            Err(e) => tracing::warn!(error = %e, "could not sign the session token for the PBX"),
-        }
-    }
     h
 }
 

@@ -9,6 +9,10 @@
 //! - [`flow_keys`]: the flow-cookie keys, shared by the instances through the keyring.
 //! - [`identity`]: the session on proxied requests: identity headers, protected paths.
 //! - [`pages`]: error pages with AADSTS codes and hints.
+//! - [`pbx_session`]: the user's own PBX session behind the gateway session: kept sealed
+//!   with it, renewed, sent as the bearer of proxied requests, ended at logout.
+//! - `pbx_sign_in`: opening that PBX session at a Microsoft sign-in (which password).
+//! - [`pbx_state`]: its states and the sign-in refusals it causes, in words.
 //! - [`ratelimit`]: per-IP limits on the sign-in endpoints.
 //! - [`return_to`]: the same-origin path check for post-login destinations.
 //! - [`seal`]: AES-256-GCM sealed cookies with rotating keys.
@@ -24,6 +28,9 @@ pub mod identity;
 pub mod login;
 pub mod login_page;
 pub mod pages;
+pub mod pbx_session;
+mod pbx_sign_in;
+pub mod pbx_state;
 pub mod photos_route;
 pub mod ratelimit;
 pub mod redirect;

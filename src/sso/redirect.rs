@@ -198,16 +198,22 @@ async fn complete(
     .await
     .map_err(|e| oidc_problem(e, retry.clone()))?;
     let user = authorize_user(sso, &tenant, &settings, &claims, retry.clone()).await?;
-    let (cookie, _info) = sso
+    // Before the session: a PBX that refuses the user stops the sign-in with its reason.
+    let grant = (sso.pbx.open(&tenant, &settings, &user).await)
+        .map_err(|refusal| refusal.problem(retry.clone()))?;
+    let pbx_state = grant.state;
+    let (cookie, info) = sso
         .sessions
         .create(&tenant, &user, flow.client, &conn.listener)
         .await
         .map_err(internal)?;
+    (sso.pbx.attach(&info.id_hash, grant).await)
+        .map_err(|refusal| refusal.problem(retry.clone()))?;
     let destination = flow.return_to.clone().unwrap_or_else(|| match flow.client {
         ClientKind::Portal => settings.portal_landing_path.clone(),
         ClientKind::Webrtc => settings.webrtc_landing_path.clone(),
     });
-    tracing::info!(tenant = %tenant.id, user = %user.pbx_user_id, client = flow.client.as_str(), listener = %conn.listener, "signed in with Microsoft");
+    tracing::info!(tenant = %tenant.id, user = %user.pbx_user_id, client = flow.client.as_str(), listener = %conn.listener, pbx = pbx_state.as_str(), "signed in with Microsoft");
     let mut response = StatusCode::FOUND.into_response();
     let h = response.headers_mut();
     h.insert(

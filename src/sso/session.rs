@@ -20,6 +20,7 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use super::pbx_session::PbxSessions;
 use super::session_keys::SessionKeys;
 use crate::store::{DirectoryUser, SessionRecord, Store, StoreError, Tenant};
 
@@ -76,6 +77,8 @@ pub enum SessionError {
     Keys(String),
     #[error(transparent)]
     Keyring(#[from] crate::keyring::KeyringError),
+    #[error(transparent)]
+    Pbx(#[from] crate::pbx::PbxError),
     /// A session was asked for a user who may not have one.
     #[error("no session can be issued: {0}")]
     Refused(&'static str),
@@ -183,6 +186,8 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     cache: Mutex<ResolveCache>,
     rng: SystemRandom,
+    /// Users' PBX sessions, ended with the gateway sessions they belong to.
+    pbx: Option<Arc<PbxSessions>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -207,7 +212,14 @@ impl Sessions {
             clock: Arc::new(SystemClock),
             cache: Mutex::new(ResolveCache::new(CACHE_CAPACITY)),
             rng: SystemRandom::new(),
+            pbx: None,
         }
+    }
+
+    /// Ends users' PBX sessions together with their gateway sessions.
+    pub fn with_pbx(mut self, pbx: Arc<PbxSessions>) -> Self {
+        self.pbx = Some(pbx);
+        self
     }
 
     /// Overrides how long a resolution is served from memory (at most this stale).
@@ -220,6 +232,11 @@ impl Sessions {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Users' PBX sessions, when sessions carry them.
+    pub fn pbx(&self) -> Option<&Arc<PbxSessions>> {
+        self.pbx.as_ref()
     }
 
     pub fn keys(&self) -> &Arc<SessionKeys> {
@@ -327,6 +344,9 @@ impl Sessions {
         // revocation or is refused a cache slot by the generation bump.
         let revoked = self.store.revoke_session(&id_hash).await?;
         self.cache().remove(&id_hash);
+        if let Some(pbx) = &self.pbx {
+            pbx.end(&id_hash).await;
+        }
         Ok(revoked)
     }
 

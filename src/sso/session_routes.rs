@@ -1,5 +1,6 @@
 //! The HTTP face of PBX sessions: `GET /ms365/jwks.json` (the session-token public keys),
-//! `GET /ms365/session` (a session token for the same-origin page holding the cookie) and
+//! `GET /ms365/session` (a session token for the same-origin page holding the cookie, and
+//! whether the PBX knows the user: `pbx.state`, `pbx.message`) and
 //! `GET|POST /ms365/logout`.
 //!
 //! The session endpoint hands out a bearer token, so it refuses anything a browser marks as
@@ -19,6 +20,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::pbx_state::PbxState;
 use super::session::{Sessions, clear_cookie_header, session_cookie};
 use crate::edge::conn::ConnInfo;
 use crate::edge::headers::request_host;
@@ -92,7 +94,12 @@ async fn session(
         Ok(t) => t,
         Err(e) => return unavailable(&e),
     };
+    let pbx = match sessions.pbx() {
+        Some(pbx) => pbx.state(&info.id_hash).await,
+        None => PbxState::NoPbx,
+    };
     let body = json!({
+        "pbx": { "state": pbx.as_str(), "message": pbx.message() },
         "access_token": token,
         "token_type": "Bearer",
         "expires_in": expires_in,

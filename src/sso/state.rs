@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::flow::UsedStates;
 use super::flow_keys::FlowKeys;
+use super::pbx_session::PbxSessions;
 use super::ratelimit::RateLimiter;
 use super::session::{SessionError, Sessions};
 use super::session_keys::SessionKeys;
@@ -18,6 +19,7 @@ use crate::entra::keys::TenantKeys;
 use crate::entra::oidc::JwksCache;
 use crate::entra::{CloudEndpoints, NationalCloud};
 use crate::keyring::Keyring;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How often the session-signing and flow-cookie keys are re-read from the keyring, so a
@@ -36,6 +38,8 @@ pub struct Sso {
     pub used_states: UsedStates,
     pub limiter: RateLimiter,
     pub sessions: Arc<Sessions>,
+    /// Users' own PBX sessions (off with `[pbx] kind = "embedded"`).
+    pub pbx: Arc<PbxSessions>,
 }
 
 impl Sso {
@@ -43,6 +47,7 @@ impl Sso {
         config: Arc<Config>,
         store: Store,
         keyring: Keyring,
+        metrics: Arc<Metrics>,
     ) -> Result<Sso, SessionError> {
         let http = crate::entra::http::microsoft_client(Duration::from_secs(15));
         let session_keys = Arc::new(SessionKeys::load_or_create(&keyring).await?);
@@ -51,12 +56,21 @@ impl Sso {
             .first()
             .map(|l| l.public_url.clone())
             .unwrap_or_default();
-        let sessions = Arc::new(Sessions::new(
+        let pbx = Arc::new(PbxSessions::new(
+            config.clone(),
             store.clone(),
-            session_keys,
-            config.sso.session_lifetime,
-            issuer,
-        ));
+            keyring.clone(),
+            metrics,
+        )?);
+        let sessions = Arc::new(
+            Sessions::new(
+                store.clone(),
+                session_keys,
+                config.sso.session_lifetime,
+                issuer,
+            )
+            .with_pbx(pbx.clone()),
+        );
         Ok(Sso {
             keys: TenantKeys::new(store.clone(), keyring.clone()),
             jwks: JwksCache::new(http.clone()),
@@ -64,6 +78,7 @@ impl Sso {
             used_states: UsedStates::new(store.clone()),
             limiter: RateLimiter::new(config.sso.login_rate_per_minute),
             sessions,
+            pbx,
             http,
             keyring,
             store,

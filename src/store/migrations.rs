@@ -78,6 +78,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::pbx_links::MIGRATION,
         postgres: super::pbx_links::MIGRATION,
     },
+    Migration {
+        version: 11,
+        name: "session_pbx_tokens",
+        sqlite: super::sessions::PBX_MIGRATION,
+        postgres: super::sessions::PBX_MIGRATION,
+    },
 ];
 
 const TENANTS: &str = "

@@ -40,7 +40,7 @@ pub use migrations::LATEST_VERSION;
 pub use ms365::DirectoryUser;
 pub use pbx_links::{ImportedPbxUser, PbxLink, PbxLinkKind, PbxStatus};
 pub use photos::StoredPhoto;
-pub use sessions::SessionRecord;
+pub use sessions::{SessionPbx, SessionRecord};
 pub use sync_runs::{
     EntityCounts, ItemError, ItemOutcome, MAX_RUN_ERRORS, PhaseOutcome, RunOutcome, RunStatus,
     RunTrigger, SyncRun,

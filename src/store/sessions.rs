@@ -7,6 +7,33 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_epoch};
 
+/// The user's own PBX session beside the gateway session: its token, sealed under the master
+/// key (`pbx_token`), and in words why there is none (`pbx_state`).
+pub(super) const PBX_MIGRATION: &str = "
+ALTER TABLE sessions ADD COLUMN pbx_token TEXT;
+ALTER TABLE sessions ADD COLUMN pbx_state TEXT NOT NULL DEFAULT '';";
+
+/// What a session row holds of the user's PBX session.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionPbx {
+    /// The sealed token, when the PBX knows the user.
+    pub sealed_token: Option<String>,
+    /// Why (not): `active`, `not_on_pbx`, `not_managed`, ...; empty without a PBX.
+    pub state: String,
+}
+
+impl std::fmt::Debug for SessionPbx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionPbx")
+            .field(
+                "sealed_token",
+                &self.sealed_token.as_ref().map(|_| "[sealed]"),
+            )
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
 /// A stored session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -94,6 +121,85 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// The PBX side of a live (not revoked) session; `None` when there is no such session.
+    pub async fn session_pbx(&self, id_hash: &str) -> Result<Option<SessionPbx>, StoreError> {
+        let row = sqlx::query(
+            "SELECT pbx_token, pbx_state FROM sessions WHERE id_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(id_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(SessionPbx {
+            sealed_token: row.try_get("pbx_token")?,
+            state: row.try_get("pbx_state")?,
+        }))
+    }
+
+    /// Replaces the PBX side of a live session if it still holds `expected` (the token this
+    /// instance renewed): two instances renewing at once cannot both win, and a session
+    /// revoked meanwhile stays revoked. `false` when another writer came first.
+    pub async fn swap_session_pbx(
+        &self,
+        id_hash: &str,
+        expected: Option<&str>,
+        next: &SessionPbx,
+    ) -> Result<bool, StoreError> {
+        let (sql, with_expected) = match expected {
+            Some(_) => (
+                "UPDATE sessions SET pbx_token = $2, pbx_state = $3
+                 WHERE id_hash = $1 AND revoked_at IS NULL AND pbx_token = $4",
+                true,
+            ),
+            None => (
+                "UPDATE sessions SET pbx_token = $2, pbx_state = $3
+                 WHERE id_hash = $1 AND revoked_at IS NULL AND pbx_token IS NULL",
+                false,
+            ),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(id_hash)
+            .bind(next.sealed_token.clone())
+            .bind(next.state.clone());
+        if with_expected {
+            query = query.bind(expected.map(str::to_string));
+        }
+        Ok(query.execute(self.pool()).await?.rows_affected() > 0)
+    }
+
+    /// Takes the PBX token off a session (ended or revoked), returning what it held so the
+    /// caller can end it on the PBX.
+    pub async fn take_session_pbx_token(
+        &self,
+        id_hash: &str,
+        state: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT pbx_token FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .fetch_optional(self.pool())
+            .await?;
+        let sealed: Option<String> = match row {
+            Some(row) => row.try_get("pbx_token")?,
+            None => None,
+        };
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let done = sqlx::query(
+            "UPDATE sessions SET pbx_token = NULL, pbx_state = $2
+             WHERE id_hash = $1 AND pbx_token = $3",
+        )
+        .bind(id_hash)
+        .bind(state)
+        .bind(&sealed)
+        .execute(self.pool())
+        .await?;
+        // Another instance took (or renewed) it first: that one ends it.
+        Ok((done.rows_affected() > 0).then_some(sealed))
     }
 
     /// Revokes one session; `false` when it did not exist or was already revoked (the first

@@ -79,14 +79,11 @@ pub fn pbx_target(
     if config.pbx.kind != PbxKind::PortSip {
         return Ok(None);
     }
-    let login = (config.tenants.iter())
-        .find(|t| t.id == tenant_id)
-        .and_then(|t| t.pbx_login.as_ref().map(|l| l.login.clone()))
-        .ok_or_else(|| {
-            SyncError::InvalidOptions(format!(
-                "tenant `{tenant_id}` has no pbx_username / pbx_password_file for the PBX connector"
-            ))
-        })?;
+    let login = (config.pbx_login(tenant_id).cloned()).ok_or_else(|| {
+        SyncError::InvalidOptions(format!(
+            "tenant `{tenant_id}` has no pbx_username / pbx_password_file for the PBX connector"
+        ))
+    })?;
     let client = PbxClient::new(&config.pbx, login, domain.to_string())?;
     Ok(Some(PbxTarget {
         client,

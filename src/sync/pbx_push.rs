@@ -54,11 +54,6 @@ pub struct PbxTarget {
     pub keyring: Keyring,
 }
 
-/// Keyring name of the PBX password the gateway set for one of its users.
-pub fn password_secret(tenant_id: &str, local_id: &str) -> String {
-    format!("pbx-user-password/{tenant_id}/{local_id}")
-}
-
 /// What the `pbx` phase did (or, in a dry run, would do).
 #[derive(Debug, Clone, Default)]
 pub struct PbxReport {
@@ -536,7 +531,7 @@ async fn send(ctx: &TenantRecord, target: &PbxTarget, op: &Op) -> Result<Done, P
             store
                 .delete_pbx_link(tenant, PbxLinkKind::User, &link.local_id)
                 .await?;
-            let name = password_secret(tenant, &link.local_id);
+            let name = credentials::user_password_secret(tenant, &link.local_id);
             target.keyring.delete(&name).await.map_err(store_error)?;
             Ok(Done::UserDestroyed)
         }
@@ -581,7 +576,7 @@ async fn create_user(
     want: &WantedUser,
 ) -> Result<Done, PbxError> {
     let tenant = ctx.tenant_id.as_str();
-    let name = password_secret(tenant, &want.local_id);
+    let name = credentials::user_password_secret(tenant, &want.local_id);
     let generated = credentials::generate_password();
     let sealed = target.keyring.put_once(&name, generated.as_bytes()).await;
     let password = String::from_utf8(sealed.map_err(store_error)?)

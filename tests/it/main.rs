@@ -4,6 +4,7 @@ mod common;
 
 mod admin;
 mod browser;
+mod browser_pbx;
 mod cluster;
 mod config;
 mod contacts;
@@ -16,6 +17,7 @@ mod keys;
 mod lifecycle;
 mod oidc;
 mod pbx;
+mod pbx_session;
 mod photos;
 mod proxy;
 mod sessions;
