@@ -107,6 +107,9 @@ impl Gateway {
     /// Opens the store, loads certificates and binds every socket. Nothing is served yet.
     pub async fn bind(config: Config) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
+        for (key, url) in config.plain_http_clouds() {
+            tracing::warn!(%key, %url, "a Microsoft endpoint override uses plain http: tokens and client assertions travel unencrypted (fine for the emulator, never for Microsoft)");
+        }
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(&config).await?;
         for seed in &config.tenants {

@@ -101,6 +101,19 @@ pub struct AdminSignIn {
     pub selected_users: Vec<String>,
 }
 
+impl AdminSignIn {
+    /// Whether the user with object id `oid` and synced UPN `upn` signs in as an
+    /// administrator. Never decided on the ID token's `preferred_username`, which Microsoft
+    /// documents as mutable (a guest's is their home address).
+    pub fn covers(&self, oid: &str, upn: &str) -> bool {
+        self.enabled
+            && self
+                .selected_users
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(oid) || s.eq_ignore_ascii_case(upn))
+    }
+}
+
 /// The whole document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

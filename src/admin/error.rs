@@ -93,9 +93,15 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(reason) = &self {
             tracing::error!(%reason, "admin API request failed");
         }
+        // A database's or library's own words can name hosts, tables and paths: they go to
+        // the log, and the client is told where to look.
+        let message = match &self {
+            ApiError::Internal(_) => "internal error; the gateway's log has the details".into(),
+            other => other.to_string(),
+        };
         let body = json!({ "errors": [{
             "code": self.code(),
-            "message": self.to_string(),
+            "message": message,
             "detail": self.detail(),
         }]});
         let mut response = (self.status(), Json(body)).into_response();
@@ -152,5 +158,27 @@ impl From<GraphError> for ApiError {
                 hint: None,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_keep_their_words_in_the_log() {
+        let response =
+            ApiError::Internal("connection to 10.1.2.3:5432 (table sessions) refused".into())
+                .into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains("INTERNAL"), "{body}");
+        assert!(
+            !body.contains("10.1.2.3") && !body.contains("sessions"),
+            "{body}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 mod database;
 mod env;
 mod pbx;
+mod protected;
 mod raw;
 mod units;
 pub(crate) mod validate;
@@ -20,6 +21,7 @@ use http::Uri;
 
 pub use database::{DATABASE_URL_KEY, DatabaseUrl, redact_url};
 pub use pbx::{PbxConfig, PbxKind, PbxLogin, PbxSecret, TenantPbxLogin};
+pub use protected::ProtectedPaths;
 pub use units::IpNetwork;
 
 /// Where a configuration value came from, for error messages.
@@ -240,7 +242,8 @@ pub struct SsoConfig {
     /// Lifetime of a PBX session (default 8 h).
     pub session_lifetime: Duration,
     /// Path prefixes that need a session: browsers are sent to sign in, API calls get 401.
-    pub protected_paths: Vec<String>,
+    /// Matched on the canonical path (see [`ProtectedPaths`]).
+    pub protected_paths: ProtectedPaths,
     /// Also send `Authorization: Bearer <session token>` to the PBX.
     pub forward_session_token: bool,
     /// Login, redirect and session requests allowed per client IP and minute.
@@ -273,6 +276,20 @@ impl Config {
         (self.tenants.iter())
             .find(|t| t.id == tenant_id)
             .and_then(|t| t.pbx_login.as_ref().map(|l| &l.login))
+    }
+
+    /// The `[clouds.*]` overrides that point at plain `http://` (keys `clouds.NAME.login`
+    /// and their URL): tokens and client assertions would travel unencrypted.
+    pub fn plain_http_clouds(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, c) in &self.clouds {
+            for (key, url) in [("login", &c.login), ("graph", &c.graph)] {
+                if let Some(url) = url.as_ref().filter(|u| u.scheme_str() == Some("http")) {
+                    out.push((format!("clouds.{name}.{key}"), url.to_string()));
+                }
+            }
+        }
+        out
     }
 
     /// Reads `path`, applies `MS365GW_*` overrides from `vars`, and validates.

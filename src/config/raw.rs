@@ -98,6 +98,7 @@ pub struct RawStore {
 pub struct RawSso {
     pub session_lifetime: Option<String>,
     pub protected_paths: Option<Vec<String>>,
+    pub protected_paths_ignore_case: Option<bool>,
     pub forward_session_token: Option<bool>,
     pub login_rate_per_minute: Option<u32>,
     pub end_session_at_microsoft: Option<bool>,

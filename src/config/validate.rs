@@ -333,7 +333,10 @@ fn sso(raw: super::raw::RawSso, o: &Origin<'_>) -> Result<SsoConfig, ConfigError
     }
     Ok(SsoConfig {
         session_lifetime: lifetime,
-        protected_paths: protected,
+        protected_paths: super::ProtectedPaths::new(
+            &protected,
+            raw.protected_paths_ignore_case.unwrap_or(true),
+        ),
         forward_session_token: raw.forward_session_token.unwrap_or(false),
         login_rate_per_minute: match raw.login_rate_per_minute {
             Some(0) => return Err(o.invalid("sso.login_rate_per_minute", "must be at least 1")),

@@ -25,8 +25,8 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Prefix of the identity headers the gateway sets for the PBX (compared after folding `_`).
-const IDENTITY_PREFIX: &str = "x-pbx-";
+/// The identity headers' prefix (`X-PBX-`) with its non-alphanumerics dropped.
+const IDENTITY_FOLDED: &str = "xpbx";
 
 /// Removes hop-by-hop headers. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` are
 /// re-added afterwards, because a WebSocket handshake must reach the other side.
@@ -71,20 +71,27 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Removes every client-supplied header that claims a gateway identity, in any case and with
-/// `_` for `-` (some servers treat them alike, which is how such headers get smuggled).
+/// Removes every client-supplied header that claims a gateway identity: every name that,
+/// with its non-alphanumeric characters dropped, starts with `xpbx` (`X-PBX-Role`,
+/// `x_pbx_role`, `X.PBX.Role`, `XPBXRole`), because servers and frameworks fold `-`, `_` and
+/// `.` differently, which is how such headers get smuggled past a literal match.
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            let folded = name.as_str().replace('_', "-");
-            folded.starts_with(IDENTITY_PREFIX)
-        })
+        .filter(|name| claims_identity(name.as_str()))
         .cloned()
         .collect();
     for name in spoofed {
         headers.remove(name);
     }
+}
+
+/// Whether a (lower-case) header name folds to the identity prefix `xpbx`.
+fn claims_identity(name: &str) -> bool {
+    let mut folded = name.bytes().filter(u8::is_ascii_alphanumeric);
+    IDENTITY_FOLDED
+        .bytes()
+        .all(|want| folded.next().is_some_and(|b| b.eq_ignore_ascii_case(&want)))
 }
 
 /// What the gateway knows about the hop it received a request on.
@@ -221,11 +228,18 @@ mod tests {
             ("X-PBX-User", "admin"),
             ("x_pbx_role", "admin"),
             ("X_Pbx-Tenant", "t"),
+            ("X.PBX.Role", "admin"),
+            ("XPBXRole", "admin"),
+            ("x--pbx__extension", "100"),
             ("x-other", "1"),
+            ("x-pb", "short"),
+            ("xpb-x", "folds to xpbx as well"),
         ]);
         strip_identity_headers(&mut h);
-        assert_eq!(h.len(), 1);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
         assert_eq!(h["x-other"], "1");
+        assert_eq!(h["x-pb"], "short");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The session on proxied requests: the gateway's own cookies never reach the PBX, a valid
 //! session becomes the `X-PBX-*` identity headers and the user's own PBX token as the bearer
 //! (or, if configured and there is none, the gateway's session token), unless the client
-//! sent its own `Authorization`; and `protected_paths` without a session send browsers to sign in while API,
-//! XHR and WebSocket requests get a 401 — never a redirect to Microsoft they cannot follow.
+//! sent its own `Authorization`; and `protected_paths` (matched on the canonical path, so
+//! `/%70ortal/` or `//portal/` is `/portal/`) without a session send browsers to sign in
+//! while API, XHR and WebSocket requests get a 401 — never a redirect to Microsoft they
+//! cannot follow.
 
 use std::sync::Arc;
 
@@ -99,11 +101,7 @@ fn identity_headers(info: &SessionInfo) -> HeaderMap {
 }
 
 fn is_protected(sso: &Sso, path: &str) -> bool {
-    sso.config
-        .sso
-        .protected_paths
-        .iter()
-        .any(|p| path.starts_with(p.as_str()))
+    sso.config.sso.protected_paths.covers(path)
 }
 
 /// A browser navigation goes to the login page; everything else gets 401 JSON.
@@ -141,31 +139,36 @@ fn unauthenticated(req: &Request<Body>) -> Response<Body> {
     response
 }
 
-/// Removes the session and flow cookies from the Cookie header(s) the PBX will see.
+/// Removes the session and flow cookies from the Cookie header(s) the PBX will see. Works on
+/// bytes: a header with non-UTF-8 bytes in another cookie must not carry ours through.
 pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
+    let ours = |pair: &[u8]| {
+        let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        name == SESSION_COOKIE.as_bytes() || name.starts_with(FLOW_COOKIE_PREFIX.as_bytes())
+    };
     // Most proxied requests carry none of ours: leave their headers untouched.
-    let ours = headers.get_all(COOKIE).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.contains(SESSION_COOKIE) || v.contains(FLOW_COOKIE_PREFIX))
-    });
-    if !ours {
-        return;
-    }
-    let kept: Vec<String> = headers
+    let any_ours = headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or_default();
-            !pair.is_empty() && name != SESSION_COOKIE && !name.starts_with(FLOW_COOKIE_PREFIX)
-        })
-        .map(str::to_string)
-        .collect();
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .any(|pair| ours(pair.trim_ascii()));
+    if !any_ours {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for pair in (headers.get_all(COOKIE).iter()).flat_map(|v| v.as_bytes().split(|b| *b == b';')) {
+        let pair = pair.trim_ascii();
+        if pair.is_empty() || ours(pair) {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.extend_from_slice(b"; ");
+        }
+        kept.extend_from_slice(pair);
+    }
     headers.remove(COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_bytes(&kept)
     {
         headers.insert(COOKIE, v);
     }
@@ -193,5 +196,12 @@ mod tests {
         );
         strip_gateway_cookies(&mut only);
         assert!(only.get(COOKIE).is_none());
+        let mut binary = HeaderMap::new();
+        binary.insert(
+            COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xe9; __Host-pbx_session=secret").unwrap(),
+        );
+        strip_gateway_cookies(&mut binary);
+        assert_eq!(binary[COOKIE].as_bytes(), b"pref=caf\xe9");
     }
 }

@@ -77,6 +77,11 @@ pub async fn photo(
         let mut r = Response::new(Body::from(photo.bytes));
         if let Ok(ct) = HeaderValue::from_str(&photo.content_type) {
             r.headers_mut().insert(CONTENT_TYPE, ct);
+            // The type comes from Microsoft's answer: never let a browser guess another.
+            r.headers_mut().insert(
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
         }
         r
     };

@@ -1,18 +1,30 @@
-//! A per-client-IP token bucket for the sign-in endpoints, so a script cannot hammer
-//! Microsoft through the gateway or fill the flow-state memory. Answers carry `Retry-After`.
+//! A per-client token bucket for the sign-in endpoints, so a script cannot hammer Microsoft
+//! through the gateway or fill the flow-state memory. Clients are IPv4 addresses or IPv6
+//! /64s; idle ones are forgotten by turning generations, never by a scan under the lock.
+//! Answers carry `Retry-After`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Buckets kept at most; beyond this the idle ones are dropped first.
+/// Buckets kept at most (both generations together).
 const MAX_TRACKED: usize = 100_000;
+
+/// Buckets in two generations: a client not seen for a whole generation is forgotten when
+/// the generations turn, which costs nothing per request (no scan under the lock). A
+/// generation lasts as long as an empty bucket takes to refill, so a forgotten bucket was
+/// full anyway; a flood of new addresses turns them early, which bounds the memory.
+struct Generations {
+    current: HashMap<IpAddr, (f64, Instant)>,
+    previous: HashMap<IpAddr, (f64, Instant)>,
+    turned_at: Instant,
+}
 
 pub struct RateLimiter {
     per_minute: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<Generations>,
 }
 
 impl RateLimiter {
@@ -22,30 +34,63 @@ impl RateLimiter {
         RateLimiter {
             per_minute,
             burst: per_minute,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Generations {
+                current: HashMap::new(),
+                previous: HashMap::new(),
+                turned_at: Instant::now(),
+            }),
         }
     }
 
     /// `Ok` when `ip` may proceed, else how long to wait.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        let now = Instant::now();
+        self.check_at(ip, Instant::now())
+    }
+
+    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let rate = self.per_minute / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_TRACKED {
-            let burst = self.burst;
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
+        let generation = Duration::from_secs_f64(self.burst / rate);
+        let key = client_key(ip);
+        let mut g = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if now.duration_since(g.turned_at) >= generation || g.current.len() >= MAX_TRACKED / 2 {
+            g.previous = std::mem::take(&mut g.current);
+            g.turned_at = now;
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        let (mut tokens, at) = match g.current.get(&key) {
+            Some(b) => *b,
+            None => g.previous.remove(&key).unwrap_or((self.burst, now)),
+        };
+        tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(self.burst);
+        let answer = if tokens >= 1.0 {
+            tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / rate).max(Duration::from_secs(1)))
-        }
+            Err(Duration::from_secs_f64((1.0 - tokens) / rate).max(Duration::from_secs(1)))
+        };
+        g.current.insert(key, (tokens, now));
+        answer
+    }
+
+    /// Clients tracked now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        let g = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        g.current.len() + g.previous.len()
+    }
+}
+
+/// The bucket a client address falls in: an IPv4 address (also when mapped into IPv6), or
+/// the /64 of an IPv6 address, which one subscriber usually holds whole.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -67,5 +112,44 @@ mod tests {
             "{wait:?}"
         );
         assert!(limiter.check(b).is_ok(), "other clients are not affected");
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_one_client_per_64() {
+        let limiter = RateLimiter::new(2);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.check(one).is_ok());
+        assert!(limiter.check(same_64).is_ok());
+        assert!(limiter.check(one).is_err(), "the /64 shares one bucket");
+        assert!(limiter.check(other_64).is_ok());
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn idle_clients_are_forgotten_without_a_scan_and_memory_stays_bounded() {
+        let limiter = RateLimiter::new(60);
+        let t0 = Instant::now();
+        let drained: IpAddr = "198.51.100.1".parse().unwrap();
+        for _ in 0..60 {
+            assert!(limiter.check_at(drained, t0).is_ok());
+        }
+        assert!(limiter.check_at(drained, t0).is_err());
+        // A flood of distinct addresses: the map never grows past the bound.
+        for i in 0..(MAX_TRACKED as u32 + 10) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = limiter.check_at(ip, t0);
+        }
+        assert!(limiter.tracked() <= MAX_TRACKED, "{}", limiter.tracked());
+        // Two generations later a client is forgotten, i.e. its bucket is full again.
+        let later = t0 + Duration::from_secs(121);
+        let _ = limiter.check_at("192.0.2.9".parse().unwrap(), later);
+        let _ = limiter.check_at(
+            "192.0.2.9".parse().unwrap(),
+            later + Duration::from_secs(61),
+        );
+        assert!(limiter.tracked() <= 2, "{}", limiter.tracked());
     }
 }

@@ -106,7 +106,7 @@ async fn finish(
             return with_cleared(problem, headers, &state);
         }
     }
-    match complete(sso, conn, &flow, p).await {
+    match complete(sso, conn, headers, &flow, p).await {
         Ok(response) => response,
         Err(problem) => with_cleared(problem, headers, &state),
     }
@@ -152,6 +152,7 @@ fn flow_problem(problem: FlowProblem, flow: Option<&FlowState>) -> SignInProblem
 async fn complete(
     sso: &Sso,
     conn: &ConnInfo,
+    headers: &HeaderMap,
     flow: &FlowState,
     p: RedirectParams,
 ) -> Result<Response<Body>, SignInProblem> {
@@ -209,6 +210,13 @@ async fn complete(
         .map_err(internal)?;
     (sso.pbx.attach(&info.id_hash, grant).await)
         .map_err(|refusal| refusal.problem(retry.clone()))?;
+    // The browser's earlier session (another user, or the same one) ends: one browser, one
+    // session, and a stolen earlier cookie stops working at the next sign-in.
+    if let Some(previous) = super::session::session_cookie(headers)
+        && let Err(e) = sso.sessions.end(previous).await
+    {
+        tracing::warn!(error = %e, "cannot end the browser's previous session");
+    }
     let destination = flow.return_to.clone().unwrap_or_else(|| match flow.client {
         ClientKind::Portal => settings.portal_landing_path.clone(),
         ClientKind::Webrtc => settings.webrtc_landing_path.clone(),
@@ -339,17 +347,10 @@ async fn authorize_user(
             "Ask your administrator to enable it.",
         ));
     }
-    let upn = claims
-        .preferred_username
-        .as_deref()
-        .unwrap_or(&user.upn)
-        .to_string();
-    let admin = &settings.sign_in_as_administrator;
-    let is_admin = admin.enabled
-        && admin
-            .selected_users
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(&claims.oid) || s.eq_ignore_ascii_case(&upn));
+    // The synced UPN, never the token's `preferred_username` (mutable; a guest's home
+    // address): anyone could otherwise pick a name that matches a selected user.
+    let upn = user.upn.clone();
+    let is_admin = settings.sign_in_as_administrator.covers(&claims.oid, &upn);
     if !is_admin && !settings.sign_in_as_standard_user.covers(&claims.oid, &upn) {
         return Err(refuse(
             "OUT_OF_SCOPE",

@@ -429,6 +429,16 @@ impl Sessions {
         let Some(tenant) = self.store.tenant(&record.tenant_id).await? else {
             return Ok(None);
         };
+        // The role granted at sign-in, decided again from the settings: the same answer on
+        // every instance and after every reload, and gone once the user leaves the list.
+        let settings = self.store.ms365_settings(&record.tenant_id).await?;
+        let mut user = user;
+        if settings
+            .sign_in_as_administrator
+            .covers(&user.oid, &user.upn)
+        {
+            user.role = "admin".into();
+        }
         if epoch - record.last_seen_at >= TOUCH_EVERY_SECS
             && let Err(e) = self.store.touch_session(id_hash, epoch).await
         {

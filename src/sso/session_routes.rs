@@ -5,7 +5,8 @@
 //!
 //! The session endpoint hands out a bearer token, so it refuses anything a browser marks as
 //! cross-origin (`Sec-Fetch-Site`, `Origin`); SameSite=Lax alone would still let a
-//! same-site sibling host read it. Logout by POST gets the same check (logout CSRF).
+//! same-site sibling host read it. Logout, by GET or POST, gets the same check (logout
+//! CSRF: a link on another site must not end the session).
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, ORIGIN, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -123,13 +124,13 @@ struct LogoutQuery {
 async fn logout(
     State(sessions): State<Arc<Sessions>>,
     conn: Option<axum::Extension<ConnInfo>>,
-    method: Method,
     uri: Uri,
     headers: HeaderMap,
     query: Result<Query<LogoutQuery>, QueryRejection>,
 ) -> Response {
     let proto = conn.as_ref().map_or("https", |c| c.proto);
-    if method == Method::POST && is_cross_origin(&headers, &uri, proto) {
+    // GET too: a link or image on another site must not sign the user out.
+    if is_cross_origin(&headers, &uri, proto) {
         return problem::render(
             StatusCode::FORBIDDEN,
             "CROSS_ORIGIN",

@@ -317,3 +317,17 @@ fn check_config_shows_the_pbx_sign_in_without_the_password() {
     );
     assert!(!stdout.contains("S3cret") && !stderr.contains("S3cret"));
 }
+
+#[test]
+fn plain_http_microsoft_overrides_are_named_for_the_start_up_warning() {
+    let setup = Setup::new();
+    let toml = format!(
+        "{}\n[clouds.GLOBAL]\nlogin = \"http://127.0.0.1:9\"\ngraph = \"https://graph.example.com\"\n",
+        good(&setup)
+    );
+    let plain = setup.config(&toml).plain_http_clouds();
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    assert_eq!(plain[0].0, "clouds.GLOBAL.login");
+    assert!(plain[0].1.starts_with("http://127.0.0.1:9"), "{plain:?}");
+    assert!(setup.config(&good(&setup)).plain_http_clouds().is_empty());
+}

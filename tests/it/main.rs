@@ -13,6 +13,7 @@ mod demo;
 mod directory;
 mod entra;
 mod graph;
+mod hardening;
 mod keys;
 mod lifecycle;
 mod oidc;

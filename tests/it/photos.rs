@@ -135,6 +135,7 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     let page = b.get(&url).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(page.headers["content-type"], "image/jpeg");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
     assert_eq!(page.headers["cache-control"], "private, max-age=3600");
     assert_eq!(page.body.as_bytes(), photo_bytes(&oid(changed), 2));
     let etag = page.headers["etag"].to_str().unwrap().to_string();

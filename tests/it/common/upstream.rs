@@ -111,7 +111,10 @@ async fn route(req: Request<Incoming>, shared: Shared) -> Result<Response<Body>,
             full(StatusCode::OK, "released")
         }
         "/ws" => websocket_echo(req),
-        _ => full(StatusCode::NOT_FOUND, "no such stub route"),
+        _ => full(
+            StatusCode::NOT_FOUND,
+            format!("no such stub route: {}", req.uri()),
+        ),
     };
     Ok(response)
 }
