@@ -70,6 +70,8 @@ pub struct Gateway {
     reload_trigger: Arc<Notify>,
     stop: StopSignals,
     tunnels: TaskTracker,
+    /// `max_connections` slots: client connections and WebSocket tunnels each hold one.
+    permits: Arc<Semaphore>,
     /// Directory sync queue and schedule; stops with the graceful shutdown signal.
     sync_worker: crate::sync::worker::SyncWorker,
     /// The admin API's shared state (for the certificate expiry watch).
@@ -120,11 +122,15 @@ impl Gateway {
         let limits = Arc::new(config.server.clone());
         let stop = StopSignals::default();
         let tunnels = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(config.server.max_connections));
         let upstream = Upstream::new(
             &config.upstream,
             limits.clone(),
             metrics.clone(),
-            tunnels.clone(),
+            crate::edge::proxy::Tunnels {
+                tracker: tunnels.clone(),
+                permits: permits.clone(),
+            },
             stop.hard.clone(),
         )?;
         let http = http_builder(&limits);
@@ -207,6 +213,7 @@ impl Gateway {
             reload_trigger: Arc::new(Notify::new()),
             stop,
             tunnels,
+            permits,
             sync_worker,
             admin_api,
         })
@@ -260,11 +267,11 @@ impl Gateway {
             reload_trigger,
             stop,
             tunnels,
+            permits,
             sync_worker,
             admin_api,
         } = self;
         let connections = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(config.server.max_connections));
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks: Vec<(String, JoinHandle<()>)> = Vec::new();
         for (socket, ctx) in listeners {

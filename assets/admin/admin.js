@@ -857,6 +857,46 @@
   }
 
   // ---------------------------------------------------------------------------------------
+  // Administrator tokens
+
+  async function refreshTokens() {
+    let list;
+    try {
+      list = await apiJson('GET', '/api/ms365/tokens');
+    } catch (e) {
+      fail(e, 'The tokens could not be loaded');
+      return;
+    }
+    const body = $('tokens');
+    body.replaceChildren();
+    const items = (list && list.items) || [];
+    $('tokens-empty').hidden = items.length > 0;
+    for (const t of items) {
+      const revoke = el('button', { type: 'button', class: 'secondary', 'data-token': t.id, text: 'Revoke' });
+      revoke.setAttribute('aria-label', 'Revoke ' + t.label);
+      revoke.addEventListener('click', () => revokeToken(t));
+      body.append(
+        el('tr', null,
+          el('td', { text: t.label }),
+          el('td', { text: formatTime(t.created_at) }),
+          el('td', { text: t.last_used_at ? formatTime(t.last_used_at) : 'never' }),
+          el('td', { text: t.expires_at ? formatTime(t.expires_at) : 'never' }),
+          el('td', null, revoke)),
+      );
+    }
+  }
+
+  async function revokeToken(t) {
+    if (!window.confirm('Revoke the token "' + t.label + '"? It stops working at once.')) return;
+    try {
+      await apiJson('DELETE', '/api/ms365/tokens/' + encodeURIComponent(t.id));
+      say('Token "' + t.label + '" revoked.', 'ok');
+    } catch (e) {
+      fail(e, 'The token could not be revoked');
+    }
+    refreshTokens();
+  }
+
   // Start
 
   function fillTimeZones() {
@@ -901,6 +941,7 @@
     if (afterSignIn) say('Signed in.', 'ok');
     const s = await refreshStatus();
     await refreshRuns();
+    await refreshTokens();
     if (s && s.sync && s.sync.running) {
       polls = 0;
       schedulePoll();

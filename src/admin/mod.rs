@@ -14,6 +14,7 @@ mod settings_api;
 pub mod status;
 mod sync_api;
 mod tenants_api;
+mod tokens_api;
 
 use std::sync::Arc;
 

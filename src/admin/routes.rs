@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use serde_json::{Map, Value, json};
 
-use super::{AdminState, settings_api, status, sync_api, tenants_api};
+use super::{AdminState, settings_api, status, sync_api, tenants_api, tokens_api};
 
 /// Who may call an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,8 +200,50 @@ pub fn operations() -> Vec<Operation> {
             "issueTenantAdminToken",
             "Issue a tenant administrator token (shown once)",
             System,
-            (201, "{id, tenant_id, label, token}"),
-            post(tenants_api::issue_token),
+            (201, "{id, tenant_id, label, created_at, expires_at, token}"),
+            post(tokens_api::issue_token),
+        ),
+        op(
+            "get",
+            "/api/admin/tenants/{id}/tokens",
+            "listTenantAdminTokens",
+            "A tenant's administrator tokens (never the tokens themselves)",
+            System,
+            (
+                200,
+                "{count, items:[{id, label, created_at, last_used_at, expires_at}]}",
+            ),
+            get(tokens_api::system_list),
+        ),
+        op(
+            "delete",
+            "/api/admin/tenants/{id}/tokens/{token_id}",
+            "revokeTenantAdminToken",
+            "Revoke a tenant administrator token",
+            System,
+            (204, "revoked"),
+            delete(tokens_api::system_revoke),
+        ),
+        op(
+            "get",
+            "/api/ms365/tokens",
+            "listOwnAdminTokens",
+            "The tenant's administrator tokens (never the tokens themselves)",
+            Tenant,
+            (
+                200,
+                "{count, items:[{id, label, created_at, last_used_at, expires_at}]}",
+            ),
+            get(tokens_api::tenant_list),
+        ),
+        op(
+            "delete",
+            "/api/ms365/tokens/{token_id}",
+            "revokeOwnAdminToken",
+            "Revoke one of the tenant's administrator tokens",
+            Tenant,
+            (204, "revoked"),
+            delete(tokens_api::tenant_revoke),
         ),
         op(
             "get",

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AdminState;
-use super::auth::{Caller, SystemAdmin, TenantScope, hash_token, new_tenant_token};
+use super::auth::{Caller, SystemAdmin, TenantScope};
 use super::error::ApiError;
 use super::settings_api;
 use crate::config::TenantSeed;
@@ -80,45 +80,6 @@ pub async fn list_tenants(
         .map(tenant_json)
         .collect();
     Ok(axum::Json(json!({ "count": items.len(), "items": items })))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    label: Option<String>,
-}
-
-pub async fn issue_token(
-    State(state): State<Arc<AdminState>>,
-    _: SystemAdmin,
-    Path(tenant_id): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request: NewToken = if body.is_empty() {
-        NewToken::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::validation("label", e.to_string()))?
-    };
-    let tenant = state
-        .store
-        .tenant(&tenant_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no tenant {tenant_id}")))?;
-    let label = request
-        .label
-        .unwrap_or_else(|| "tenant administrator".into());
-    if label.len() > 200 {
-        return Err(ApiError::validation("label", "at most 200 characters"));
-    }
-    let token = new_tenant_token();
-    let record = state
-        .store
-        .insert_admin_token(&tenant.id, &hash_token(&token), &label)
-        .await?;
-    tracing::info!(tenant = %tenant.id, token_id = %record.id, "tenant administrator token issued");
-    let body =
-        json!({ "id": record.id, "tenant_id": tenant.id, "label": record.label, "token": token });
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
 /// The tenant endpoints' scope, for the system administrator only.

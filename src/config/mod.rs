@@ -220,6 +220,21 @@ pub struct ServerLimits {
     pub cert_reload_interval: Duration,
     /// Peers whose `X-Forwarded-*` / `Forwarded` headers are kept and extended.
     pub trusted_proxies: Vec<IpNetwork>,
+    /// Slow clients: request bodies, responses nobody reads, idle WebSocket tunnels.
+    pub slow: SlowClientLimits,
+}
+
+/// How slow a client may be before its connection is closed (so that a few dripping or
+/// non-reading clients cannot hold every `max_connections` permit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowClientLimits {
+    /// Bytes per second a request body must average once `body_grace` has passed (0: off).
+    pub body_min_rate: u64,
+    pub body_grace: Duration,
+    /// A response the client has not read a byte of for this long ends the connection.
+    pub send_timeout: Duration,
+    /// A WebSocket tunnel with no byte either way for this long is closed.
+    pub websocket_idle_timeout: Duration,
 }
 
 /// `[store]`.

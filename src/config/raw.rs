@@ -82,6 +82,10 @@ pub struct RawServer {
     pub shutdown_grace: Option<String>,
     pub cert_reload_interval: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub body_min_rate: Option<u64>,
+    pub body_grace: Option<String>,
+    pub send_timeout: Option<String>,
+    pub websocket_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -226,6 +226,7 @@ fn upstream(raw: Option<RawUpstream>, o: &Origin<'_>) -> Result<UpstreamConfig, 
 }
 
 fn server(raw: RawServer, o: &Origin<'_>) -> Result<ServerLimits, ConfigError> {
+    let slow = slow_clients(&raw, o)?;
     let mut trusted = Vec::new();
     for (i, net) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
         let parsed: IpNetwork = net
@@ -278,6 +279,23 @@ fn server(raw: RawServer, o: &Origin<'_>) -> Result<ServerLimits, ConfigError> {
             o,
         )?,
         trusted_proxies: trusted,
+        slow,
+    })
+}
+
+fn slow_clients(raw: &RawServer, o: &Origin<'_>) -> Result<super::SlowClientLimits, ConfigError> {
+    let d = |v: &Option<String>, default: u64, key: &str| {
+        duration(v.clone(), Duration::from_secs(default), key, o)
+    };
+    Ok(super::SlowClientLimits {
+        body_min_rate: raw.body_min_rate.unwrap_or(1024),
+        body_grace: d(&raw.body_grace, 10, "server.body_grace")?,
+        send_timeout: d(&raw.send_timeout, 60, "server.send_timeout")?,
+        websocket_idle_timeout: d(
+            &raw.websocket_idle_timeout,
+            300,
+            "server.websocket_idle_timeout",
+        )?,
     })
 }
 

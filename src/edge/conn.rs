@@ -4,12 +4,8 @@
 //! flight, accept nothing new) and the hard deadline after the shutdown grace period.
 
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -17,7 +13,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +21,7 @@ use tower::ServiceExt;
 
 use super::access_log::{InFlight, MeteredBody, RequestRecord, UpstreamLatency};
 use super::headers::request_host;
+use super::slow::{Activity, ActivityIo, MinRateBody};
 use crate::config::ServerLimits;
 use crate::metrics::{ListenerLabels, ListenerMetrics, Metrics, ResultLabels};
 
@@ -138,7 +135,7 @@ async fn serve_io<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::default());
     let in_flight = Arc::new(InFlight::default());
     let info = ConnInfo {
         peer,
@@ -176,6 +173,11 @@ async fn serve_io<I>(
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
+            // A client that takes none of its response: nothing graceful is left to do.
+            _ = activity.write_stalled(ctx.limits.slow.send_timeout) => {
+                tracing::debug!(listener = %ctx.name, %peer, "the client stopped reading; closing");
+                break;
+            }
             _ = stop.hard.cancelled() => break,
         }
     }
@@ -197,6 +199,14 @@ async fn handle_request(
         (req.method().clone(), host, req.uri().path().to_string())
     });
     req.extensions_mut().insert(info);
+    let slow = ctx.limits.slow;
+    let req = req.map(|body| {
+        if slow.body_min_rate == 0 || http_body::Body::is_end_stream(&body) {
+            Body::new(body)
+        } else {
+            Body::new(MinRateBody::new(body, slow.body_min_rate, slow.body_grace))
+        }
+    });
     let response = match ctx.router.clone().oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
@@ -229,97 +239,11 @@ pub fn route_class(path: &str) -> &'static str {
 /// Resolves when the connection has moved no bytes for `idle` and no request is pending.
 async fn idle_expired(activity: &Activity, in_flight: &InFlight, idle: Duration) {
     loop {
-        tokio::time::sleep_until((activity.last() + idle).into()).await;
-        if activity.last() + idle > Instant::now() {
-            continue;
-        }
+        activity.idle_for(idle).await;
         if in_flight.is_idle() {
             return;
         }
         // A request is waiting on a slow upstream; that is the upstream timeout's business.
         tokio::time::sleep(idle).await;
-    }
-}
-
-/// Time of the last byte read or written on a connection.
-struct Activity {
-    base: Instant,
-    millis: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            base: Instant::now(),
-            millis: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.millis.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.millis.load(Ordering::Relaxed))
-    }
-}
-
-/// An I/O stream that records activity for the idle timeout.
-struct ActivityIo<I> {
-    inner: I,
-    activity: Arc<Activity>,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

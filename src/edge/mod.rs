@@ -5,6 +5,8 @@
 //! - [`conn`]: one connection's life: handshake, HTTP, idle timeout, shutdown.
 //! - [`proxy`]: forwarding to the upstream, streaming, WebSocket splicing.
 //! - [`headers`]: hop-by-hop, forwarding and identity header rules.
+//! - [`slow`]: slow clients: a minimum request-body rate, responses nobody reads, idle
+//!   connections and tunnels.
 //! - [`access_log`]: the per-request log line and request metrics.
 //! - [`problem`]: the gateway's own error answers, status codes in one place.
 
@@ -14,4 +16,5 @@ pub mod headers;
 pub mod problem;
 pub mod proxy;
 pub mod server;
+pub mod slow;
 pub mod tls;

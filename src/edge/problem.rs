@@ -21,6 +21,12 @@ pub enum HttpError {
     NotFound,
     #[error("the service is not ready: {0}")]
     NotReady(String),
+    /// The client sent its request body too slowly (`[server] body_min_rate`).
+    #[error("the request body arrived too slowly")]
+    SlowRequest,
+    /// Every connection slot is taken (`[server] max_connections`).
+    #[error("too many open connections; try again shortly")]
+    Busy,
 }
 
 impl HttpError {
@@ -30,7 +36,8 @@ impl HttpError {
             HttpError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound => StatusCode::NOT_FOUND,
-            HttpError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::NotReady(_) | HttpError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::SlowRequest => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -43,6 +50,8 @@ impl HttpError {
             HttpError::BadRequest(_) => "BAD_REQUEST",
             HttpError::NotFound => "NOT_FOUND",
             HttpError::NotReady(_) => "NOT_READY",
+            HttpError::SlowRequest => "REQUEST_TIMEOUT",
+            HttpError::Busy => "BUSY",
         }
     }
 

@@ -20,6 +20,7 @@ use super::access_log::UpstreamLatency;
 use super::conn::ConnInfo;
 use super::headers::{self, ForwardContext};
 use super::problem::HttpError;
+use super::slow::{Activity, ActivityIo};
 use super::tls::TlsError;
 use crate::config::{ServerLimits, UpstreamConfig};
 use crate::metrics::{KindLabels, Metrics};
@@ -32,10 +33,18 @@ pub struct Upstream {
     client: Client<Connector, Body>,
     response_timeout: Duration,
     metrics: Arc<Metrics>,
-    /// Tracks spliced WebSocket connections so shutdown can wait for and end them.
-    tunnels: TaskTracker,
+    tunnels: Tunnels,
     hard_stop: CancellationToken,
     limits: Arc<ServerLimits>,
+}
+
+/// Where spliced WebSocket connections live: a tracker shutdown waits on, and the
+/// `max_connections` slots, of which each tunnel holds one for its whole life (the HTTP
+/// connection it came from gives its own slot back when it hands the socket over).
+#[derive(Clone)]
+pub struct Tunnels {
+    pub tracker: TaskTracker,
+    pub permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where one listener's proxied requests go.
@@ -74,7 +83,7 @@ impl Upstream {
         config: &UpstreamConfig,
         limits: Arc<ServerLimits>,
         metrics: Arc<Metrics>,
-        tunnels: TaskTracker,
+        tunnels: Tunnels,
         hard_stop: CancellationToken,
     ) -> Result<Self, TlsError> {
         let mut http = HttpConnector::new();
@@ -120,6 +129,14 @@ impl Upstream {
         let client_headers = crate::edge::problem::negotiation_headers(req.headers());
         let upgrade =
             req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+        // A tunnel needs a connection slot of its own before the PBX is asked.
+        let slot = match upgrade {
+            true => match self.tunnels.permits.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => return HttpError::Busy.to_response(&client_headers),
+            },
+            false => None,
+        };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let mut outgoing = match self.prepare(target, &conn, req, upgrade) {
             Ok(r) => r,
@@ -145,9 +162,14 @@ impl Upstream {
         conn.metrics.observe_upstream(elapsed.as_secs_f64());
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
-        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+        if let (true, Some(client_upgrade), Some(slot)) = (switching, client_upgrade, slot) {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            self.splice(client_upgrade, upstream_upgrade, conn.listener.clone());
+            self.splice(
+                client_upgrade,
+                upstream_upgrade,
+                conn.listener.clone(),
+                slot,
+            );
         }
         let (mut parts, body) = response.into_parts();
         parts.extensions.insert(UpstreamLatency(elapsed));
@@ -197,6 +219,11 @@ impl Upstream {
         cause: &dyn std::fmt::Display,
         client_headers: &http::HeaderMap,
     ) -> Response<Body> {
+        if matches!(error, HttpError::SlowRequest) {
+            // The client's fault, not the PBX's: no upstream error is counted.
+            tracing::debug!(listener = %conn.listener, peer = %conn.peer, "request body too slow");
+            return error.to_response(client_headers);
+        }
         let kind = match error {
             HttpError::UpstreamTimeout => "timeout",
             HttpError::UpstreamUnavailable => "connect",
@@ -211,15 +238,19 @@ impl Upstream {
     }
 
     /// Copies bytes both ways between the upgraded client and upstream connections until
-    /// either side closes, or the hard shutdown deadline passes.
+    /// either side closes, nothing moves for `[server] websocket_idle_timeout`, or the hard
+    /// shutdown deadline passes. `slot` is held until then.
     fn splice(
         &self,
         client: hyper::upgrade::OnUpgrade,
         upstream: hyper::upgrade::OnUpgrade,
         listener: Arc<str>,
+        slot: tokio::sync::OwnedSemaphorePermit,
     ) {
         let stop = self.hard_stop.clone();
-        self.tunnels.spawn(async move {
+        let idle = self.limits.slow.websocket_idle_timeout;
+        self.tunnels.tracker.spawn(async move {
+            let _slot = slot;
             let (client, upstream) = match tokio::try_join!(client, upstream) {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -227,13 +258,20 @@ impl Upstream {
                     return;
                 }
             };
-            let mut client = TokioIo::new(client);
+            let activity = Arc::new(Activity::default());
+            let mut client = ActivityIo {
+                inner: TokioIo::new(client),
+                activity: activity.clone(),
+            };
             let mut upstream = TokioIo::new(upstream);
             tokio::select! {
                 result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                     if let Err(e) = result {
                         tracing::debug!(%listener, error = %e, "upgraded connection ended with an error");
                     }
+                }
+                _ = activity.idle_for(idle) => {
+                    tracing::debug!(%listener, "WebSocket tunnel idle; closing");
                 }
                 _ = stop.cancelled() => {}
             }
@@ -242,7 +280,9 @@ impl Upstream {
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> HttpError {
-    if error.is_connect() {
+    if super::slow::SlowBody::in_chain(error) {
+        HttpError::SlowRequest
+    } else if error.is_connect() {
         // The connector reports its own timeout as a connect error: the PBX is not there.
         HttpError::UpstreamUnavailable
     } else {

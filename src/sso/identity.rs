@@ -41,6 +41,14 @@ pub struct PbxBearer {
 /// Resolves the request's session, removes the gateway's cookies, and returns what to add
 /// for the PBX — or the answer to give instead when a protected path has no session.
 pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Response<Body>> {
+    if cross_site_upgrade(req) {
+        return Err(render(
+            StatusCode::FORBIDDEN,
+            "CROSS_ORIGIN",
+            "a WebSocket with this site's session must be opened by a page of this site",
+            req.headers(),
+        ));
+    }
     let session = match session_cookie(req.headers()).map(str::to_string) {
         Some(value) => sso.sessions.resolve_shared(&value).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "session lookup failed; treating the request as anonymous");
@@ -98,6 +106,19 @@ fn identity_headers(info: &SessionInfo) -> HeaderMap {
     set(X_PBX_EXTENSION, info.extension.as_deref().unwrap_or(""));
     set(X_PBX_ROLE, &info.role);
     h
+}
+
+/// A WebSocket upgrade carrying the session cookie from a page of another origin: the
+/// cookie would otherwise let any site open the user's PBX socket (cross-site WebSocket
+/// hijacking; SameSite=Lax does not stop a same-site sibling).
+fn cross_site_upgrade(req: &Request<Body>) -> bool {
+    let h = req.headers();
+    if !crate::edge::headers::is_upgrade_request(h) || session_cookie(h).is_none() {
+        return false;
+    }
+    let proto =
+        (req.extensions().get::<crate::edge::conn::ConnInfo>()).map_or("https", |c| c.proto);
+    super::session_routes::is_cross_origin(h, req.uri(), proto)
 }
 
 fn is_protected(sso: &Sso, path: &str) -> bool {

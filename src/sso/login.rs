@@ -66,7 +66,6 @@ async fn start(
     headers: &HeaderMap,
     q: LoginRequest,
 ) -> Result<Response<Body>, SignInProblem> {
-    rate_limit(sso, conn)?;
     let client = match q.client.as_deref() {
         None | Some("") => ClientKind::Portal,
         Some(c) => ClientKind::parse(c)

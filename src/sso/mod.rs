@@ -50,8 +50,8 @@ pub use state::Sso;
 
 /// The `/ms365` routes of a public listener (and PortSIP's `/api/login/by_microsoft`).
 pub fn routes(sso: Arc<Sso>) -> Router {
-    let own = Router::new()
-        .route("/ms365/", get(login_page::page))
+    // The sign-in steps are limited per client before anything of the request is read.
+    let sign_in = Router::new()
         .route("/ms365/login", get(login::login_get))
         .route(
             "/api/login/by_microsoft",
@@ -61,6 +61,14 @@ pub fn routes(sso: Arc<Sso>) -> Router {
             "/ms365/redirect",
             get(redirect::redirect_get).post(redirect::redirect_post),
         )
+        .layer(axum::extract::DefaultBodyLimit::max(SIGN_IN_BODY_LIMIT))
+        .route_layer(axum::middleware::from_fn_with_state(
+            sso.clone(),
+            limit_before_body,
+        ));
+    let own = Router::new()
+        .route("/ms365/", get(login_page::page))
+        .merge(sign_in)
         .route("/ms365/info", get(login::info))
         .route("/ms365/directory/me", get(directory_api::me))
         .route("/ms365/directory/users", get(directory_api::users))
@@ -70,6 +78,24 @@ pub fn routes(sso: Arc<Sso>) -> Router {
     let sessions = session_routes::routes(sso.sessions.clone())
         .route_layer(axum::middleware::from_fn_with_state(sso, limit_per_client));
     own.merge(sessions)
+}
+
+/// Largest sign-in form (`domain`, or Microsoft's `code`, `state` and ID token fields).
+const SIGN_IN_BODY_LIMIT: usize = 64 * 1024;
+
+/// The sign-in rate limit, checked before the handler reads the body.
+async fn limit_before_body(
+    axum::extract::State(sso): axum::extract::State<Arc<Sso>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let conn = req.extensions().get::<crate::edge::conn::ConnInfo>();
+    if let Some(conn) = conn
+        && let Err(problem) = login::rate_limit(&sso, conn)
+    {
+        return problem.render(req.headers());
+    }
+    next.run(req).await
 }
 
 /// Applies the sign-in rate limit to the session endpoints, and on logout (when configured)

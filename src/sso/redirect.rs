@@ -16,7 +16,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use super::flow::{self, FlowProblem, FlowState};
-use super::login::{internal, rate_limit, retry_url};
+use super::login::{internal, retry_url};
 use super::pages::SignInProblem;
 use super::session::{ClientKind, cookie_header};
 use super::state::Sso;
@@ -61,9 +61,6 @@ async fn finish(
     headers: &HeaderMap,
     p: RedirectParams,
 ) -> Response<Body> {
-    if let Err(problem) = rate_limit(sso, conn) {
-        return problem.render(headers);
-    }
     if p.state.is_none() && p.code.is_none() && p.error.is_none() {
         // Microsoft's sign-out returns here without parameters.
         return signed_out();

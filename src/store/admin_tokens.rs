@@ -17,6 +17,9 @@ CREATE TABLE admin_tokens (
 );
 CREATE INDEX admin_tokens_by_tenant ON admin_tokens (tenant_id);";
 
+/// Tokens may expire (`NULL`: never).
+pub(super) const EXPIRY_MIGRATION: &str = "ALTER TABLE admin_tokens ADD COLUMN expires_at BIGINT;";
+
 /// An issued token, without the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminToken {
@@ -25,6 +28,8 @@ pub struct AdminToken {
     pub label: String,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// When it stops working (Unix seconds); `None`: when revoked.
+    pub expires_at: Option<i64>,
 }
 
 impl AdminToken {
@@ -35,6 +40,7 @@ impl AdminToken {
             label: row.try_get("label")?,
             created_at: row.try_get("created_at")?,
             last_used_at: row.try_get("last_used_at")?,
+            expires_at: row.try_get("expires_at")?,
         })
     }
 }
@@ -46,6 +52,7 @@ impl Store {
         tenant_id: &str,
         token_hash: &str,
         label: &str,
+        expires_at: Option<i64>,
     ) -> Result<AdminToken, StoreError> {
         let token = AdminToken {
             id: uuid::Uuid::new_v4().to_string(),
@@ -53,35 +60,53 @@ impl Store {
             label: label.to_string(),
             created_at: now_epoch(),
             last_used_at: None,
+            expires_at,
         };
         sqlx::query(
-            "INSERT INTO admin_tokens (id, tenant_id, token_hash, label, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO admin_tokens (id, tenant_id, token_hash, label, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&token.id)
         .bind(&token.tenant_id)
         .bind(token_hash)
         .bind(&token.label)
         .bind(token.created_at)
+        .bind(token.expires_at)
         .execute(self.pool())
         .await?;
         Ok(token)
     }
 
-    /// The token with this hash, marked as used now.
+    /// The unexpired token with this hash, marked as used now.
     pub async fn use_admin_token(
         &self,
         token_hash: &str,
     ) -> Result<Option<AdminToken>, StoreError> {
         let row = sqlx::query(
-            "UPDATE admin_tokens SET last_used_at = $2 WHERE token_hash = $1
-             RETURNING id, tenant_id, label, created_at, last_used_at",
+            "UPDATE admin_tokens SET last_used_at = $2
+             WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)
+             RETURNING id, tenant_id, label, created_at, last_used_at, expires_at",
         )
         .bind(token_hash)
         .bind(now_epoch())
         .fetch_optional(self.pool())
         .await?;
         Ok(row.as_ref().map(AdminToken::from_row).transpose()?)
+    }
+
+    /// A tenant's tokens (never the tokens themselves), oldest first.
+    pub async fn admin_tokens(&self, tenant_id: &str) -> Result<Vec<AdminToken>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, label, created_at, last_used_at, expires_at FROM admin_tokens
+             WHERE tenant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(AdminToken::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Withdraws a token; true when it existed.

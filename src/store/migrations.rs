@@ -84,6 +84,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::sessions::PBX_MIGRATION,
         postgres: super::sessions::PBX_MIGRATION,
     },
+    Migration {
+        version: 12,
+        name: "admin_token_expiry",
+        sqlite: super::admin_tokens::EXPIRY_MIGRATION,
+        postgres: super::admin_tokens::EXPIRY_MIGRATION,
+    },
 ];
 
 const TENANTS: &str = "

@@ -747,3 +747,99 @@ async fn an_unreadable_token_file_stops_start_up_naming_the_key() {
     );
     assert!(err.is_config_error());
 }
+
+#[tokio::test]
+async fn tenant_admin_tokens_are_listed_revoked_and_expire() {
+    let w = SsoWorld::new(WorldOptions::default()).await;
+    let issued = system(
+        &w,
+        "POST",
+        "/api/admin/tenants/acme/tokens",
+        "acme",
+        Some(json!({"label": "ops laptop", "expires_in_days": 30})),
+    )
+    .await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+    let issued = issued.json();
+    let token = issued["token"].as_str().unwrap().to_string();
+    let in_30_days =
+        issued["expires_at"].as_i64().unwrap() - issued["created_at"].as_i64().unwrap();
+    assert_eq!(in_30_days, 30 * 86_400);
+    let other = tenant_token(&w, "acme").await;
+    let beta = tenant_token(&w, "beta").await;
+
+    // A tenant administrator sees its tenant's tokens, never a secret, never beta's.
+    let mine = call(&w, "GET", "/api/ms365/tokens", Some(&token), None, None).await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.body);
+    let listed = mine.json();
+    assert_eq!(listed["count"], 2, "{listed}");
+    assert!(!mine.body.contains(&token) && !mine.body.contains(&other));
+    assert!(!mine.body.contains("\"token\""), "{}", mine.body);
+
+    // It revokes one of its own; the revoked token stops working at once.
+    let other_id = (listed["items"].as_array().unwrap().iter())
+        .find(|t| t["label"] == "test")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/ms365/tokens/{other_id}");
+    let revoked = call(&w, "DELETE", &path, Some(&token), None, None).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
+    let gone = call(&w, "GET", "/api/ms365", Some(&other), None, None).await;
+    assert_eq!(gone.status, StatusCode::UNAUTHORIZED);
+
+    // Beta's tokens are out of acme's reach; the system administrator revokes them.
+    let beta_list = system(&w, "GET", "/api/admin/tenants/beta/tokens", "beta", None).await;
+    let beta_id = beta_list.json()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let across = call(
+        &w,
+        "DELETE",
+        &format!("/api/ms365/tokens/{beta_id}"),
+        Some(&token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(across.status, StatusCode::NOT_FOUND);
+    let path = format!("/api/admin/tenants/beta/tokens/{beta_id}");
+    assert_eq!(
+        system(&w, "DELETE", &path, "beta", None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&w, "GET", "/api/ms365", Some(&beta), None, None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // An expired token is refused.
+    let expired = "m365a_expired-token-for-the-test-0123456789";
+    w.store
+        .insert_admin_token(
+            "acme",
+            &ms365_gateway::admin::auth::hash_token(expired),
+            "expired",
+            Some(ms365_gateway::store::now_epoch() - 1),
+        )
+        .await
+        .unwrap();
+    let page = call(&w, "GET", "/api/ms365", Some(expired), None, None).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    let bad = system(
+        &w,
+        "POST",
+        "/api/admin/tenants/acme/tokens",
+        "acme",
+        Some(json!({"expires_in_days": 0})),
+    )
+    .await;
+    assert_eq!(
+        error_of(&bad),
+        ("VALIDATE_FAILED".into(), "expires_in_days".into())
+    );
+}

@@ -399,6 +399,29 @@ async fn an_administrator_configures_microsoft_365_and_syncs_users_in_the_admin_
     test_connection(&b).await;
     sync_now_and_watch(&b, &w).await;
     users_appear(&b, &w, &auth).await;
+    a_token_is_listed_and_revoked(&b, &auth).await;
+}
+
+/// A token the system administrator issued shows in the tokens panel; "Revoke" ends it.
+async fn a_token_is_listed_and_revoked(b: &Browser, auth: &Value) {
+    let issue = "return fetch('/api/admin/tenants/acme/tokens', {method: 'POST', \
+        headers: Object.assign({'Content-Type': 'application/json'}, arguments[0]), \
+        body: JSON.stringify({label: 'front desk laptop'})}).then(r => r.status)";
+    assert_eq!(b.script(issue, json!([auth])).await, 201);
+    b.goto(&format!("{PBX}/ms365/admin?tenant=acme")).await;
+    b.wait_visible("button[data-token]").await;
+    b.screenshot_of("#tokens", "10-tokens").await;
+    let row = b.text("#tokens tr").await;
+    assert!(
+        row.contains("front desk laptop") && row.contains("never"),
+        "{row}"
+    );
+    b.script("window.confirm = () => true; return true", json!([]))
+        .await;
+    b.click("button[data-token]").await;
+    b.wait_visible("#tokens-empty").await;
+    let listed = page_fetch(b, "/api/ms365/tokens", auth.clone()).await;
+    assert_eq!(listed["body"]["count"], 0, "{listed}");
 }
 
 /// Fills the IDs and region, turns user sync and sign-in on, saves.

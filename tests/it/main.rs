@@ -22,6 +22,7 @@ mod pbx_session;
 mod photos;
 mod proxy;
 mod sessions;
+mod slow_clients;
 mod sso;
 mod sync;
 mod sync_cli;

@@ -103,6 +103,13 @@ async fn route(req: Request<Incoming>, shared: Shared) -> Result<Response<Body>,
         }
         "/headers" => full(StatusCode::OK, headers_json(&req)),
         "/echo" => Response::new(req.into_body().boxed()),
+        // Answers once the whole body is in, as a form handler does.
+        "/slurp" => match req.into_body().collect().await {
+            Ok(body) => full(StatusCode::OK, format!("{} bytes", body.to_bytes().len())),
+            Err(_) => full(StatusCode::BAD_REQUEST, "body failed"),
+        },
+        // More than any socket buffer holds: a client that reads nothing stalls the writer.
+        "/big" => full(StatusCode::OK, vec![b'z'; 64 * 1024 * 1024]),
         "/hang" => std::future::pending().await,
         "/held" => {
             let released = shared.release.notified();
