@@ -13,7 +13,11 @@ pub fn describe(config: &Config) -> Result<String, TlsError> {
     let _ = writeln!(out, "configuration {} is valid", config.source.display());
     let _ = writeln!(out, "data_dir: {}", config.data_dir.display());
     let _ = match &config.store.database_url {
-        Some(url) => writeln!(out, "store: PostgreSQL {url}"),
+        Some(url) => writeln!(
+            out,
+            "store: PostgreSQL {url}\n  database link: {}",
+            url.transport()
+        ),
         None => writeln!(
             out,
             "store: SQLite {}",

@@ -113,7 +113,15 @@ impl Gateway {
             tracing::warn!(%key, %url, "a Microsoft endpoint override uses plain http: tokens and client assertions travel unencrypted (fine for the emulator, never for Microsoft)");
         }
         let metrics = Arc::new(Metrics::new());
+        if let Some(url) = &config.store.database_url
+            && !url.transport().is_verified()
+        {
+            tracing::warn!(database = %url, link = %url.transport(), "the database connection is not verified");
+        }
         let store = Store::open(&config).await?;
+        if let Ok(Some(tls)) = store.encrypted_link().await {
+            tracing::info!(tls, "connected to PostgreSQL");
+        }
         for seed in &config.tenants {
             store.upsert_tenant(seed).await?;
         }

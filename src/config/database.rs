@@ -33,6 +33,45 @@ impl DatabaseUrl {
         redact_url(&self.0)
     }
 
+    /// How the connection is protected, in words (`check-config`, the start-up warning).
+    pub fn transport(&self) -> DatabaseTransport {
+        let options = PgConnectOptions::from_str(&self.0).ok();
+        let host = options.as_ref().map(|o| o.get_host().to_string());
+        if host.as_deref().is_some_and(|h| h.starts_with('/')) {
+            return DatabaseTransport::LocalSocket;
+        }
+        let param = |name: &str| {
+            let query = self.0.split_once('?').map(|(_, q)| q).unwrap_or("");
+            (query.split('&'))
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_ascii_lowercase())
+        };
+        match param("sslmode").as_deref() {
+            Some("disable") => DatabaseTransport::Plain,
+            Some("require") => DatabaseTransport::EncryptedUnverified,
+            Some("verify-ca") => DatabaseTransport::VerifiedCa,
+            Some("verify-full") => DatabaseTransport::Verified {
+                ca: param("sslrootcert"),
+            },
+            _ => DatabaseTransport::Opportunistic,
+        }
+    }
+
+    /// The URL with `sslrootcert` set to `ca_file` (`[store] ca_file`).
+    fn with_root_cert(self, ca_file: &str) -> DatabaseUrl {
+        let encoded: String = (ca_file.bytes())
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let sep = if self.0.contains('?') { '&' } else { '?' };
+        DatabaseUrl(format!("{}{sep}sslrootcert={encoded}", self.0))
+    }
+
     /// `host:port` (or the socket directory) the URL points at, for messages.
     pub fn host(&self) -> String {
         match PgConnectOptions::from_str(&self.0) {
@@ -51,6 +90,58 @@ impl fmt::Debug for DatabaseUrl {
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
+    }
+}
+
+/// How the database connection is protected (libpq's `sslmode`, sqlx defaults to `prefer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTransport {
+    /// A Unix socket on this machine.
+    LocalSocket,
+    /// `sslmode=disable`.
+    Plain,
+    /// `prefer`/`allow` (or unset): TLS when the server offers it, silently plain otherwise,
+    /// and a man in the middle can make it plain.
+    Opportunistic,
+    /// `require`: encrypted, the server's certificate not checked.
+    EncryptedUnverified,
+    /// `verify-ca`: the certificate checked against the CA, not the host name.
+    VerifiedCa,
+    /// `verify-full`: certificate and host name checked (against `ca`, or the system roots).
+    Verified { ca: Option<String> },
+}
+
+impl DatabaseTransport {
+    /// Whether a man in the middle could read or change the traffic.
+    pub fn is_verified(&self) -> bool {
+        matches!(
+            self,
+            DatabaseTransport::LocalSocket | DatabaseTransport::Verified { .. }
+        )
+    }
+}
+
+impl fmt::Display for DatabaseTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseTransport::LocalSocket => f.write_str("local socket (not over the network)"),
+            DatabaseTransport::Plain => f.write_str("NOT encrypted (sslmode=disable)"),
+            DatabaseTransport::Opportunistic => f.write_str(
+                "encrypted only if the server offers TLS, not verified (sslmode=prefer); add sslmode=verify-full and [store] ca_file",
+            ),
+            DatabaseTransport::EncryptedUnverified => f.write_str(
+                "encrypted, server certificate not verified (sslmode=require); use sslmode=verify-full",
+            ),
+            DatabaseTransport::VerifiedCa => {
+                f.write_str("encrypted, certificate verified, host name not (sslmode=verify-ca)")
+            }
+            DatabaseTransport::Verified { ca: Some(ca) } => {
+                write!(f, "encrypted and verified (sslmode=verify-full, CA {ca})")
+            }
+            DatabaseTransport::Verified { ca: None } => {
+                f.write_str("encrypted and verified (sslmode=verify-full, system CA roots)")
+            }
+        }
     }
 }
 
@@ -103,10 +194,18 @@ pub(super) fn store(raw: RawStore, o: &Origin<'_>) -> Result<StoreConfig, Config
         "store.connect_timeout",
         o,
     )?;
-    let database_url = raw
+    let mut database_url = raw
         .database_url
         .map(|url| database_url(url, o))
         .transpose()?;
+    if let Some(ca) = raw.ca_file {
+        let key = "store.ca_file";
+        std::fs::File::open(&ca).map_err(|e| o.invalid(key, format!("cannot read {ca}: {e}")))?;
+        let Some(url) = database_url.take() else {
+            return Err(o.invalid(key, "only applies with store.database_url (PostgreSQL)"));
+        };
+        database_url = Some(url.with_root_cert(&ca));
+    }
     let master_key_file = raw
         .master_key_file
         .map(|path| master_key_file(path, o))
@@ -185,6 +284,50 @@ mod tests {
             "postgres://u:***@h/db?options=a@b"
         );
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn the_link_is_described_by_sslmode_and_the_ca_file_joins_the_url() {
+        let t = |url: &str| DatabaseUrl(url.into()).transport();
+        assert_eq!(t("postgres://u@db/x"), DatabaseTransport::Opportunistic);
+        assert_eq!(
+            t("postgres://u@db/x?sslmode=disable"),
+            DatabaseTransport::Plain
+        );
+        assert_eq!(
+            t("postgres://u@db/x?sslmode=require"),
+            DatabaseTransport::EncryptedUnverified
+        );
+        assert!(!t("postgres://u@db/x?sslmode=require").is_verified());
+        assert!(t("postgres://u@db/x?SSLMODE=verify-full").is_verified());
+        assert!(
+            t("postgres://u@%2Fvar%2Frun%2Fpostgresql/x").is_verified(),
+            "a local socket"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("root ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let store = format!(
+            "[store]\ndatabase_url = \"postgres://u:pw@db/x?sslmode=verify-full\"\nca_file = \"{}\"\nmaster_key_file = \"{}\"",
+            ca.display(),
+            ca.display()
+        );
+        let config = load(&store, &[]).unwrap();
+        let url = config.store.database_url.unwrap();
+        assert!(
+            url.expose().contains("sslrootcert=") && url.expose().contains("root%20ca.pem"),
+            "{}",
+            url.expose()
+        );
+        assert!(
+            url.transport().to_string().contains("root%20ca.pem"),
+            "{}",
+            url.transport()
+        );
+        let err = load("[store]\nca_file = \"/nonexistent/ca.pem\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.ca_file"), "{err}");
     }
 
     #[test]

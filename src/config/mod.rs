@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use http::Uri;
 
-pub use database::{DATABASE_URL_KEY, DatabaseUrl, redact_url};
+pub use database::{DATABASE_URL_KEY, DatabaseTransport, DatabaseUrl, redact_url};
 pub use pbx::{PbxConfig, PbxKind, PbxLogin, PbxSecret, TenantPbxLogin};
 pub use protected::ProtectedPaths;
 pub use units::IpNetwork;

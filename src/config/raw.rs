@@ -93,6 +93,7 @@ pub struct RawServer {
 pub struct RawStore {
     pub max_connections: Option<u32>,
     pub database_url: Option<String>,
+    pub ca_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub master_key_file: Option<String>,
 }

@@ -192,6 +192,23 @@ impl Store {
         self.backend
     }
 
+    /// Whether this connection to PostgreSQL is TLS (`None` on SQLite): what the server says,
+    /// whatever the URL asked for.
+    pub async fn encrypted_link(&self) -> Result<Option<bool>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT CASE WHEN ssl THEN 1 ELSE 0 END AS tls FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(Some(match row {
+            Some(row) => sqlx::Row::try_get::<i32, _>(&row, "tls")? == 1,
+            None => false,
+        }))
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -84,3 +84,49 @@ async fn a_schema_newer_than_the_binary_is_refused() {
         "{err}"
     );
 }
+
+/// The PostgreSQL every machine runs has TLS on (Debian's default, a self-signed
+/// certificate): `sslmode=require` gets an encrypted link, which takes the TLS support the
+/// gateway is built with, and `verify-full` without a CA that signed the server's
+/// certificate is refused at start-up, naming the key.
+#[tokio::test]
+async fn the_database_link_is_encrypted_when_asked_and_verified_when_required() {
+    let setup = Setup::new();
+    let url = db::postgres_url(&setup.path("tls"));
+    let store = ms365_gateway::store::Store::open_url(&format!("{url}&sslmode=require"), 1)
+        .await
+        .expect("an encrypted connection");
+    assert_eq!(
+        store.encrypted_link().await.unwrap(),
+        Some(true),
+        "the link is TLS"
+    );
+    store.close().await;
+
+    let strict = format!("{url}&sslmode=verify-full");
+    let vars = vec![
+        (OVERRIDE.to_string(), strict),
+        (TIMEOUT.to_string(), "2s".to_string()),
+        (
+            "MS365GW_STORE__MASTER_KEY_FILE".to_string(),
+            crate::common::keys::ensure_master_key(&setup.path("tls"))
+                .display()
+                .to_string(),
+        ),
+    ];
+    let toml = good_toml(&setup);
+    let config = Config::from_toml(&setup.path("gateway.toml"), &toml, vars).unwrap();
+    let described = ms365_gateway::check::describe(&config).unwrap();
+    assert!(
+        described.contains(
+            "database link: encrypted and verified (sslmode=verify-full, system CA roots)"
+        ),
+        "{described}"
+    );
+    let err = Gateway::bind(config)
+        .await
+        .err()
+        .expect("an unverifiable server certificate, no gateway")
+        .to_string();
+    assert!(err.contains("store.database_url"), "{err}");
+}
