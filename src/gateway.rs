@@ -206,6 +206,7 @@ impl Gateway {
                     &l.name(),
                 )),
                 http: http.clone(),
+                proxy_protocol: l.proxy_protocol,
             };
             listeners.push((socket, Arc::new(ctx)));
         }

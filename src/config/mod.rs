@@ -125,6 +125,8 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
     /// Overrides `[upstream] url` for this listener.
     pub upstream: Option<Uri>,
+    /// Connections from `[server] trusted_proxies` start with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 impl ListenerConfig {

@@ -41,6 +41,7 @@ pub struct RawListener {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub upstream: Option<String>,
+    pub proxy_protocol: Option<bool>,
     #[serde(default)]
     pub sni: Vec<RawSniCertificate>,
 }

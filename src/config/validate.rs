@@ -41,13 +41,22 @@ pub(super) fn validate(raw: RawConfig, o: &Origin<'_>) -> Result<Config, ConfigE
         let key = format!("tenant[{i}].pbx_username");
         return Err(o.invalid(&key, "is required with [pbx] kind = \"portsip\""));
     }
+    let server = server(raw.server, o)?;
+    if let Some(l) = listeners.iter().find(|l| l.proxy_protocol)
+        && server.trusted_proxies.is_empty()
+    {
+        return Err(o.invalid(
+            &format!("listener[{}].proxy_protocol", l.index),
+            "needs [server] trusted_proxies: the balancers allowed to send the header",
+        ));
+    }
     Ok(Config {
         source: o.file.to_path_buf(),
         data_dir: PathBuf::from(raw.data_dir.as_deref().unwrap_or("data")),
         listeners,
         upstream,
         admin,
-        server: server(raw.server, o)?,
+        server,
         store: super::database::store(raw.store, o)?,
         sso: sso(raw.sso, o)?,
         sync: sync(raw.sync, o)?,
@@ -90,6 +99,7 @@ fn listeners(raw: Vec<RawListener>, o: &Origin<'_>) -> Result<Vec<ListenerConfig
             public_url,
             tls,
             upstream,
+            proxy_protocol: l.proxy_protocol.unwrap_or(false),
         });
     }
     Ok(out)

@@ -50,6 +50,8 @@ pub struct ListenerContext {
     pub metrics: Arc<Metrics>,
     pub request_metrics: Arc<ListenerMetrics>,
     pub http: auto::Builder<TokioExecutor>,
+    /// Read a PROXY protocol header from trusted balancers before anything else.
+    pub proxy_protocol: bool,
 }
 
 /// The two stages of shutdown every connection watches.
@@ -81,12 +83,16 @@ pub fn http_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
 
 /// Serves one accepted TCP connection to its end.
 pub async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerContext>,
     stop: StopSignals,
 ) {
     let _ = stream.set_nodelay(true);
+    let peer = match client_address(&mut stream, peer, &ctx).await {
+        Some(peer) => peer,
+        None => return,
+    };
     let labels = ListenerLabels {
         listener: ctx.name.to_string(),
     };
@@ -124,6 +130,38 @@ pub async fn serve_connection(
         None => serve_io(stream, peer, "http", &ctx, &stop).await,
     }
     open.dec();
+}
+
+/// The client's address: the TCP peer, or, on a `proxy_protocol` listener and from a trusted
+/// balancer, the one its PROXY header names. `None` closes the connection (a trusted peer
+/// that sent no valid header within the handshake timeout).
+async fn client_address(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerContext,
+) -> Option<SocketAddr> {
+    let trusted = || {
+        ctx.limits
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(peer.ip()))
+    };
+    if !ctx.proxy_protocol || !trusted() {
+        return Some(peer);
+    }
+    let header = super::proxy_protocol::read_header(stream);
+    match tokio::time::timeout(ctx.limits.tls_handshake_timeout, header).await {
+        Ok(Ok(Some(client))) => Some(client),
+        Ok(Ok(None)) => Some(peer),
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %ctx.name, %peer, error = %e, "PROXY header refused");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(listener = %ctx.name, %peer, "no PROXY header in time");
+            None
+        }
+    }
 }
 
 async fn serve_io<I>(

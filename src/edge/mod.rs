@@ -4,6 +4,7 @@
 //! - [`server`]: accept loops and the certificate reload task.
 //! - [`conn`]: one connection's life: handshake, HTTP, idle timeout, shutdown.
 //! - [`proxy`]: forwarding to the upstream, streaming, WebSocket splicing.
+//! - [`proxy_protocol`]: the client address from a trusted balancer's PROXY header.
 //! - [`headers`]: hop-by-hop, forwarding and identity header rules.
 //! - [`slow`]: slow clients: a minimum request-body rate, responses nobody reads, idle
 //!   connections and tunnels.
@@ -15,6 +16,7 @@ pub mod conn;
 pub mod headers;
 pub mod problem;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod server;
 pub mod slow;
 pub mod tls;

@@ -225,3 +225,94 @@ async fn signing_in_again_ends_the_browsers_previous_session() {
     assert!(old.revoked_at.is_some(), "the earlier session was revoked");
     assert_eq!(session_role(&b).await, "user", "the new one works");
 }
+
+/// A gateway whose PBX listener takes PROXY headers from 127.0.0.1 (the "balancer").
+async fn behind_a_balancer(
+    setup: &crate::common::Setup,
+    extra: &str,
+) -> (crate::common::StubUpstream, crate::common::TestGateway) {
+    let upstream = crate::common::StubUpstream::start().await;
+    let url = upstream.url();
+    let toml = setup.config_toml(&crate::common::Options {
+        upstream_url: &url,
+        pbx_extra: "proxy_protocol = true",
+        extra: &format!("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{extra}"),
+        ..Default::default()
+    });
+    let gw = crate::common::TestGateway::start(setup.config(&toml)).await;
+    (upstream, gw)
+}
+
+/// One request through the "balancer": `header`, then TLS and HTTP/1.1.
+async fn via_balancer(
+    setup: &crate::common::Setup,
+    gw: &crate::common::TestGateway,
+    header: &[u8],
+    path: &str,
+) -> (StatusCode, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(gw.pbx()).await.unwrap();
+    tcp.write_all(header).await.unwrap();
+    let tls = crate::common::client::tls_after(tcp, "pbx.test", &setup.ca.roots(), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "pbx.test")
+        .body(crate::common::client::empty())
+        .unwrap();
+    let (parts, body) = crate::common::client::fetch(&mut sender, req).await;
+    (parts.status, body)
+}
+
+#[tokio::test]
+async fn behind_a_balancer_the_client_address_comes_from_its_proxy_header() {
+    let setup = crate::common::Setup::new();
+    let (_upstream, gw) = behind_a_balancer(&setup, "").await;
+    let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n";
+    let (status, body) = via_balancer(&setup, &gw, v1, "/headers").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-for"][0], "203.0.113.7");
+    let client: std::net::SocketAddr = "[2001:db8::42]:40000".parse().unwrap();
+    let v2 = ms365_gateway::edge::proxy_protocol::v2_header(
+        client,
+        "[2001:db8::1]:443".parse().unwrap(),
+    );
+    let (_, body) = via_balancer(&setup, &gw, &v2, "/headers").await;
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-for"][0], "2001:db8::42");
+    // A trusted peer without a header is not served.
+    let refused =
+        crate::common::client::tls_connect(gw.pbx(), "pbx.test", &setup.ca.roots(), &[b"http/1.1"])
+            .await;
+    assert!(refused.is_err(), "no PROXY header, no connection");
+}
+
+#[tokio::test]
+async fn sign_in_limits_count_each_client_behind_the_balancer_apart() {
+    let setup = crate::common::Setup::new();
+    let (_upstream, gw) = behind_a_balancer(&setup, "[sso]\nlogin_rate_per_minute = 2\n").await;
+    let from = |ip: &str| format!("PROXY TCP4 {ip} 10.0.0.1 5000 443\r\n").into_bytes();
+    let login = "/ms365/login?domain=acme.test";
+    for _ in 0..2 {
+        let (status, body) = via_balancer(&setup, &gw, &from("198.51.100.1"), login).await;
+        assert_ne!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    }
+    let (status, _) = via_balancer(&setup, &gw, &from("198.51.100.1"), login).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same client is limited"
+    );
+    let (status, body) = via_balancer(&setup, &gw, &from("198.51.100.2"), login).await;
+    assert_ne!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "another client is not: {body}"
+    );
+}

@@ -34,6 +34,17 @@ pub async fn tls_connect(
     roots: &rustls::RootCertStore,
     alpn: &[&[u8]],
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tls_after(tcp, sni, roots, alpn).await
+}
+
+/// TLS on an open TCP connection (after a PROXY protocol header, say).
+pub async fn tls_after(
+    tcp: TcpStream,
+    sni: &str,
+    roots: &rustls::RootCertStore,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -42,7 +53,6 @@ pub async fn tls_connect(
     .with_root_certificates(roots.clone())
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(sni.to_string()).unwrap();
     TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
