@@ -162,6 +162,7 @@ impl Gateway {
             stop.graceful.clone(),
         )
         .with_concurrency(config.sync.concurrency)
+        .with_metrics(metrics.clone())
         .with_schedule_tick(config.sync.schedule_check_interval)
         .with_lease(crate::sync::lease::LeaseConfig {
             owner: crate::sync::lease::instance_id(),

@@ -21,7 +21,7 @@ use http::Uri;
 
 pub use database::{DATABASE_URL_KEY, DatabaseTransport, DatabaseUrl, redact_url};
 pub use pbx::{PbxConfig, PbxKind, PbxLogin, PbxSecret, TenantPbxLogin};
-pub use protected::ProtectedPaths;
+pub use protected::{ProtectedPaths, canonical_path};
 pub use units::IpNetwork;
 
 /// Where a configuration value came from, for error messages.

@@ -169,7 +169,7 @@ impl GraphClient {
             let ids: HashSet<&str> = throttled.iter().map(|a| a.id.as_str()).collect();
             pending.retain(|r| ids.contains(r.id.as_str()));
             self.counters().retried();
-            tokio::time::sleep(wait).await;
+            self.counters().wait(wait).await;
         }
         Ok(done)
     }

@@ -71,6 +71,8 @@ pub struct GraphStats {
     pub retries: u64,
     /// Requests sent per caller-given kind (`users`, `delta`, `photo`, `contacts`, `batch`).
     pub by_kind: BTreeMap<&'static str, u64>,
+    /// Time spent waiting before retries, in milliseconds (`Retry-After` or backoff).
+    pub waited_ms: u64,
 }
 
 #[derive(Default)]
@@ -79,6 +81,7 @@ pub(crate) struct Counters {
     throttled: AtomicU64,
     retries: AtomicU64,
     by_kind: Mutex<BTreeMap<&'static str, u64>>,
+    waited_ms: AtomicU64,
 }
 
 impl Counters {
@@ -98,6 +101,13 @@ impl Counters {
 
     pub(crate) fn retried(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits `wait` before a retry, counting the time.
+    pub(crate) async fn wait(&self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.waited_ms.fetch_add(ms, Ordering::Relaxed);
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -242,6 +252,7 @@ impl GraphClient {
             throttled: c.throttled.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             by_kind: c.by_kind.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            waited_ms: c.waited_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -317,7 +328,7 @@ impl GraphClient {
                     tracing::debug!(kind = call.kind, %client_request_id, retry = retries + 1, ?wait, %error, "retrying Graph request");
                     retries += 1;
                     self.inner.counters.retried();
-                    tokio::time::sleep(wait).await;
+                    self.inner.counters.wait(wait).await;
                 }
             }
         }

@@ -159,10 +159,13 @@ async fn start(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
+    response
+        .extensions_mut()
+        .insert(super::pages::SignInEvent::Started { tenant: tenant.id });
     Ok(response)
 }
 
-pub(crate) fn rate_limit(sso: &Sso, conn: &ConnInfo) -> Result<(), SignInProblem> {
+pub(crate) fn rate_limit(sso: &Sso, conn: &ConnInfo) -> Result<(), Box<SignInProblem>> {
     sso.limiter.check(conn.peer.ip()).map_err(|wait| {
         let mut p = SignInProblem::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -172,7 +175,7 @@ pub(crate) fn rate_limit(sso: &Sso, conn: &ConnInfo) -> Result<(), SignInProblem
         );
         p.hint = Some(format!("Retry after {} seconds.", wait.as_secs()));
         p.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
-        p
+        Box::new(p)
     })
 }
 

@@ -64,7 +64,7 @@ pub fn routes(sso: Arc<Sso>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(SIGN_IN_BODY_LIMIT))
         .route_layer(axum::middleware::from_fn_with_state(
             sso.clone(),
-            limit_before_body,
+            sign_in_guard,
         ));
     let own = Router::new()
         .route("/ms365/", get(login_page::page))
@@ -83,19 +83,30 @@ pub fn routes(sso: Arc<Sso>) -> Router {
 /// Largest sign-in form (`domain`, or Microsoft's `code`, `state` and ID token fields).
 const SIGN_IN_BODY_LIMIT: usize = 64 * 1024;
 
-/// The sign-in rate limit, checked before the handler reads the body.
-async fn limit_before_body(
+/// The sign-in rate limit, checked before the handler reads the body, and the sign-in
+/// metrics, read off the [`pages::SignInEvent`] each step's answer carries.
+async fn sign_in_guard(
     axum::extract::State(sso): axum::extract::State<Arc<Sso>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let conn = req.extensions().get::<crate::edge::conn::ConnInfo>();
-    if let Some(conn) = conn
-        && let Err(problem) = login::rate_limit(&sso, conn)
-    {
-        return problem.render(req.headers());
+    let response = match conn.map(|conn| login::rate_limit(&sso, conn)) {
+        Some(Err(problem)) => problem.render(req.headers()),
+        _ => next.run(req).await,
+    };
+    let metrics = &sso.metrics.sign_in;
+    match response.extensions().get::<pages::SignInEvent>() {
+        Some(pages::SignInEvent::Started { tenant }) => metrics.started(tenant),
+        Some(pages::SignInEvent::Completed { tenant, seconds }) => {
+            metrics.completed(tenant, *seconds)
+        }
+        Some(pages::SignInEvent::Failed { tenant, code }) => {
+            metrics.failed(tenant.as_deref(), code)
+        }
+        None => {}
     }
-    next.run(req).await
+    response
 }
 
 /// Applies the sign-in rate limit to the session endpoints, and on logout (when configured)

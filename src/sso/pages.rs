@@ -24,6 +24,23 @@ pub struct SignInProblem {
     pub retry: Option<Box<str>>,
     /// Seconds for a `Retry-After` header (rate limiting).
     pub retry_after: Option<u32>,
+    /// The tenant the sign-in was for, once known (for the failure metric).
+    pub tenant: Option<String>,
+}
+
+/// What a sign-in step's answer carries for the sign-in metrics (a response extension the
+/// sign-in middleware reads; never sent to the client).
+#[derive(Debug, Clone)]
+pub enum SignInEvent {
+    /// Sent to Microsoft.
+    Started { tenant: String },
+    /// A session was issued, `seconds` after the start.
+    Completed { tenant: String, seconds: f64 },
+    /// Refused with this problem code.
+    Failed {
+        tenant: Option<String>,
+        code: String,
+    },
 }
 
 impl SignInProblem {
@@ -41,7 +58,14 @@ impl SignInProblem {
             hint: None,
             retry: None,
             retry_after: None,
+            tenant: None,
         }
+    }
+
+    /// Names the tenant the refused sign-in was for.
+    pub fn for_tenant(mut self, tenant: &str) -> Self {
+        self.tenant = Some(tenant.to_string());
+        self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -103,6 +127,10 @@ impl SignInProblem {
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        response.extensions_mut().insert(SignInEvent::Failed {
+            tenant: self.tenant.clone(),
+            code: self.code.clone(),
+        });
         response
     }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::flow::{self, FlowProblem, FlowState};
 use super::login::{internal, retry_url};
-use super::pages::SignInProblem;
+use super::pages::{SignInEvent, SignInProblem};
 use super::session::{ClientKind, cookie_header};
 use super::state::Sso;
 use crate::edge::conn::ConnInfo;
@@ -105,7 +105,7 @@ async fn finish(
     }
     match complete(sso, conn, headers, &flow, p).await {
         Ok(response) => response,
-        Err(problem) => with_cleared(problem, headers, &state),
+        Err(problem) => with_cleared(problem.for_tenant(&flow.tenant_id), headers, &state),
     }
 }
 
@@ -234,6 +234,11 @@ async fn complete(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
+    let seconds = (crate::store::now_epoch() - flow.created_at).max(0) as f64;
+    response.extensions_mut().insert(SignInEvent::Completed {
+        tenant: tenant.id.clone(),
+        seconds,
+    });
     Ok(response)
 }
 

@@ -23,7 +23,8 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How often the session-signing and flow-cookie keys are re-read from the keyring, so a
-/// rotation on one instance reaches every instance's JWKS and sealer within this time.
+/// rotation on one instance reaches every instance's JWKS and sealer within this time (and
+/// how often the live-sessions gauge is refreshed).
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything the `/ms365` handlers need.
@@ -40,6 +41,7 @@ pub struct Sso {
     pub sessions: Arc<Sessions>,
     /// Users' own PBX sessions (off with `[pbx] kind = "embedded"`).
     pub pbx: Arc<PbxSessions>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Sso {
@@ -60,7 +62,7 @@ impl Sso {
             config.clone(),
             store.clone(),
             keyring.clone(),
-            metrics,
+            metrics.clone(),
         )?);
         let sessions = Arc::new(
             Sessions::new(
@@ -79,6 +81,7 @@ impl Sso {
             limiter: RateLimiter::new(config.sso.login_rate_per_minute),
             sessions,
             pbx,
+            metrics,
             http,
             keyring,
             store,
@@ -95,6 +98,18 @@ impl Sso {
         self.config.listeners.get(index)
     }
 
+    /// Refreshes the live-sessions gauge from the store.
+    async fn count_sessions(&self) {
+        match self
+            .store
+            .count_live_sessions(crate::store::now_epoch())
+            .await
+        {
+            Ok(n) => self.metrics.sign_in.set_active_sessions(n),
+            Err(e) => tracing::debug!(error = %e, "cannot count the live sessions"),
+        }
+    }
+
     /// Re-reads the session-signing and flow-cookie keys every [`KEY_RELOAD_INTERVAL`]
     /// until `stop`; a failed reload keeps the keys loaded and is retried next time.
     pub async fn reload_keys_periodically(self: Arc<Self>, stop: CancellationToken) {
@@ -102,6 +117,7 @@ impl Sso {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate and the keys were just loaded.
         ticker.tick().await;
+        self.count_sessions().await;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -113,6 +129,7 @@ impl Sso {
             if let Err(e) = self.flow_keys.reload().await {
                 tracing::warn!(error = %e, "cannot reload the flow-cookie keys");
             }
+            self.count_sessions().await;
         }
     }
 }

@@ -202,6 +202,17 @@ impl Store {
         Ok((done.rows_affected() > 0).then_some(sealed))
     }
 
+    /// Sessions live at `now` (neither revoked nor expired), every instance's.
+    pub async fn count_live_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM sessions WHERE revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+
     /// Revokes one session; `false` when it did not exist or was already revoked (the first
     /// revocation time is kept).
     pub async fn revoke_session(&self, id_hash: &str) -> Result<bool, StoreError> {

@@ -14,6 +14,7 @@
 //! - [`apply`]: numbers and names for new users, batched writes, [`approve_run`].
 //! - [`run`]: the run record (progress, counts, capped errors, Graph traffic) and [`RunReport`].
 //! - [`orchestrate`]: a whole run, phase after phase ([`run_phases`]), for the worker and the CLI.
+//! - [`figures`]: a finished run in the terms of the sync metrics.
 //! - [`pbx_read`], [`pbx_push`]: the PBX connector's phases (PortSIP REST API): what the PBX
 //!   holds before the users phase, and making the PBX match the record after the others.
 
@@ -22,6 +23,7 @@ mod contact_batch;
 pub mod contacts;
 pub mod context;
 pub mod extensions;
+pub mod figures;
 pub mod lease;
 pub mod orchestrate;
 pub mod pbx_push;

@@ -76,6 +76,14 @@ pub struct RunSummary {
     pub pbx: Option<PbxReport>,
     /// Why the PBX phase failed (the phases before it stand).
     pub pbx_error: Option<String>,
+    /// What kind of PBX failure that was: `unreachable`, `sign_in`, `local` or `other`.
+    pub pbx_error_kind: Option<&'static str>,
+    /// Seconds each phase took, in the order they ran.
+    pub phase_seconds: Vec<(&'static str, f64)>,
+    /// The run's Microsoft Graph traffic.
+    pub graph: crate::graph::GraphStats,
+    /// The run's PBX traffic (with the connector).
+    pub pbx_stats: Option<crate::pbx::PbxStats>,
 }
 
 impl RunSummary {
@@ -90,7 +98,18 @@ impl RunSummary {
             contact_error: None,
             pbx: None,
             pbx_error: None,
+            pbx_error_kind: None,
+            phase_seconds: Vec::new(),
+            graph: Default::default(),
+            pbx_stats: None,
         }
+    }
+
+    /// Takes the run's Graph and PBX counters (each run has its own clients).
+    fn with_traffic(mut self, ctx: &SyncContext) -> RunSummary {
+        self.graph = ctx.graph.stats();
+        self.pbx_stats = ctx.pbx.as_ref().map(|t| t.client.stats());
+        self
     }
 
     fn failed(&self) -> bool {
@@ -126,14 +145,20 @@ pub async fn run_phases(ctx: &SyncContext, opts: SyncOptions) -> Result<RunSumma
         }
         None => None,
     };
+    let started = std::time::Instant::now();
     let users = sync_users(ctx, &opts).await?;
     let mut summary = RunSummary::new(ctx, trigger, users);
+    summary
+        .phase_seconds
+        .push((Phase::Users.as_str(), started.elapsed().as_secs_f64()));
     if summary.users.status != RunStatus::Succeeded || later.is_empty() {
-        return Ok(summary);
+        return Ok(summary.with_traffic(ctx));
     }
     let mut pbx_read = pbx_read;
     for phase in later {
+        let started = std::time::Instant::now();
         run_phase(ctx, phase, &mut summary, &mut pbx_read).await;
+        (summary.phase_seconds).push((phase.as_str(), started.elapsed().as_secs_f64()));
     }
     let status = if summary.failed() {
         RunStatus::Failed
@@ -145,7 +170,7 @@ pub async fn run_phases(ctx: &SyncContext, opts: SyncOptions) -> Result<RunSumma
         .await?;
     summary.users.status = status;
     summary.users.finished_at = now_epoch();
-    Ok(summary)
+    Ok(summary.with_traffic(ctx))
 }
 
 /// A dry run: the users plan, and what the PBX phase would send for the record as it is.
@@ -220,7 +245,8 @@ async fn failed_before_users(
     let report = run.finish(RunStatus::Failed, Some(message), None).await?;
     let mut summary = RunSummary::new(ctx, opts.trigger, report);
     summary.pbx_error = Some(e.to_string());
-    Ok(summary)
+    summary.pbx_error_kind = Some(pbx_error_kind(&e));
+    Ok(summary.with_traffic(ctx))
 }
 
 /// One later phase: live progress, the phase itself, its record, the summary.
@@ -275,7 +301,10 @@ async fn run_phase(
             }
             match result {
                 Ok(r) => summary.pbx = Some(r),
-                Err(e) => summary.pbx_error = Some(e.to_string()),
+                Err(e) => {
+                    summary.pbx_error_kind = Some(pbx_error_kind(&e));
+                    summary.pbx_error = Some(e.to_string());
+                }
             }
             outcome
         }
@@ -283,6 +312,17 @@ async fn run_phase(
     add_to_report(&mut summary.users, &outcome);
     if let Err(e) = ctx.store.record_sync_phase(&run_id, &outcome).await {
         tracing::warn!(run = %run_id, error = %e, "cannot record the {} phase", outcome.kind);
+    }
+}
+
+/// The metric word for a failed PBX phase.
+fn pbx_error_kind(e: &SyncError) -> &'static str {
+    use crate::pbx::PbxError;
+    match e {
+        SyncError::Pbx(PbxError::Unreachable { .. } | PbxError::Timeout { .. }) => "unreachable",
+        SyncError::Pbx(PbxError::SignIn { .. }) => "sign_in",
+        SyncError::Pbx(PbxError::Local(_)) | SyncError::Store(_) => "local",
+        _ => "other",
     }
 }
 

@@ -166,6 +166,8 @@ pub struct SyncWorker {
     /// This instance's identity and lease lifetime for per-tenant sync leases.
     lease: LeaseConfig,
     shared: Arc<Shared>,
+    /// Where finished runs are counted (`/metrics`); `None` in tests that do not look.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl SyncWorker {
@@ -187,7 +189,14 @@ impl SyncWorker {
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
             }),
+            metrics: None,
         }
+    }
+
+    /// Counts finished runs in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> SyncWorker {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Runs of different tenants at once (at least 1).
@@ -320,13 +329,16 @@ impl SyncWorker {
             let keyring = self.keyring.clone();
             let stop = self.shutdown.clone();
             let lease = self.lease.clone();
+            let metrics = self.metrics.clone();
             running.spawn(async move {
-                let leased = run_leased(
-                    &store,
-                    &tenant,
-                    &lease,
-                    run_tenant(&config, &store, &keyring, &tenant, trigger),
-                );
+                let run = async {
+                    let result = run_tenant(&config, &store, &keyring, &tenant, trigger).await;
+                    if let Some(metrics) = &metrics {
+                        record(metrics, &tenant, trigger, &result);
+                    }
+                    result
+                };
+                let leased = run_leased(&store, &tenant, &lease, run);
                 let result = tokio::select! {
                     _ = stop.cancelled() => {
                         // The run is dropped mid-way: hand the lease back so a restarted or
@@ -385,6 +397,24 @@ pub fn due_tenants(
             },
         )
         .collect()
+}
+
+/// Counts a finished run (or one that could not start) in the sync metrics.
+fn record(
+    metrics: &crate::metrics::Metrics,
+    tenant: &str,
+    trigger: RunTrigger,
+    result: &RunResult,
+) {
+    match result {
+        Ok(summary) => metrics.sync.record_run(&super::figures::figures(summary)),
+        Err(_) => metrics.sync.record_run(&crate::metrics::sync::RunFigures {
+            tenant,
+            trigger: trigger.as_str(),
+            status: "not_started",
+            ..Default::default()
+        }),
+    }
 }
 
 /// One run of a tenant: every phase it has on ([`run_phases`]).

@@ -17,6 +17,7 @@ mod hardening;
 mod keys;
 mod lifecycle;
 mod oidc;
+mod operations;
 mod pbx;
 mod pbx_session;
 mod photos;

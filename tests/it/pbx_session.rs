@@ -58,6 +58,8 @@ pub struct SessionOptions {
     pub pbx_sign_in: PbxSignIn,
     /// Extra lines in `[sso]`.
     pub sso_extra: &'static str,
+    /// Leave the first sync to the test (through the gateway's own worker, say).
+    pub no_initial_sync: bool,
 }
 
 impl PbxSessionWorld {
@@ -92,7 +94,9 @@ impl PbxSessionWorld {
             adoptee,
         };
         w.configure_tenant(o.pbx_sign_in).await;
-        w.sync().await;
+        if !o.no_initial_sync {
+            w.sync().await;
+        }
         w
     }
 
@@ -285,7 +289,7 @@ async fn session_json(b: &Browser) -> Value {
     page.json()
 }
 
-async fn signed_in(w: &PbxSessionWorld, user: &EmuUser) -> Browser {
+pub async fn signed_in(w: &PbxSessionWorld, user: &EmuUser) -> Browser {
     let b = w.browser();
     let done = b.login(PBX_LOGIN, &user.user_principal_name).await;
     assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);

@@ -1,6 +1,11 @@
 //! Prometheus metrics of the whole gateway, exposed on the admin address at `/metrics`.
 //! One [`Metrics`] is created at start-up and shared; recording is lock-free atomics except
-//! for the first use of a label set.
+//! for the first use of a label set. The edge's families live here; [`sign_in`] and
+//! [`sync`] hold the sign-in and the sync/PBX families (`docs/operations.md` lists them
+//! all, with the dashboard and alerts that use them).
+
+pub mod sign_in;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -63,6 +68,8 @@ pub struct Metrics {
     pub cert_reloads: Family<KindLabels, Counter>,
     /// Users' own PBX sessions opened, renewed, refused, by outcome.
     pub pbx_sessions: Family<OutcomeLabels, Counter>,
+    pub sign_in: sign_in::SignInMetrics,
+    pub sync: sync::SyncMetrics,
     /// Metrics named without the `ms365_gateway_` prefix, as documented for alerting.
     unprefixed: Registry,
     certificate_days_left: Family<TenantLabels, Gauge>,
@@ -137,6 +144,12 @@ impl Metrics {
             "Users' own PBX sessions at Microsoft sign-in and renewal, by outcome",
             pbx_sessions.clone(),
         );
+        // Every kind exists from the start (at 0), so rate() and alerts see the series.
+        for kind in ["connect", "timeout", "protocol"] {
+            let _ = upstream_errors.get_or_create(&KindLabels { kind });
+        }
+        let sign_in = sign_in::SignInMetrics::register(&mut registry);
+        let sync = sync::SyncMetrics::register(&mut registry);
         let mut unprefixed = Registry::default();
         let certificate_days_left = Family::default();
         unprefixed.register(
@@ -157,6 +170,8 @@ impl Metrics {
             connections_total,
             cert_reloads,
             pbx_sessions,
+            sign_in,
+            sync,
         }
     }
 
