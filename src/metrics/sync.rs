@@ -37,6 +37,13 @@ pub struct ObjectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PbxRequestLabels {
+    pub tenant: String,
+    pub operation: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindCountLabels {
     pub tenant: String,
     pub kind: &'static str,
@@ -57,7 +64,7 @@ pub struct SyncMetrics {
     graph_requests: Family<KindCountLabels, Counter>,
     graph_throttled: Family<TenantLabel, Counter>,
     graph_retry_wait: Family<TenantLabel, Counter<f64>>,
-    pbx_requests: Family<TenantLabel, Counter>,
+    pbx_requests: Family<PbxRequestLabels, Counter>,
     pbx_retries: Family<TenantLabel, Counter>,
     pbx_throttled: Family<TenantLabel, Counter>,
     pbx_token_renewals: Family<KindCountLabels, Counter>,
@@ -86,9 +93,10 @@ pub struct RunFigures<'a> {
 }
 
 /// The PBX connector's share of a run.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct PbxFigures {
-    pub requests: u64,
+    /// (operation, outcome, attempts): `POST /users/{id}`, `ok`.
+    pub by_operation: Vec<(String, &'static str, u64)>,
     pub retries: u64,
     pub throttled: u64,
     pub sign_ins: u64,
@@ -230,12 +238,12 @@ impl SyncMetrics {
             .get_or_create(&tenant())
             .inc_by(f.graph_throttled);
         (self.graph_retry_wait.get_or_create(&tenant())).inc_by(f.graph_retry_wait_seconds);
-        if let Some(p) = f.pbx {
+        if let Some(p) = &f.pbx {
             self.record_pbx(f.tenant, p);
         }
     }
 
-    fn record_pbx(&self, tenant: &str, p: PbxFigures) {
+    fn record_pbx(&self, tenant: &str, p: &PbxFigures) {
         let t = TenantLabel {
             tenant: tenant.to_string(),
         };
@@ -243,7 +251,14 @@ impl SyncMetrics {
             tenant: tenant.to_string(),
             kind,
         };
-        self.pbx_requests.get_or_create(&t).inc_by(p.requests);
+        for (operation, outcome, n) in &p.by_operation {
+            let labels = PbxRequestLabels {
+                tenant: tenant.to_string(),
+                operation: operation.clone(),
+                outcome,
+            };
+            self.pbx_requests.get_or_create(&labels).inc_by(*n);
+        }
         self.pbx_retries.get_or_create(&t).inc_by(p.retries);
         self.pbx_throttled.get_or_create(&t).inc_by(p.throttled);
         (self.pbx_token_renewals.get_or_create(&kind("sign_in"))).inc_by(p.sign_ins);

@@ -35,7 +35,7 @@ pub const PAGE_SIZE: usize = 100;
 const MAX_PAGES: usize = 10_000;
 
 /// Counters of one client (all clones of it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PbxStats {
     /// HTTP requests sent, retries, sign-ins and refreshes included.
     pub requests: u64,
@@ -47,6 +47,9 @@ pub struct PbxStats {
     pub sign_ins: u64,
     /// `POST /auth/refresh_token` exchanges.
     pub refreshes: u64,
+    /// Attempts by operation (`POST /users/{id}`: ids templated) and outcome (`ok`,
+    /// `client_error`, `server_error`, `throttled`, `timeout`, `unreachable`).
+    pub by_operation: std::collections::BTreeMap<(String, &'static str), u64>,
 }
 
 #[derive(Default)]
@@ -69,6 +72,14 @@ pub(super) struct Counters {
     pub throttled: Counter,
     pub sign_ins: Counter,
     pub refreshes: Counter,
+    pub by_operation: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Counters {
+    fn attempt(&self, operation: String, outcome: &'static str) {
+        let mut map = self.by_operation.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((operation, outcome)).or_default() += 1;
+    }
 }
 
 pub(super) struct Inner {
@@ -213,6 +224,9 @@ impl PbxClient {
             throttled: c.throttled.get(),
             sign_ins: c.sign_ins.get(),
             refreshes: c.refreshes.get(),
+            by_operation: (c.by_operation.lock())
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
@@ -389,6 +403,8 @@ impl PbxClient {
         loop {
             self.inner.counters.requests.bump();
             let outcome = self.request(req, token).send().await;
+            let operation = operation(&req.method, self.inner.api_url.path(), req.url.path());
+            (self.inner.counters).attempt(operation, attempt_outcome(&outcome));
             let wait = match self.verdict(&outcome, req, attempt) {
                 Verdict::Answer => return outcome.map_err(|e| self.unreachable(e.to_string())),
                 Verdict::Retry(wait) => wait,
@@ -478,4 +494,37 @@ fn present_fields(c: &ContactFields) -> serde_json::Map<String, serde_json::Valu
         }
     }
     map
+}
+
+/// `POST /users/{id}/ms365_binding` for a request to `path` under the API base `base`: the
+/// ids replaced, so the metric has one series per kind of call.
+pub(super) fn operation(method: &Method, base: &str, path: &str) -> String {
+    let rest = path
+        .strip_prefix(base.trim_end_matches('/'))
+        .unwrap_or(path);
+    let mut out = String::new();
+    let mut previous = "";
+    for segment in rest.split('/').filter(|s| !s.is_empty()) {
+        let is_id = matches!(previous, "users" | "contacts")
+            && !matches!(
+                segment,
+                "destroy" | "ms365_binding" | "profile" | "sync_tokens"
+            );
+        out.push('/');
+        out.push_str(if is_id { "{id}" } else { segment });
+        previous = segment;
+    }
+    format!("{method} {out}")
+}
+
+/// The outcome label of one attempt.
+fn attempt_outcome(outcome: &Result<reqwest::Response, reqwest::Error>) -> &'static str {
+    match outcome {
+        Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => "throttled",
+        Ok(r) if r.status().is_server_error() => "server_error",
+        Ok(r) if r.status().is_client_error() => "client_error",
+        Ok(_) => "ok",
+        Err(e) if e.is_timeout() => "timeout",
+        Err(_) => "unreachable",
+    }
 }

@@ -25,8 +25,10 @@ pub fn figures(s: &RunSummary) -> RunFigures<'_> {
             }
         }
     }
-    let pbx = s.pbx_stats.map(|p| PbxFigures {
-        requests: p.requests,
+    let pbx = s.pbx_stats.as_ref().map(|p| PbxFigures {
+        by_operation: (p.by_operation.iter())
+            .map(|((op, outcome), n)| (op.clone(), *outcome, *n))
+            .collect(),
         retries: p.retries,
         throttled: p.throttled,
         sign_ins: p.sign_ins,

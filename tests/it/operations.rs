@@ -182,6 +182,10 @@ async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_name() {
         "ms365_gateway_signins_failed_total{tenant=\"unknown\",reason=\"bad_request\"} 1"
     ));
     assert!(text.contains("ms365_gateway_pbx_up{tenant=\"acme\"} 1"));
+    assert!(
+        text.contains("ms365_gateway_pbx_requests_total{tenant=\"acme\",operation=\"POST /users/{id}/ms365_binding\",outcome=\"ok\"}"),
+        "PBX requests by operation: {text}"
+    );
 
     // A real Prometheus scrapes it and evaluates every rule without error.
     let prometheus = Prometheus::start(admin);

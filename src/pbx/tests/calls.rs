@@ -61,6 +61,36 @@ async fn signs_in_once_then_sends_the_bearer_token() {
     assert_eq!(hits[2].query, "top=1&skip=0", "the count asks for one user");
     let stats = client.stats();
     assert_eq!((stats.sign_ins, stats.requests, stats.retries), (1, 3, 0));
+    let by_op: Vec<(&str, &str, u64)> = (stats.by_operation.iter())
+        .map(|((op, outcome), n)| (op.as_str(), *outcome, *n))
+        .collect();
+    assert_eq!(
+        by_op,
+        vec![("GET /users", "ok", 2), ("POST /login", "ok", 1)],
+        "attempts by operation and outcome"
+    );
+}
+
+#[test]
+fn operations_are_named_with_their_ids_templated() {
+    use crate::pbx::client::operation;
+    use reqwest::Method;
+    let op = |m: Method, path: &str| operation(&m, "/api", path);
+    assert_eq!(
+        op(Method::POST, "/api/users/NzAw/ms365_binding"),
+        "POST /users/{id}/ms365_binding"
+    );
+    assert_eq!(
+        op(Method::POST, "/api/users/abc/destroy"),
+        "POST /users/{id}/destroy"
+    );
+    assert_eq!(op(Method::GET, "/api/users"), "GET /users");
+    assert_eq!(op(Method::POST, "/api/contacts/9"), "POST /contacts/{id}");
+    assert_eq!(
+        op(Method::POST, "/api/auth/refresh_token"),
+        "POST /auth/refresh_token"
+    );
+    assert_eq!(operation(&Method::GET, "/", "/users/1"), "GET /users/{id}");
 }
 
 #[tokio::test]
