@@ -570,6 +570,20 @@
     out.textContent = 'PortSIP ' + (pbx.api_url || '') + ' · ' + state;
     out.title = pbx.checked_at ? 'Checked ' + formatTime(pbx.checked_at) : '';
     out.className = pbx.state === 'error' ? 'soon' : '';
+    renderPbxSessions((pbx.sign_in && pbx.sign_in.sessions) || []);
+  }
+
+  /** Live sessions by PBX state: how many users the PBX knows, and why it does not know the rest. */
+  function renderPbxSessions(sessions) {
+    const list = $('pbx-sessions');
+    list.replaceChildren();
+    $('overview-pbx-sessions').hidden = sessions.length === 0;
+    for (const s of sessions) {
+      const li = el('li', { 'data-state': s.state });
+      li.append(el('strong', { text: s.count + ' ' + (s.state === 'active' ? 'with a PBX session' : s.state.replace(/_/g, ' ')) }));
+      if (s.state !== 'active') li.append(' — ' + s.message);
+      list.append(li);
+    }
   }
 
   function renderProgress(sync) {

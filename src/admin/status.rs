@@ -51,7 +51,10 @@ pub async fn get_status(
         }
         SyncMode::Manual => None,
     };
-    let pbx = pbx_json(&state.config, state.store.pbx_status(&tenant.id).await?);
+    let mut pbx = pbx_json(&state.config, state.store.pbx_status(&tenant.id).await?);
+    if pbx["kind"] == "portsip" {
+        pbx["sign_in"] = pbx_sign_in_json(&state, &tenant.id, &settings).await?;
+    }
     let running = state.sync.is_busy(&tenant.id)
         || runs.first().is_some_and(|r| r.status == RunStatus::Running);
     Ok(axum::Json(json!({
@@ -88,6 +91,26 @@ fn pbx_json(config: &crate::config::Config, status: Option<crate::store::PbxStat
         "message": status.as_ref().map(|s| s.message.clone()),
         "checked_at": status.map(|s| rfc3339(s.updated_at)),
     })
+}
+
+/// Whose PBX session sign-ins open (`pbx_sign_in`), and the live sessions by PBX state with
+/// what each state means, so the page can say why the PBX does not know some users.
+async fn pbx_sign_in_json(
+    state: &AdminState,
+    tenant_id: &str,
+    settings: &crate::settings::Ms365Settings,
+) -> Result<Value, ApiError> {
+    let states = (state.store)
+        .session_pbx_states(tenant_id, crate::store::now_epoch())
+        .await?;
+    let sessions: Vec<Value> = states
+        .into_iter()
+        .map(|(word, n)| {
+            let s = crate::sso::pbx_state::PbxState::parse(&word);
+            json!({ "state": s.as_str(), "count": n, "message": s.message() })
+        })
+        .collect();
+    Ok(json!({ "setting": settings.pbx_sign_in.as_str(), "sessions": sessions }))
 }
 
 fn days_left(not_after: i64, now: DateTime<Utc>) -> i64 {

@@ -352,9 +352,14 @@ impl Sessions {
 
     /// Ends every session of Microsoft user `oid` in `tenant_id`; returns how many.
     pub async fn end_user_sessions(&self, tenant_id: &str, oid: &str) -> Result<u64, SessionError> {
-        let n = self.store.revoke_user_sessions(tenant_id, oid).await?;
+        let ended = self.store.revoke_user_sessions(tenant_id, oid).await?;
         self.cache().remove_user(tenant_id, oid);
-        Ok(n)
+        if let Some(pbx) = &self.pbx {
+            for id_hash in &ended {
+                pbx.end(id_hash).await;
+            }
+        }
+        Ok(ended.len() as u64)
     }
 
     /// Deletes records that expired or were revoked more than `keep` ago; returns how many.

@@ -202,6 +202,31 @@ impl Store {
         Ok((done.rows_affected() > 0).then_some(sealed))
     }
 
+    /// A tenant's live sessions at `now` by the state of their PBX side (`active`,
+    /// `not_managed`, …; empty for sessions without a PBX), most common first.
+    pub async fn session_pbx_states(
+        &self,
+        tenant_id: &str,
+        now: i64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pbx_state, COUNT(*) AS n FROM sessions
+             WHERE tenant_id = $1 AND revoked_at IS NULL AND expires_at > $2
+             GROUP BY pbx_state ORDER BY n DESC, pbx_state",
+        )
+        .bind(tenant_id)
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                Ok((r.try_get("pbx_state")?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
     /// Sessions live at `now` (neither revoked nor expired), every instance's.
     pub async fn count_live_sessions(&self, now: i64) -> Result<u64, StoreError> {
         let row = sqlx::query(
@@ -226,22 +251,26 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Revokes every live session of Microsoft user `oid` in `tenant_id`; returns how many.
+    /// Revokes every live session of Microsoft user `oid` in `tenant_id`; returns their ids.
     pub async fn revoke_user_sessions(
         &self,
         tenant_id: &str,
         oid: &str,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
             "UPDATE sessions SET revoked_at = $3
-             WHERE tenant_id = $1 AND oid = $2 AND revoked_at IS NULL",
+             WHERE tenant_id = $1 AND oid = $2 AND revoked_at IS NULL
+             RETURNING id_hash",
         )
         .bind(tenant_id)
         .bind(oid)
         .bind(now_epoch())
-        .execute(self.pool())
+        .fetch_all(self.pool())
         .await?;
-        Ok(done.rows_affected())
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id_hash"))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Deletes sessions that expired, or were revoked, before `before`; returns how many.

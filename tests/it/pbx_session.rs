@@ -559,3 +559,44 @@ async fn the_webrtc_client_on_the_sbc_listener_gets_the_pbx_answer_for_its_user(
     let username = w.username_of(&person.id).await;
     assert_eq!(me.json()["id"], w.pbx_user(&username)["id"]);
 }
+
+#[tokio::test]
+async fn the_admin_status_says_how_many_users_the_pbx_knows_and_why_not_the_rest() {
+    let w = PbxSessionWorld::new(SessionOptions::default()).await;
+    signed_in(&w, &w.people[0]).await;
+    signed_in(&w, &w.adoptee).await;
+    let auth = format!("Bearer {}", crate::common::SYSTEM_TOKEN);
+    let status = w
+        .browser()
+        .request(
+            "GET",
+            "https://pbx.test/api/ms365/status",
+            &[("authorization", auth.as_str()), ("x-tenant", "acme")],
+            None,
+        )
+        .await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    let sign_in = &status.json()["pbx"]["sign_in"];
+    assert_eq!(sign_in["setting"], "created_users_only");
+    let sessions = sign_in["sessions"].as_array().unwrap();
+    let count = |state: &str| {
+        (sessions.iter())
+            .find(|s| s["state"] == state)
+            .map_or(0, |s| s["count"].as_u64().unwrap())
+    };
+    assert_eq!(
+        (count("active"), count("not_managed")),
+        (1, 1),
+        "{sessions:?}"
+    );
+    let why = sessions
+        .iter()
+        .find(|s| s["state"] == "not_managed")
+        .unwrap();
+    assert!(
+        why["message"]
+            .as_str()
+            .unwrap()
+            .contains("manage_passwords")
+    );
+}
