@@ -13,7 +13,7 @@ use std::sync::Arc;
 use base64::Engine;
 
 use crate::config::Config;
-use crate::sso::seal::{KEY_LEN, Sealer};
+use crate::seal::{KEY_LEN, Sealer};
 use crate::store::{Store, StoreError};
 
 /// Environment variable holding the master key (base64 of 32 bytes).

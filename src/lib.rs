@@ -19,6 +19,8 @@
 //! - [`keyring`]: the master key and the secrets sealed with it in the store (session,
 //!   flow-cookie and tenant certificate keys).
 //! - [`settings`]: a tenant's Microsoft 365 settings (PortSIP v22 shape), validated.
+//! - [`schedule`]: the sync schedule: cron expressions in a tenant's time zone.
+//! - [`seal`]: AES-256-GCM sealing with rotating key ids (cookies, the keyring).
 //! - [`sso`]: sign-in with Microsoft and PBX sessions.
 //! - [`sync`]: one-way directory sync, Microsoft 365 → PBX (users → extensions), run records.
 //! - [`store`]: SQLite (embedded default) or PostgreSQL (several instances) behind one
@@ -29,6 +31,8 @@
 //! - [`check`]: what `check-config` prints.
 //! - [`signals`]: SIGTERM/SIGINT to shutdown, SIGHUP to certificate reload.
 //! - [`fsutil`]: owner-only files for secrets.
+//! - [`web`]: what the gateway's pages and browser endpoints share: same-origin checks, the
+//!   post-login path check, embedded assets and page security headers.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -46,11 +50,14 @@ pub mod metrics;
 pub mod ops;
 pub mod pbx;
 pub mod portsip_emulator;
+pub mod schedule;
+pub mod seal;
 pub mod settings;
 pub mod signals;
 pub mod sso;
 pub mod store;
 pub mod sync;
+pub mod web;
 
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayHandle, StartError};

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::entra::NationalCloud;
+use crate::entra::assertion::AssertionAlg;
 
 /// Which users a section applies to.
 ///
@@ -133,7 +134,7 @@ pub struct Ms365Settings {
     pub shared_mailbox: Scope,
     pub events: Scope,
     /// Beyond PortSIP: `PS256` (default) or `RS256` client assertions.
-    pub assertion_alg: String,
+    pub assertion_alg: AssertionAlg,
     /// Beyond PortSIP: also accept PS256-signed ID tokens (RS256 is always accepted).
     pub allow_ps256_id_tokens: bool,
     /// Beyond PortSIP: IANA time zone the schedule runs in.
@@ -159,7 +160,7 @@ impl Default for Ms365Settings {
             personal_contacts: Scope::default(),
             shared_mailbox: Scope::default(),
             events: Scope::default(),
-            assertion_alg: "PS256".into(),
+            assertion_alg: AssertionAlg::Ps256,
             allow_ps256_id_tokens: false,
             time_zone: "UTC".into(),
             portal_landing_path: "/portal/".into(),
@@ -203,10 +204,10 @@ impl Ms365Settings {
                 "3 to 13 digits without a leading zero",
             );
         }
-        if let Err(message) = crate::sync::scheduler::validate_cron(&self.sync_time) {
+        if let Err(message) = crate::schedule::validate_cron(&self.sync_time) {
             return field("sync_time", &message);
         }
-        if let Err(message) = crate::sync::scheduler::parse_tz(&self.time_zone) {
+        if let Err(message) = crate::schedule::parse_tz(&self.time_zone) {
             return field("time_zone", &message);
         }
         for (name, list) in [
@@ -234,14 +235,11 @@ impl Ms365Settings {
                 );
             }
         }
-        if !matches!(self.assertion_alg.as_str(), "PS256" | "RS256") {
-            return field("assertion_alg", "PS256 or RS256");
-        }
         for (name, path) in [
             ("portal_landing_path", &self.portal_landing_path),
             ("webrtc_landing_path", &self.webrtc_landing_path),
         ] {
-            if crate::sso::return_to::validate(path).is_none() {
+            if crate::web::return_to::validate(path).is_none() {
                 return field(name, "must be a same-origin absolute path like /portal/");
             }
         }
@@ -287,7 +285,7 @@ mod tests {
         let s: Ms365Settings = serde_json::from_str(doc).unwrap();
         assert_eq!(s.national_cloud, NationalCloud::China);
         assert_eq!(s.users.sync_type, SyncType::Include);
-        assert_eq!(s.assertion_alg, "PS256");
+        assert_eq!(s.assertion_alg, AssertionAlg::Ps256);
         assert!(s.sign_in_enabled());
         assert!(s.validate().is_ok());
         let back: Ms365Settings =
@@ -322,6 +320,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("manage_passwords"), "{err}");
+        let s: Ms365Settings = serde_json::from_str(r#"{"assertion_alg":"RS256"}"#).unwrap();
+        assert_eq!(
+            s.assertion_alg,
+            AssertionAlg::Rs256,
+            "read once into its type"
+        );
+        let err = serde_json::from_str::<Ms365Settings>(r#"{"assertion_alg":"HS256"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PS256") && err.contains("RS256"), "{err}");
         let s: Ms365Settings =
             serde_json::from_str(r#"{"pbx_sign_in":"manage_passwords"}"#).unwrap();
         assert_eq!(s.pbx_sign_in, PbxSignIn::ManagePasswords);

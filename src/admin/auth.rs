@@ -173,9 +173,7 @@ async fn session_caller(state: &AdminState, parts: &Parts) -> Result<Caller, Api
         .extensions
         .get::<ConnInfo>()
         .map_or("https", |c| c.proto);
-    if unsafe_method
-        && crate::sso::session_routes::is_cross_origin(&parts.headers, &parts.uri, proto)
-    {
+    if unsafe_method && crate::web::origin::is_cross_origin(&parts.headers, &parts.uri, proto) {
         return Err(ApiError::Forbidden(
             "changes with a session cookie must come from this site's own pages".into(),
         ));

@@ -1,58 +1,23 @@
-//! `/ms365/admin`: the tenant administrator's "Microsoft 365 Integration" page, and the
-//! static assets under `/ms365/assets/` (its script and stylesheet, and `ms365.css`, the look
-//! it shares with the sign-in page and the sign-in error pages). Everything is embedded in
-//! the binary; no CDN, no framework, no build step. The page talks to the same-origin admin
-//! API (`docs/admin-api.md`).
-//!
-//! Every page is served under [`CSP`] (no inline script or style), with `nosniff`. The HTML
-//! is `no-store`; assets are linked as `/ms365/assets/NAME?v=HASH` ([`asset_url`]) and cached
-//! for a year when the hash matches, revalidated (`ETag`) otherwise.
+//! `/ms365/admin`: the tenant administrator's "Microsoft 365 Integration" page. Everything is
+//! embedded in the binary; no CDN, no framework, no build step. Its script and stylesheet are
+//! the gateway's assets ([`crate::web::assets`], which serves them); the page talks to the
+//! same-origin admin API (`docs/admin-api.md`). The HTML is `no-store` and carries the
+//! headers of every gateway-rendered page (strict CSP: no inline script or style).
 
 use std::sync::LazyLock;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::routing::get;
-use http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION,
-    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
-};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::{HeaderValue, Response, StatusCode};
 
-use crate::edge::problem::HttpError;
-
-/// The Content-Security-Policy of every page the gateway renders itself.
-pub const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
-                       script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+use crate::web::assets::{ASSETS, ASSETS_PREFIX, asset_url, set_page_security_headers};
 
 /// Where the page lives.
 pub const PAGE_PATH: &str = "/ms365/admin";
-/// Where the assets live.
-pub const ASSETS_PREFIX: &str = "/ms365/assets/";
-
 const INDEX_HTML: &str = include_str!("../../assets/admin/index.html");
-const ADMIN_JS: &str = include_str!("../../assets/admin/admin.js");
-const ADMIN_CSS: &str = include_str!("../../assets/admin/admin.css");
-const SHARED_CSS: &str = include_str!("../../assets/admin/ms365.css");
-
-/// The assets served under [`ASSETS_PREFIX`]: name, content type, body.
-const ASSETS: [(&str, &str, &str); 3] = [
-    ("admin.js", "text/javascript; charset=utf-8", ADMIN_JS),
-    ("admin.css", "text/css; charset=utf-8", ADMIN_CSS),
-    ("ms365.css", "text/css; charset=utf-8", SHARED_CSS),
-];
-
-/// Each asset's content hash (the first 12 hex digits of its SHA-256), in [`ASSETS`] order.
-static VERSIONS: LazyLock<Vec<String>> = LazyLock::new(|| {
-    ASSETS
-        .iter()
-        .map(|(_, _, body)| {
-            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
-            d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
-        })
-        .collect()
-});
 
 /// The page, with its asset links carrying their content hashes.
 static INDEX: LazyLock<String> = LazyLock::new(|| {
@@ -66,43 +31,12 @@ static INDEX: LazyLock<String> = LazyLock::new(|| {
         })
 });
 
-fn find_asset(name: &str) -> Option<(usize, &'static str, &'static str)> {
-    ASSETS
-        .iter()
-        .enumerate()
-        .find(|(_, (n, _, _))| *n == name)
-        .map(|(i, (_, ct, body))| (i, *ct, *body))
-}
-
-/// The URL to link an asset by (`/ms365/assets/ms365.css?v=…`), cacheable for a year.
-/// Unknown names get their plain path.
-pub fn asset_url(name: &str) -> String {
-    match find_asset(name) {
-        Some((i, _, _)) => format!("{ASSETS_PREFIX}{name}?v={}", VERSIONS[i]),
-        None => format!("{ASSETS_PREFIX}{name}"),
-    }
-}
-
-/// The stylesheet shared by the sign-in page, the sign-in error pages and the admin page.
-pub fn shared_stylesheet_url() -> String {
-    asset_url("ms365.css")
-}
-
-/// The headers every gateway-rendered HTML page carries: [`CSP`], `nosniff`, no framing,
-/// same-origin referrers.
-pub fn set_page_security_headers(headers: &mut HeaderMap) {
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-}
-
-/// `GET /ms365/admin`, `GET /ms365/admin/` (redirected) and `GET /ms365/assets/{name}`.
+/// `GET /ms365/admin`, `GET /ms365/admin/` (redirected) and the assets it links.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(PAGE_PATH, get(index))
         .route("/ms365/admin/", get(trailing_slash))
-        .route("/ms365/assets/{name}", get(asset))
+        .merge(crate::web::assets::routes())
 }
 
 async fn index() -> Response<Body> {
@@ -134,54 +68,12 @@ async fn trailing_slash(RawQuery(query): RawQuery) -> Response<Body> {
     response
 }
 
-async fn asset(
-    Path(name): Path<String>,
-    RawQuery(query): RawQuery,
-    request: HeaderMap,
-) -> Response<Body> {
-    let Some((i, content_type, body)) = find_asset(&name) else {
-        return HttpError::NotFound.to_response(&request);
-    };
-    let version = VERSIONS[i].as_str();
-    let asked = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("v="));
-    let etag = format!("\"{version}\"");
-    let fresh = request
-        .get(IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let mut response = if fresh {
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        Response::new(Body::from(body))
-    };
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static(if asked == Some(version) {
-            "public, max-age=31536000, immutable"
-        } else {
-            "no-cache"
-        }),
-    );
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        headers.insert(ETAG, v);
-    }
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::web::assets::{ADMIN_CSS, ADMIN_JS, CSP, SHARED_CSS};
     use http::Request;
+    use http::header::{CONTENT_SECURITY_POLICY, ETAG, X_CONTENT_TYPE_OPTIONS};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

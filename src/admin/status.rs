@@ -47,7 +47,7 @@ pub async fn get_status(
     let runs = state.store.sync_runs(&tenant.id, 1).await?;
     let next_run = match settings.sync_mode {
         SyncMode::Automatic => {
-            crate::sync::scheduler::next_run(&settings.sync_time, &settings.time_zone, now).ok()
+            crate::schedule::next_run(&settings.sync_time, &settings.time_zone, now).ok()
         }
         SyncMode::Manual => None,
     };

@@ -16,13 +16,16 @@ pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jw
 /// Lifetime of an assertion.
 const LIFETIME_SECS: i64 = 300;
 
-/// Signature and thumbprint header of the assertion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Signature and thumbprint header of the assertion (the tenant setting `assertion_alg`,
+/// `"PS256"` or `"RS256"`, read into this once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum AssertionAlg {
     /// PS256 with `x5t#S256`: what Microsoft recommends.
     #[default]
+    #[serde(rename = "PS256")]
     Ps256,
     /// RS256 with SHA-1 `x5t`: compatibility option.
+    #[serde(rename = "RS256")]
     Rs256,
 }
 

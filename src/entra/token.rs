@@ -16,6 +16,14 @@ use super::credential::TenantCredential;
 use super::error::{AadError, OidcError};
 use super::keys::TenantKeys;
 
+/// A tenant's app registration as its settings name it.
+#[derive(Debug, Clone, Copy)]
+pub struct TenantApp<'a> {
+    pub directory_id: &'a str,
+    pub application_id: &'a str,
+    pub alg: AssertionAlg,
+}
+
 /// A bearer token and when it stops being usable.
 #[derive(Clone)]
 pub struct AccessToken {
@@ -104,6 +112,28 @@ impl AppTokenClient {
     }
 
     /// Reports the pair that obtained a token to `keys`, promoting a pending pair.
+    /// The one way a tenant's client is built (sign-in, sync, "Test connection"): the app
+    /// `application_id` in `directory_id`, signing with the tenant's key pairs from `keys`
+    /// in the `alg` style, promoting a pending key pair once Microsoft accepts it.
+    pub async fn for_tenant(
+        http: reqwest::Client,
+        endpoints: CloudEndpoints,
+        keys: &TenantKeys,
+        tenant_id: &str,
+        app: TenantApp<'_>,
+    ) -> Result<Self, OidcError> {
+        let credentials = keys.signing_credentials(tenant_id).await?;
+        Ok(AppTokenClient::new(
+            http,
+            endpoints,
+            app.directory_id,
+            app.application_id,
+            credentials,
+            app.alg,
+        )
+        .with_rollover(keys.clone(), tenant_id))
+    }
+
     pub fn with_rollover(mut self, keys: TenantKeys, tenant_id: &str) -> Self {
         self.rollover = Some((keys, tenant_id.to_string()));
         self

@@ -13,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::seal::Sealer;
 use super::session::ClientKind;
+use crate::seal::Sealer;
 use crate::store::{Store, StoreError};
 
 /// Prefix of flow cookie names; the rest is derived from the state.

@@ -16,9 +16,9 @@ use std::sync::{Arc, RwLock};
 use http::HeaderMap;
 
 use super::flow::{FLOW_COOKIE_PREFIX, cookies};
-use super::seal::{KEY_LEN, Sealer};
 use super::session::SessionError;
 use crate::keyring::{Keyring, KeyringError};
+use crate::seal::{KEY_LEN, Sealer};
 
 /// Keyring name prefix of the flow-cookie keys.
 pub const NAME_PREFIX: &str = "flow-key:";

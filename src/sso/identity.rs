@@ -118,7 +118,7 @@ fn cross_site_upgrade(req: &Request<Body>) -> bool {
     }
     let proto =
         (req.extensions().get::<crate::edge::conn::ConnInfo>()).map_or("https", |c| c.proto);
-    super::session_routes::is_cross_origin(h, req.uri(), proto)
+    crate::web::origin::is_cross_origin(h, req.uri(), proto)
 }
 
 fn is_protected(sso: &Sso, path: &str) -> bool {

@@ -74,7 +74,7 @@ async fn start(
     let return_to = match q.return_to.as_deref().filter(|r| !r.is_empty()) {
         None => None,
         Some(r) => Some(
-            super::return_to::validate(r)
+            crate::web::return_to::validate(r)
                 .ok_or_else(|| {
                     bad_request("BAD_RETURN_TO", "return_to must be a path on this site")
                 })?

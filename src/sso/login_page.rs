@@ -2,7 +2,7 @@
 //! domain (or takes it from `?domain=`, else from the `Host` the browser used when that is a
 //! tenant's domain) and offers "Sign in with Microsoft" only when that tenant has it on.
 //! Plain HTML, no script; its look is the shared `/ms365/assets/ms365.css`
-//! ([`crate::admin::page`]), under the same strict Content-Security-Policy as the admin page.
+//! ([`crate::web::assets`]), under the same strict Content-Security-Policy as the admin page.
 
 use std::sync::Arc;
 
@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use super::login::tenant_info;
 use super::state::Sso;
-use crate::admin::page::{set_page_security_headers, shared_stylesheet_url};
 use crate::edge::headers::request_host;
 use crate::edge::problem::escape_html;
+use crate::web::assets::{set_page_security_headers, shared_stylesheet_url};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PageQuery {
@@ -50,7 +50,7 @@ pub async fn page(
     let return_to = q
         .return_to
         .as_deref()
-        .and_then(super::return_to::validate)
+        .and_then(crate::web::return_to::validate)
         .unwrap_or("");
     let microsoft = match domain {
         Some(d) => tenant_info(&sso, Some(d))

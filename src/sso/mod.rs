@@ -14,8 +14,6 @@
 //! - `pbx_sign_in`: opening that PBX session at a Microsoft sign-in (which password).
 //! - [`pbx_state`]: its states and the sign-in refusals it causes, in words.
 //! - [`ratelimit`]: per-IP limits on the sign-in endpoints.
-//! - [`return_to`]: the same-origin path check for post-login destinations.
-//! - [`seal`]: AES-256-GCM sealed cookies with rotating keys.
 //! - [`session`]: PBX sessions: the cookie, the store record, resolution, session tokens.
 //! - [`session_keys`]: the gateway's ES256 token-signing keys (in the keyring), rotation
 //!   and JWKS.
@@ -34,8 +32,6 @@ pub mod pbx_state;
 pub mod photos_route;
 pub mod ratelimit;
 pub mod redirect;
-pub mod return_to;
-pub mod seal;
 pub mod session;
 pub mod session_keys;
 pub mod session_routes;

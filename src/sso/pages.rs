@@ -6,9 +6,9 @@ use axum::body::Body;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use crate::admin::page::{set_page_security_headers, shared_stylesheet_url};
 use crate::edge::problem::{escape_html, wants_json};
 use crate::entra::error::hint_for;
+use crate::web::assets::{set_page_security_headers, shared_stylesheet_url};
 
 /// A sign-in problem to show.
 #[derive(Debug, Clone)]

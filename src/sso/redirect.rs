@@ -22,9 +22,8 @@ use super::session::{ClientKind, cookie_header};
 use super::state::Sso;
 use crate::edge::conn::ConnInfo;
 use crate::entra::OidcError;
-use crate::entra::assertion::AssertionAlg;
 use crate::entra::oidc::{IdTokenClaims, IdTokenExpectations, validate_id_token};
-use crate::entra::token::{AppTokenClient, CodeExchange};
+use crate::entra::token::{AppTokenClient, CodeExchange, TenantApp};
 use crate::settings::Ms365Settings;
 use crate::store::{DirectoryUser, Tenant};
 
@@ -252,21 +251,19 @@ async fn redeem(
     flow: &FlowState,
 ) -> Result<IdTokenClaims, OidcError> {
     let endpoints = sso.endpoints(settings.national_cloud);
-    let credentials = sso.keys.signing_credentials(&tenant.id).await?;
-    let alg = if settings.assertion_alg == "RS256" {
-        AssertionAlg::Rs256
-    } else {
-        AssertionAlg::Ps256
+    let app = TenantApp {
+        directory_id: &settings.directory_id,
+        application_id: &settings.application_id,
+        alg: settings.assertion_alg,
     };
-    let client = AppTokenClient::new(
+    let client = AppTokenClient::for_tenant(
         sso.http.clone(),
         endpoints.clone(),
-        &settings.directory_id,
-        &settings.application_id,
-        credentials,
-        alg,
+        &sso.keys,
+        &tenant.id,
+        app,
     )
-    .with_rollover(sso.keys.clone(), &tenant.id);
+    .await?;
     let tokens = client
         .exchange_code(&CodeExchange {
             code,

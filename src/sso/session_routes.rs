@@ -16,7 +16,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, ORIGIN, SET_COOKIE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::json;
@@ -24,8 +24,8 @@ use serde_json::json;
 use super::pbx_state::PbxState;
 use super::session::{Sessions, clear_cookie_header, session_cookie};
 use crate::edge::conn::ConnInfo;
-use crate::edge::headers::request_host;
 use crate::edge::problem;
+use crate::web::origin::is_cross_origin;
 
 /// Where logout lands when no acceptable `return_to` is given.
 const LOGGED_OUT: &str = "/ms365/?logged_out=1";
@@ -157,7 +157,7 @@ async fn logout(
     let target = query
         .ok()
         .and_then(|Query(q)| q.return_to)
-        .and_then(|r| super::return_to::validate(&r).map(str::to_string))
+        .and_then(|r| crate::web::return_to::validate(&r).map(str::to_string))
         .unwrap_or_else(|| LOGGED_OUT.to_string());
     redirect_clearing_cookie(&target)
 }
@@ -172,42 +172,6 @@ fn redirect_clearing_cookie(target: &str) -> Response {
     h.insert(SET_COOKIE, clear_cookie_header());
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// True when the browser says the request comes from another origin: `Sec-Fetch-Site` other
-/// than `same-origin`/`none`, or an `Origin` that is not this listener's origin as the
-/// request addressed it (`proto://Host`).
-pub fn is_cross_origin(headers: &HeaderMap, uri: &Uri, proto: &str) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
-    if let Some(site) = fetch_site
-        && !site.eq_ignore_ascii_case(b"same-origin")
-        && !site.eq_ignore_ascii_case(b"none")
-    {
-        return true;
-    }
-    let Some(origin) = headers.get(ORIGIN) else {
-        return false;
-    };
-    let Some(host) = request_host(headers, uri) else {
-        return true;
-    };
-    let expected = normalise_origin(&format!("{proto}://{host}"));
-    origin
-        .to_str()
-        .map_or(true, |o| normalise_origin(o) != expected)
-}
-
-/// Lower-cases an origin and drops the scheme's default port, as browsers serialise it.
-fn normalise_origin(origin: &str) -> String {
-    let lower = origin.trim().to_ascii_lowercase();
-    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
-        if lower.starts_with(scheme)
-            && let Some(stripped) = lower.strip_suffix(port)
-        {
-            return stripped.to_string();
-        }
-    }
-    lower
 }
 
 /// PortSIP's error shape, always JSON: these endpoints are called by scripts.
@@ -228,47 +192,4 @@ fn unavailable(e: &super::session::SessionError) -> Response {
         "NOT_READY",
         "sessions are unavailable; please try again",
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(pairs: &[(&str, &str)], proto: &str) -> bool {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        is_cross_origin(&h, &Uri::from_static("/ms365/session"), proto)
-    }
-
-    #[test]
-    fn origin_rules() {
-        let host = ("host", "pbx.test");
-        assert!(!check(&[host], "https"), "no hints: a non-browser client");
-        assert!(!check(&[host, ("origin", "https://pbx.test")], "https"));
-        assert!(!check(&[host, ("origin", "https://PBX.test:443")], "https"));
-        assert!(check(&[host, ("origin", "http://pbx.test")], "https"));
-        assert!(check(&[host, ("origin", "https://evil.test")], "https"));
-        assert!(check(&[host, ("origin", "null")], "https"));
-        assert!(check(&[("origin", "https://pbx.test")], "https"), "no host");
-        assert!(!check(
-            &[
-                ("host", "sbc.test:8883"),
-                ("origin", "https://sbc.test:8883")
-            ],
-            "https"
-        ));
-        assert!(check(
-            &[("host", "sbc.test:8883"), ("origin", "https://sbc.test")],
-            "https"
-        ));
-        assert!(!check(&[host, ("sec-fetch-site", "same-origin")], "https"));
-        assert!(!check(&[host, ("sec-fetch-site", "none")], "https"));
-        assert!(check(&[host, ("sec-fetch-site", "same-site")], "https"));
-        assert!(check(&[host, ("sec-fetch-site", "cross-site")], "https"));
-    }
 }

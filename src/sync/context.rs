@@ -11,9 +11,8 @@ use super::pbx_push::PbxTarget;
 use super::{SyncContext, SyncError};
 use crate::config::{Config, PbxKind};
 use crate::entra::CloudEndpoints;
-use crate::entra::assertion::AssertionAlg;
 use crate::entra::keys::TenantKeys;
-use crate::entra::token::AppTokenClient;
+use crate::entra::token::{AppTokenClient, TenantApp};
 use crate::graph::{GraphClient, GraphOptions};
 use crate::keyring::Keyring;
 use crate::pbx::PbxClient;
@@ -39,26 +38,16 @@ pub async fn for_tenant(
         )));
     }
     let keys = TenantKeys::new(store.clone(), keyring.clone());
-    let credentials = keys
-        .signing_credentials(tenant_id)
-        .await
-        .map_err(|e| SyncError::InvalidOptions(format!("tenant `{tenant_id}`: {e}")))?;
     let endpoints = CloudEndpoints::resolve(settings.national_cloud, &config.clouds);
     let http = crate::entra::http::microsoft_client(Duration::from_secs(60));
-    let alg = if settings.assertion_alg == "RS256" {
-        AssertionAlg::Rs256
-    } else {
-        AssertionAlg::Ps256
+    let app = TenantApp {
+        directory_id: &settings.directory_id,
+        application_id: &settings.application_id,
+        alg: settings.assertion_alg,
     };
-    let tokens = AppTokenClient::new(
-        http.clone(),
-        endpoints.clone(),
-        &settings.directory_id,
-        &settings.application_id,
-        credentials,
-        alg,
-    )
-    .with_rollover(keys, tenant_id);
+    let tokens = AppTokenClient::for_tenant(http.clone(), endpoints.clone(), &keys, tenant_id, app)
+        .await
+        .map_err(|e| SyncError::InvalidOptions(format!("tenant `{tenant_id}`: {e}")))?;
     let graph = GraphClient::new(http, &endpoints, Arc::new(tokens), GraphOptions::default());
     Ok(SyncContext {
         store: store.clone(),

@@ -31,7 +31,6 @@ pub mod pbx_read;
 pub mod photos;
 pub mod plan;
 pub mod run;
-pub mod scheduler;
 pub mod scope;
 pub mod username;
 pub mod users;

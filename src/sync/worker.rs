@@ -37,9 +37,10 @@ use tokio_util::sync::CancellationToken;
 use super::lease::{LeaseConfig, is_orphaned, run_leased};
 pub use super::orchestrate::RunSummary;
 use super::orchestrate::run_phases;
-use super::{RunTrigger, SyncOptions, context, scheduler};
+use super::{RunTrigger, SyncOptions, context};
 use crate::config::Config;
 use crate::keyring::Keyring;
+use crate::schedule as scheduler;
 use crate::settings::Ms365Settings;
 use crate::store::Store;
 
