@@ -20,6 +20,7 @@ use super::AdminState;
 use super::error::ApiError;
 use crate::edge::conn::ConnInfo;
 use crate::store::Tenant;
+use crate::web::clients::ClientMap;
 
 /// Prefix of tenant-administrator tokens, so a leaked one is recognisable in logs and scanners.
 pub const TENANT_TOKEN_PREFIX: &str = "m365a_";
@@ -66,17 +67,25 @@ pub fn new_tenant_token() -> String {
     format!("{TENANT_TOKEN_PREFIX}{body}")
 }
 
-/// Failed attempts per client address, in fixed windows.
-#[derive(Default)]
+/// Failed attempts per client (IPv4 address or IPv6 /64), in fixed windows. Idle clients
+/// are forgotten a window or two after their last failure, without a scan.
 pub struct FailureLimiter {
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    windows: Mutex<ClientMap<(Instant, u32)>>,
+}
+
+impl Default for FailureLimiter {
+    fn default() -> Self {
+        FailureLimiter {
+            windows: Mutex::new(ClientMap::new(FAILURE_WINDOW, 100_000)),
+        }
+    }
 }
 
 impl FailureLimiter {
     /// `Err(seconds to wait)` when `ip` has used up its attempts.
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        match windows.get(&ip) {
+        match windows.get(ip) {
             Some((start, n)) if *n >= MAX_FAILURES && start.elapsed() < FAILURE_WINDOW => {
                 Err((FAILURE_WINDOW - start.elapsed()).as_secs().max(1))
             }
@@ -85,13 +94,11 @@ impl FailureLimiter {
     }
 
     pub fn record_failure(&self, ip: IpAddr) {
+        let now = Instant::now();
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| start.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = windows.entry(ip).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= FAILURE_WINDOW {
-            *entry = (Instant::now(), 0);
+        let entry = windows.entry(ip, now, || (now, 0));
+        if now.duration_since(entry.0) >= FAILURE_WINDOW {
+            *entry = (now, 0);
         }
         entry.1 += 1;
     }

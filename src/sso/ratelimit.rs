@@ -3,42 +3,33 @@
 //! /64s; idle ones are forgotten by turning generations, never by a scan under the lock.
 //! Answers carry `Retry-After`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::web::clients::ClientMap;
+pub use crate::web::clients::client_key;
+
 /// Buckets kept at most (both generations together).
 const MAX_TRACKED: usize = 100_000;
-
-/// Buckets in two generations: a client not seen for a whole generation is forgotten when
-/// the generations turn, which costs nothing per request (no scan under the lock). A
-/// generation lasts as long as an empty bucket takes to refill, so a forgotten bucket was
-/// full anyway; a flood of new addresses turns them early, which bounds the memory.
-struct Generations {
-    current: HashMap<IpAddr, (f64, Instant)>,
-    previous: HashMap<IpAddr, (f64, Instant)>,
-    turned_at: Instant,
-}
 
 pub struct RateLimiter {
     per_minute: f64,
     burst: f64,
-    buckets: Mutex<Generations>,
+    /// (tokens, when counted) per client. A generation lasts as long as an empty bucket
+    /// takes to refill, so a client forgotten by the map had a full bucket anyway.
+    buckets: Mutex<ClientMap<(f64, Instant)>>,
 }
 
 impl RateLimiter {
     /// `per_minute` sustained, with bursts of the same size.
     pub fn new(per_minute: u32) -> Self {
         let per_minute = f64::from(per_minute.max(1));
+        let refill = Duration::from_secs(60);
         RateLimiter {
             per_minute,
             burst: per_minute,
-            buckets: Mutex::new(Generations {
-                current: HashMap::new(),
-                previous: HashMap::new(),
-                turned_at: Instant::now(),
-            }),
+            buckets: Mutex::new(ClientMap::new(refill, MAX_TRACKED)),
         }
     }
 
@@ -49,48 +40,23 @@ impl RateLimiter {
 
     fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let rate = self.per_minute / 60.0;
-        let generation = Duration::from_secs_f64(self.burst / rate);
-        let key = client_key(ip);
-        let mut g = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if now.duration_since(g.turned_at) >= generation || g.current.len() >= MAX_TRACKED / 2 {
-            g.previous = std::mem::take(&mut g.current);
-            g.turned_at = now;
-        }
-        let (mut tokens, at) = match g.current.get(&key) {
-            Some(b) => *b,
-            None => g.previous.remove(&key).unwrap_or((self.burst, now)),
-        };
-        tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(self.burst);
-        let answer = if tokens >= 1.0 {
-            tokens -= 1.0;
+        let burst = self.burst;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, at) = buckets.entry(ip, now, || (burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - tokens) / rate).max(Duration::from_secs(1)))
-        };
-        g.current.insert(key, (tokens, now));
-        answer
+            Err(Duration::from_secs_f64((1.0 - *tokens) / rate).max(Duration::from_secs(1)))
+        }
     }
 
     /// Clients tracked now.
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        let g = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        g.current.len() + g.previous.len()
-    }
-}
-
-/// The bucket a client address falls in: an IPv4 address (also when mapped into IPv6), or
-/// the /64 of an IPv6 address, which one subscriber usually holds whole.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
