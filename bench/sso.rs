@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use ms365_gateway::emulator::{AppRegistration, Emulator, EmulatorConfig, TenantSpec};
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::DirectoryUser;
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::{Database, env_num, own_peak_rss_mb, own_rss_mb, peak_rss_mb, reset_own_peak_rss};
 use ms365_gateway::config::TenantSeed;
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::{Ms365Settings, SyncType};
 use ms365_gateway::store::Store;

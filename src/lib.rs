@@ -16,6 +16,8 @@
 //!   company contacts), its errors and random credentials.
 //! - [`portsip_emulator`]: PortSIP v22 REST API stand-in (validates every request against
 //!   the published OpenAPI document) for tests, benchmarks and the demo.
+//! - [`tenant_keys`]: a tenant's certificate key pairs over time (store + keyring), the
+//!   signing keys [`entra`] asks for through its `SigningKeys` trait.
 //! - [`keyring`]: the master key and the secrets sealed with it in the store (session,
 //!   flow-cookie and tenant certificate keys).
 //! - [`settings`]: a tenant's Microsoft 365 settings (PortSIP v22 shape), validated.
@@ -29,6 +31,7 @@
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` on the admin address.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`check`]: what `check-config` prints.
+//! - [`clock`]: Unix-seconds wall-clock time.
 //! - [`signals`]: SIGTERM/SIGINT to shutdown, SIGHUP to certificate reload.
 //! - [`fsutil`]: owner-only files for secrets.
 //! - [`web`]: what the gateway's pages and browser endpoints share: same-origin checks, the
@@ -37,6 +40,7 @@
 
 pub mod admin;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod edge;
@@ -57,6 +61,7 @@ pub mod signals;
 pub mod sso;
 pub mod store;
 pub mod sync;
+pub mod tenant_keys;
 pub mod web;
 
 pub use config::{Config, ConfigError};

@@ -66,7 +66,7 @@ enum Command {
         #[arg(long, default_value_t = 2048)]
         bits: u32,
         /// Certificate validity in days.
-        #[arg(long, default_value_t = ms365_gateway::entra::keys::DEFAULT_VALID_DAYS)]
+        #[arg(long, default_value_t = ms365_gateway::tenant_keys::DEFAULT_VALID_DAYS)]
         days: u32,
     },
     /// Run the Entra ID + Microsoft Graph emulator (for tests, benchmarks and trials).
@@ -380,7 +380,7 @@ fn keygen(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     use ms365_gateway::entra::credential::KeyBits;
-    use ms365_gateway::entra::keys::TenantKeys;
+    use ms365_gateway::tenant_keys::TenantKeys;
     use ms365_gateway::keyring::Keyring;
     use ms365_gateway::store::Store;
     let bits = KeyBits::from_bits(bits).context("--bits must be 2048, 3072 or 4096")?;

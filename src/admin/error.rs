@@ -8,6 +8,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::entra::OidcError;
+use crate::tenant_keys::TenantKeyError;
 use crate::graph::GraphError;
 use crate::store::StoreError;
 
@@ -129,11 +130,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<TenantKeyError> for ApiError {
+    fn from(e: TenantKeyError) -> Self {
+        match e {
+            TenantKeyError::Credential(e) => e.into(),
+            TenantKeyError::Store(e) => e.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<OidcError> for ApiError {
     fn from(e: OidcError) -> Self {
         match e {
-            OidcError::Store(s) => s.into(),
-            OidcError::Crypto(_) | OidcError::Io(_) | OidcError::Keyring(_) => {
+            OidcError::Crypto(_) | OidcError::KeyStore(_) => {
                 ApiError::Internal(e.to_string())
             }
             OidcError::NoCredential { .. } | OidcError::NotConfigured(_) => {

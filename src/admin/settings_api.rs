@@ -16,7 +16,7 @@ use super::auth::TenantScope;
 use super::error::ApiError;
 use crate::config::ListenerKind;
 use crate::entra::credential::{CertificateInfo, KeyBits};
-use crate::entra::keys::DEFAULT_VALID_DAYS;
+use crate::tenant_keys::DEFAULT_VALID_DAYS;
 use crate::settings::Ms365Settings;
 use crate::store::Tenant;
 

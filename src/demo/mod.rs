@@ -78,7 +78,7 @@ pub enum DemoError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("the tenant's key pair: {0}")]
-    Keys(#[from] crate::entra::OidcError),
+    Keys(#[from] crate::tenant_keys::TenantKeyError),
     #[error("the first sync failed: {0}")]
     Sync(String),
     #[error("{0}")]

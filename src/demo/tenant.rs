@@ -20,7 +20,7 @@ use super::{DemoError, TENANT_ID};
 use crate::config::Config;
 use crate::emulator::{AppRegistration, DEMO_TENANT_ID, Emulator};
 use crate::entra::credential::KeyBits;
-use crate::entra::keys::{DEFAULT_VALID_DAYS, TenantKeys};
+use crate::tenant_keys::{DEFAULT_VALID_DAYS, TenantKeys};
 use crate::keyring::Keyring;
 use crate::settings::Ms365Settings;
 use crate::store::{RunStatus, RunTrigger, Store};

@@ -59,7 +59,7 @@ pub struct ClientAssertion {
 impl ClientAssertion {
     /// For application `client_id` presenting to `token_endpoint`.
     pub fn new(client_id: &str, token_endpoint: &str, alg: AssertionAlg) -> Self {
-        let now = crate::store::now_epoch();
+        let now = crate::clock::now_epoch();
         ClientAssertion {
             claims: AssertionClaims {
                 aud: token_endpoint.to_string(),

@@ -144,12 +144,9 @@ pub enum OidcError {
     InvalidIdToken(String),
     #[error("key or certificate error: {0}")]
     Crypto(String),
-    #[error("cannot store the credential: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the private key in the store: {0}")]
-    Keyring(#[from] crate::keyring::KeyringError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    /// Where the tenant's key pairs are kept failed (see [`super::SigningKeys`]).
+    #[error("the tenant's key pairs: {0}")]
+    KeyStore(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl OidcError {

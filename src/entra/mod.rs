@@ -4,7 +4,6 @@
 //!
 //! - [`cloud`]: login and Graph hosts per national cloud, endpoint URLs.
 //! - [`credential`]: "Generate New Key Pair": RSA key, self-signed certificate, thumbprints.
-//! - [`keys`]: a tenant's pairs over time: generate, load for signing, rollover.
 //! - [`oidc`]: ID token validation and the per-tenant JWKS cache.
 //! - [`assertion`]: the signed client assertion JWT.
 //! - [`token`]: client-credentials tokens, cached with single-flight refresh.
@@ -16,10 +15,9 @@ pub mod cloud;
 pub mod credential;
 pub mod error;
 pub mod http;
-pub mod keys;
 pub mod oidc;
 pub mod token;
 
 pub use cloud::{CloudEndpoints, NationalCloud};
 pub use error::OidcError;
-pub use token::{AccessToken, TokenFuture, TokenSource};
+pub use token::{AccessToken, SigningKeys, TokenFuture, TokenSource};

@@ -261,7 +261,7 @@ pub fn validate_id_token_with_key(
     if raw.tid.as_deref() != Some(expect.directory_id) {
         return Err(bad("issued for another directory (tid)"));
     }
-    let now = crate::store::now_epoch() as u64;
+    let now = crate::clock::now_epoch() as u64;
     match raw.iat {
         Some(iat) if iat <= now + SKEW_SECS => {}
         Some(_) => return Err(bad("issued in the future (iat)")),

@@ -14,7 +14,6 @@ use super::assertion::{AssertionAlg, ClientAssertion};
 use super::cloud::CloudEndpoints;
 use super::credential::TenantCredential;
 use super::error::{AadError, OidcError};
-use super::keys::TenantKeys;
 
 /// A tenant's app registration as its settings name it.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +51,23 @@ pub trait TokenSource: Send + Sync {
     fn invalidate(&self);
 }
 
+/// The future a [`SigningKeys`] method returns.
+pub type KeysFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, OidcError>> + Send + 'a>>;
+
+/// Where a tenant's key pairs live (the gateway keeps them in its store): the pairs that may
+/// sign, in the order to try them, and where to report the pair Microsoft accepted so that
+/// a new (pending) pair becomes the active one. This layer only signs and asks; keeping
+/// the pairs is not its business.
+pub trait SigningKeys: Send + Sync {
+    /// The tenant's usable credentials, a pending (newest) pair first.
+    fn signing_credentials<'a>(
+        &'a self,
+        tenant_id: &'a str,
+    ) -> KeysFuture<'a, Vec<Arc<TenantCredential>>>;
+    /// Microsoft accepted `thumbprint`: promote it if it was pending.
+    fn confirm<'a>(&'a self, tenant_id: &'a str, thumbprint: &'a str) -> KeysFuture<'a, ()>;
+}
+
 /// Refresh this long before Microsoft's expiry, so a token never dies mid-request.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -76,7 +92,7 @@ pub struct AppTokenClient {
     credentials: Vec<Arc<TenantCredential>>,
     alg: AssertionAlg,
     /// Where to report the pair Microsoft accepted, so a pending pair becomes active.
-    rollover: Option<(TenantKeys, String)>,
+    rollover: Option<(Arc<dyn SigningKeys>, String)>,
     /// Thumbprint last reported through `rollover`.
     confirmed: std::sync::Mutex<Option<String>>,
     /// The token and when to fetch the next one.
@@ -111,14 +127,13 @@ impl AppTokenClient {
         }
     }
 
-    /// Reports the pair that obtained a token to `keys`, promoting a pending pair.
     /// The one way a tenant's client is built (sign-in, sync, "Test connection"): the app
     /// `application_id` in `directory_id`, signing with the tenant's key pairs from `keys`
     /// in the `alg` style, promoting a pending key pair once Microsoft accepts it.
     pub async fn for_tenant(
         http: reqwest::Client,
         endpoints: CloudEndpoints,
-        keys: &TenantKeys,
+        keys: Arc<dyn SigningKeys>,
         tenant_id: &str,
         app: TenantApp<'_>,
     ) -> Result<Self, OidcError> {
@@ -131,10 +146,11 @@ impl AppTokenClient {
             credentials,
             app.alg,
         )
-        .with_rollover(keys.clone(), tenant_id))
+        .with_rollover(keys, tenant_id))
     }
 
-    pub fn with_rollover(mut self, keys: TenantKeys, tenant_id: &str) -> Self {
+    /// Reports the pair that obtained a token to `keys`, promoting a pending pair.
+    pub fn with_rollover(mut self, keys: Arc<dyn SigningKeys>, tenant_id: &str) -> Self {
         self.rollover = Some((keys, tenant_id.to_string()));
         self
     }

@@ -259,7 +259,7 @@ async fn redeem(
     let client = AppTokenClient::for_tenant(
         sso.http.clone(),
         endpoints.clone(),
-        &sso.keys,
+        Arc::new(sso.keys.clone()),
         &tenant.id,
         app,
     )

@@ -15,7 +15,7 @@ use super::ratelimit::RateLimiter;
 use super::session::{SessionError, Sessions};
 use super::session_keys::SessionKeys;
 use crate::config::{Config, ListenerConfig};
-use crate::entra::keys::TenantKeys;
+use crate::tenant_keys::TenantKeys;
 use crate::entra::oidc::JwksCache;
 use crate::entra::{CloudEndpoints, NationalCloud};
 use crate::keyring::Keyring;

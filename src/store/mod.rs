@@ -226,12 +226,7 @@ impl Store {
 }
 
 /// Current time as Unix seconds, the store's time format.
-pub fn now_epoch() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_epoch;
 
 /// How long [`Store::open_sqlite`] and [`Store::open_url`] wait for a connection.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,7 +11,7 @@ use super::pbx_push::PbxTarget;
 use super::{SyncContext, SyncError};
 use crate::config::{Config, PbxKind};
 use crate::entra::CloudEndpoints;
-use crate::entra::keys::TenantKeys;
+use crate::tenant_keys::TenantKeys;
 use crate::entra::token::{AppTokenClient, TenantApp};
 use crate::graph::{GraphClient, GraphOptions};
 use crate::keyring::Keyring;
@@ -37,7 +37,7 @@ pub async fn for_tenant(
             "tenant `{tenant_id}` has no Application (client) ID and Directory (tenant) ID yet"
         )));
     }
-    let keys = TenantKeys::new(store.clone(), keyring.clone());
+    let keys = Arc::new(TenantKeys::new(store.clone(), keyring.clone()));
     let endpoints = CloudEndpoints::resolve(settings.national_cloud, &config.clouds);
     let http = crate::entra::http::microsoft_client(Duration::from_secs(60));
     let app = TenantApp {
@@ -45,7 +45,7 @@ pub async fn for_tenant(
         application_id: &settings.application_id,
         alg: settings.assertion_alg,
     };
-    let tokens = AppTokenClient::for_tenant(http.clone(), endpoints.clone(), &keys, tenant_id, app)
+    let tokens = AppTokenClient::for_tenant(http.clone(), endpoints.clone(), keys, tenant_id, app)
         .await
         .map_err(|e| SyncError::InvalidOptions(format!("tenant `{tenant_id}`: {e}")))?;
     let graph = GraphClient::new(http, &endpoints, Arc::new(tokens), GraphOptions::default());

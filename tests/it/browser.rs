@@ -17,7 +17,7 @@ use ms365_gateway::emulator::{
     AppRegistration, Emulator, EmulatorConfig, Faults, RouteClass, RunningEmulator, TenantSpec,
 };
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
 use ms365_gateway::store::{DirectoryUser, Store};
 use serde_json::{Value, json};

@@ -13,7 +13,7 @@ use ms365_gateway::emulator::{
 use ms365_gateway::entra::assertion::AssertionAlg;
 use ms365_gateway::entra::credential::{KeyBits, TenantCredential};
 use ms365_gateway::entra::http::microsoft_client;
-use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::tenant_keys::{TenantKeyError, TenantKeys};
 use ms365_gateway::entra::token::{AppTokenClient, CodeExchange};
 use ms365_gateway::entra::{CloudEndpoints, NationalCloud, OidcError, TokenSource};
 use ms365_gateway::store::{CredentialState, Store, Tenant};
@@ -137,7 +137,7 @@ impl Fixture {
             creds,
             alg,
         )
-        .with_rollover(self.keys.clone(), &self.tenant.id)
+        .with_rollover(std::sync::Arc::new(self.keys.clone()), &self.tenant.id)
     }
 
     pub async fn states(&self) -> Vec<(String, CredentialState)> {
@@ -290,11 +290,11 @@ async fn key_files_of_an_earlier_version_are_imported_once() {
     let f = Fixture::new(&[]).await;
     let thumbprint = f.new_pair(true).await;
     let keyring = crate::common::keys::open_keyring(f._dir.path(), &f.store).await;
-    let name = ms365_gateway::entra::keys::key_name("acme", &thumbprint);
+    let name = ms365_gateway::tenant_keys::key_name("acme", &thumbprint);
     let pem = keyring.get(&name).await.unwrap().unwrap();
     keyring.delete(&name).await.unwrap();
     let err = f.keys.signing_credentials("acme").await.unwrap_err();
-    assert!(matches!(err, OidcError::NoCredential { .. }), "{err}");
+    assert!(matches!(err, TenantKeyError::Credential(OidcError::NoCredential { .. })), "{err}");
     let dir = f._dir.path().join("tenants/acme/credentials");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{thumbprint}.key")), &pem).unwrap();

@@ -14,7 +14,7 @@ use ms365_gateway::emulator::{
     AppRegistration, Emulator, EmulatorConfig, RunningEmulator, User as EmuUser,
 };
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::portsip_emulator::{
     LocalUserSpec, PbxEmulator, PbxEmulatorConfig, PbxTenantSpec, RunningPbxEmulator,

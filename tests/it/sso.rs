@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderMap, Request, StatusCode};
 use ms365_gateway::emulator::{AppRegistration, Emulator, EmulatorConfig, RunningEmulator};
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::{DirectoryUser, Store};

@@ -17,7 +17,7 @@ use ms365_gateway::emulator::{
 use ms365_gateway::entra::assertion::AssertionAlg;
 use ms365_gateway::entra::credential::KeyBits;
 use ms365_gateway::entra::http::microsoft_client;
-use ms365_gateway::entra::keys::TenantKeys;
+use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::entra::token::AppTokenClient;
 use ms365_gateway::entra::{CloudEndpoints, NationalCloud};
 use ms365_gateway::graph::{GraphClient, GraphOptions};

@@ -6,14 +6,43 @@
 //! a new pair is tried first, but while it is `pending` the previous `active` pair stays
 //! available, so an administrator who has not uploaded the new `public_key.pem` yet loses
 //! nothing; the first token obtained with the new pair makes it `active`.
+//!
+//! The Microsoft layer ([`crate::entra`]) reaches these pairs only through its
+//! [`SigningKeys`] trait, so it knows nothing of the store.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use super::credential::{self, CertificateInfo, KeyBits, TenantCredential};
-use super::error::OidcError;
-use crate::keyring::Keyring;
-use crate::store::{CredentialRecord, CredentialState, Store, Tenant};
+use crate::entra::credential::{self, CertificateInfo, KeyBits, TenantCredential};
+use crate::entra::token::KeysFuture;
+use crate::entra::{OidcError, SigningKeys};
+use crate::keyring::{Keyring, KeyringError};
+use crate::store::{CredentialRecord, CredentialState, Store, StoreError, Tenant};
+
+/// Failures of keeping a tenant's key pairs.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantKeyError {
+    /// Generating, parsing or pairing a key or certificate failed, or the tenant has none.
+    #[error(transparent)]
+    Credential(#[from] OidcError),
+    #[error("the private key in the store: {0}")]
+    Keyring(#[from] KeyringError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read a key file of an earlier version: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<TenantKeyError> for OidcError {
+    /// What the Microsoft layer sees: its own errors as they were, the rest as a failure of
+    /// the key store.
+    fn from(e: TenantKeyError) -> Self {
+        match e {
+            TenantKeyError::Credential(e) => e,
+            other => OidcError::KeyStore(Box::new(other)),
+        }
+    }
+}
 
 /// Default certificate lifetime, as the PortSIP guide describes ("valid for one year").
 pub const DEFAULT_VALID_DAYS: u32 = 365;
@@ -42,7 +71,7 @@ impl TenantKeys {
         tenant: &Tenant,
         bits: KeyBits,
         valid_days: u32,
-    ) -> Result<CertificateInfo, OidcError> {
+    ) -> Result<CertificateInfo, TenantKeyError> {
         let (id, name) = (tenant.id.clone(), tenant.name.clone());
         // RSA generation takes tens of milliseconds: keep it off the async workers.
         let pair =
@@ -75,7 +104,7 @@ impl TenantKeys {
     pub async fn signing_credentials(
         &self,
         tenant_id: &str,
-    ) -> Result<Vec<Arc<TenantCredential>>, OidcError> {
+    ) -> Result<Vec<Arc<TenantCredential>>, TenantKeyError> {
         let records = self.store.usable_credentials(tenant_id).await?;
         let mut out = Vec::with_capacity(records.len());
         for r in records {
@@ -86,28 +115,32 @@ impl TenantKeys {
         if out.is_empty() {
             return Err(OidcError::NoCredential {
                 tenant: tenant_id.to_string(),
-            });
+            }
+            .into());
         }
         Ok(out)
     }
 
     /// The credential of `record` with its private key from the keyring; `None` (and a
     /// warning) when the key is not there.
-    async fn load(&self, record: &CredentialRecord) -> Result<Option<TenantCredential>, OidcError> {
+    async fn load(&self, record: &CredentialRecord) -> Result<Option<TenantCredential>, TenantKeyError> {
         let name = key_name(&record.tenant_id, &record.info.thumbprint_sha1);
         let Some(key) = self.keyring.get(&name).await? else {
             tracing::warn!(%name, "the private key of a usable certificate is not in the store");
             return Ok(None);
         };
         let key = String::from_utf8(key).map_err(|e| OidcError::Crypto(format!("{name}: {e}")))?;
-        TenantCredential::from_pem(&record.info.certificate_pem, &key).map(Some)
+        Ok(Some(TenantCredential::from_pem(
+            &record.info.certificate_pem,
+            &key,
+        )?))
     }
 
     /// Moves into the keyring the private keys an earlier version kept as files
     /// (`data_dir/tenants/<id>/credentials/<thumbprint>.key`), for usable credentials whose
     /// key the keyring lacks. The files are left for the administrator to delete. Returns
     /// how many keys were imported.
-    pub async fn import_key_files(&self, data_dir: &Path) -> Result<usize, OidcError> {
+    pub async fn import_key_files(&self, data_dir: &Path) -> Result<usize, TenantKeyError> {
         let root = data_dir.join("tenants");
         if !root.is_dir() {
             return Ok(0);
@@ -137,7 +170,7 @@ impl TenantKeys {
     pub async fn current_certificate(
         &self,
         tenant_id: &str,
-    ) -> Result<Option<CertificateInfo>, OidcError> {
+    ) -> Result<Option<CertificateInfo>, TenantKeyError> {
         Ok(self
             .store
             .usable_credentials(tenant_id)
@@ -148,10 +181,23 @@ impl TenantKeys {
     }
 
     /// Called after Microsoft accepted `thumbprint`: promotes it if it was pending.
-    pub async fn confirm(&self, tenant_id: &str, thumbprint: &str) -> Result<(), OidcError> {
+    pub async fn confirm(&self, tenant_id: &str, thumbprint: &str) -> Result<(), TenantKeyError> {
         self.store
             .activate_credential(tenant_id, thumbprint)
             .await?;
         Ok(())
+    }
+}
+
+impl SigningKeys for TenantKeys {
+    fn signing_credentials<'a>(
+        &'a self,
+        tenant_id: &'a str,
+    ) -> KeysFuture<'a, Vec<Arc<TenantCredential>>> {
+        Box::pin(async move { Ok(TenantKeys::signing_credentials(self, tenant_id).await?) })
+    }
+
+    fn confirm<'a>(&'a self, tenant_id: &'a str, thumbprint: &'a str) -> KeysFuture<'a, ()> {
+        Box::pin(async move { Ok(TenantKeys::confirm(self, tenant_id, thumbprint).await?) })
     }
 }
