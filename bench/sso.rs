@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ms365_gateway::emulator::{AppRegistration, Emulator, EmulatorConfig, TenantSpec};
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::DirectoryUser;
+use ms365_gateway::tenant_keys::TenantKeys;
+use ms365_stand_ins::emulator::{AppRegistration, Emulator, EmulatorConfig, TenantSpec};
 
 use common::{Database, cpu_seconds, env_num, free_port, peak_rss_mb};
 
@@ -34,7 +34,7 @@ struct World {
     admin: SocketAddr,
     upns: Vec<String>,
     client: reqwest::Client,
-    _emulator: ms365_gateway::emulator::RunningEmulator,
+    _emulator: ms365_stand_ins::emulator::RunningEmulator,
     _dir: tempfile::TempDir,
 }
 

@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use common::{Database, env_num, own_peak_rss_mb, own_rss_mb, peak_rss_mb, reset_own_peak_rss};
 use ms365_gateway::config::TenantSeed;
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::{Ms365Settings, SyncType};
 use ms365_gateway::store::Store;
 use ms365_gateway::sync::contacts::{ContactOptions, sync_contacts};
 use ms365_gateway::sync::photos::{PhotoOptions, sync_photos};
 use ms365_gateway::sync::{SyncContext, SyncOptions, context, sync_users};
+use ms365_gateway::tenant_keys::TenantKeys;
 use serde_json::{Value, json};
 
 const DIRECTORY: &str = "3f0a1b2c-4d5e-4f60-8a7b-9c0d1e2f3a4b";

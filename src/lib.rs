@@ -4,18 +4,16 @@
 //! Module map (each module's own header says what it owns):
 //! - [`admin`]: the tenant administration API (PortSIP v22 `/api/ms365` shapes), its
 //!   authentication, and the `/ms365/admin` page.
-//! - [`demo`]: `ms365-gateway demo`: emulator, gateway and a demo PBX in one process.
+//! - [`demo`]: `ms365-gateway demo`: the stand-ins (crate `ms365-stand-ins`), gateway and a
+//!   demo PBX in one process; feature `demo`, on by default.
 //! - [`config`]: the TOML file and `MS365GW_*` overrides, validated once into typed structs.
 //! - [`edge`]: TLS (SNI, reload), the HTTP/1.1 + HTTP/2 server, the reverse proxy.
-//! - [`emulator`]: Entra ID + Graph stand-in for tests, benchmarks and the demo.
 //! - [`entra`]: national clouds, the tenant certificate credential, client assertions,
 //!   app-only tokens, AADSTS errors with hints.
 //! - [`graph`]: the Microsoft Graph client: paging, delta, `$batch`, throttling, per-mailbox
 //!   concurrency.
 //! - [`pbx`]: the PBX connector's PortSIP v22 REST client (sign-in, users, bindings,
 //!   company contacts), its errors and random credentials.
-//! - [`portsip_emulator`]: PortSIP v22 REST API stand-in (validates every request against
-//!   the published OpenAPI document) for tests, benchmarks and the demo.
 //! - [`tenant_keys`]: a tenant's certificate key pairs over time (store + keyring), the
 //!   signing keys [`entra`] asks for through its `SigningKeys` trait.
 //! - [`keyring`]: the master key and the secrets sealed with it in the store (session,
@@ -40,21 +38,20 @@
 
 pub mod admin;
 pub mod check;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod edge;
-pub mod emulator;
 pub mod entra;
-pub mod fsutil;
-pub mod gateway;
+pub(crate) mod fsutil;
+pub(crate) mod gateway;
 pub mod graph;
 pub mod keyring;
 pub mod metrics;
-pub mod ops;
+pub(crate) mod ops;
 pub mod pbx;
-pub mod portsip_emulator;
-pub mod schedule;
+pub(crate) mod schedule;
 pub mod seal;
 pub mod settings;
 pub mod signals;

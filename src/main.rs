@@ -70,6 +70,7 @@ enum Command {
         days: u32,
     },
     /// Run the Entra ID + Microsoft Graph emulator (for tests, benchmarks and trials).
+    #[cfg(feature = "demo")]
     Emulator {
         /// Address to serve on (plain HTTP; keep it on loopback).
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -79,6 +80,7 @@ enum Command {
         seed: String,
     },
     /// Run the PortSIP v22 REST API stand-in (for tests, benchmarks and trials).
+    #[cfg(feature = "demo")]
     PbxEmulator {
         /// Address to serve on (plain HTTP; keep it on loopback); port 0 picks a free one.
         #[arg(long, default_value = "127.0.0.1:8887")]
@@ -108,6 +110,7 @@ enum Command {
     /// Run a demo on this machine: the Entra ID + Graph emulator with a demo tenant, the
     /// gateway (PBX and SBC listeners, self-signed certificates) and a stand-in PBX; the
     /// first sync runs, then the URLs and the admin token are printed. Ctrl-C stops it.
+    #[cfg(feature = "demo")]
     Demo {
         /// Folder for the demo's gateway.toml, database, keys, certificates and admin token.
         #[arg(long, default_value = "ms365-demo")]
@@ -140,8 +143,13 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
-        Command::Emulator { bind, seed } => run_emulator(bind, &seed),
-        Command::PbxEmulator { bind, tenants } => run_pbx_emulator(bind, &tenants),
+        #[cfg(feature = "demo")]
+        Command::Emulator { bind, seed } => ms365_gateway::demo::serve_emulator(bind, &seed),
+        #[cfg(feature = "demo")]
+        Command::PbxEmulator { bind, tenants } => {
+            ms365_gateway::demo::serve_pbx_emulator(bind, &tenants)
+        }
+        #[cfg(feature = "demo")]
         Command::Demo {
             data_dir,
             pbx_port,
@@ -195,6 +203,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 fn demo(opts: ms365_gateway::demo::DemoOptions) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -211,86 +220,6 @@ fn demo(opts: ms365_gateway::demo::DemoOptions) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn run_emulator(bind: std::net::SocketAddr, seed: &str) -> ExitCode {
-    use ms365_gateway::emulator::{Emulator, parse_seed};
-    let config = match parse_seed(seed) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: --seed: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let announce = |addr: std::net::SocketAddr| {
-        tracing::info!(%addr, "emulator serving (Entra ID at /{{tenant}}/oauth2/v2.0, Graph at /v1.0)");
-    };
-    serve_stand_in(bind, announce, |listener, shutdown| {
-        Emulator::new(config).serve(listener, shutdown)
-    })
-}
-
-fn run_pbx_emulator(bind: std::net::SocketAddr, tenants: &[String]) -> ExitCode {
-    use ms365_gateway::portsip_emulator::{PbxEmulator, PbxEmulatorConfig, parse_tenant};
-    let tenants: Vec<_> = match tenants.iter().map(|t| parse_tenant(t)).collect() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: --tenant: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // What to sign in with, printed after the API base (passwords are the caller's own).
-    let who: Vec<String> = (tenants.iter())
-        .map(|t| format!("tenant {}: administrator {}", t.domain, t.admin_username))
-        .collect();
-    let config = PbxEmulatorConfig { seed: 1, tenants };
-    let announce = move |addr: std::net::SocketAddr| {
-        // The first line on standard output is the API base, for scripts and benches.
-        println!("http://{addr}/api");
-        // The rest goes to standard error: a reader of the first line may close the pipe.
-        eprintln!("control API: http://{addr}/_pbx/");
-        who.iter().for_each(|line| eprintln!("{line}"));
-        tracing::info!(%addr, "PortSIP stand-in serving (REST API at /api, control at /_pbx)");
-    };
-    serve_stand_in(bind, announce, |listener, shutdown| {
-        PbxEmulator::new(config).serve(listener, shutdown)
-    })
-}
-
-/// Binds `bind`, announces the address, and serves a stand-in until Ctrl-C.
-fn serve_stand_in<F, Fut>(
-    bind: std::net::SocketAddr,
-    announce: impl FnOnce(std::net::SocketAddr),
-    serve: F,
-) -> ExitCode
-where
-    F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<()>>,
-{
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async {
-        let listener = match tokio::net::TcpListener::bind(bind).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {bind}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            stop.cancel();
-        });
-        announce(listener.local_addr().unwrap_or(bind));
-        match serve(listener, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
 }
 
 fn sync_now(config: &Config, tenant: &str, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
@@ -380,9 +309,9 @@ fn keygen(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     use ms365_gateway::entra::credential::KeyBits;
-    use ms365_gateway::tenant_keys::TenantKeys;
     use ms365_gateway::keyring::Keyring;
     use ms365_gateway::store::Store;
+    use ms365_gateway::tenant_keys::TenantKeys;
     let bits = KeyBits::from_bits(bits).context("--bits must be 2048, 3072 or 4096")?;
     anyhow::ensure!(
         (1..=3650).contains(&days),

@@ -55,17 +55,6 @@ pub fn next_run(cron: &str, tz: &str, after: DateTime<Utc>) -> Result<DateTime<U
         .map_err(|e| format!("no next run for `{}`: {e}", cron.pattern))
 }
 
-/// Whether a run came due in `(since, now]`: the schedule's next instant after `since` is not
-/// later than `now`. Several missed occurrences in the window still make one run.
-pub fn is_due(
-    cron: &str,
-    tz: &str,
-    since: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<bool, String> {
-    Ok(next_run(cron, tz, since)? <= now)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +166,17 @@ mod tests {
             utc(2026, 11, 2, 12, 0),
         );
         assert_eq!(got, vec![utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)]);
+    }
+
+    /// Whether a run came due in `(since, now]`, as the worker decides it: the next instant
+    /// after `since` is not later than `now`.
+    fn is_due(
+        cron: &str,
+        tz: &str,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, String> {
+        Ok(next_run(cron, tz, since)? <= now)
     }
 
     #[test]

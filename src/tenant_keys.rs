@@ -123,7 +123,10 @@ impl TenantKeys {
 
     /// The credential of `record` with its private key from the keyring; `None` (and a
     /// warning) when the key is not there.
-    async fn load(&self, record: &CredentialRecord) -> Result<Option<TenantCredential>, TenantKeyError> {
+    async fn load(
+        &self,
+        record: &CredentialRecord,
+    ) -> Result<Option<TenantCredential>, TenantKeyError> {
         let name = key_name(&record.tenant_id, &record.info.thumbprint_sha1);
         let Some(key) = self.keyring.get(&name).await? else {
             tracing::warn!(%name, "the private key of a usable certificate is not in the store");

@@ -8,9 +8,9 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::entra::OidcError;
-use crate::tenant_keys::TenantKeyError;
 use crate::graph::GraphError;
 use crate::store::StoreError;
+use crate::tenant_keys::TenantKeyError;
 
 /// A failed admin API request.
 #[derive(Debug, thiserror::Error)]
@@ -143,9 +143,7 @@ impl From<TenantKeyError> for ApiError {
 impl From<OidcError> for ApiError {
     fn from(e: OidcError) -> Self {
         match e {
-            OidcError::Crypto(_) | OidcError::KeyStore(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            OidcError::Crypto(_) | OidcError::KeyStore(_) => ApiError::Internal(e.to_string()),
             OidcError::NoCredential { .. } | OidcError::NotConfigured(_) => {
                 ApiError::Conflict(e.to_string())
             }

@@ -16,9 +16,9 @@ use super::auth::TenantScope;
 use super::error::ApiError;
 use crate::config::ListenerKind;
 use crate::entra::credential::{CertificateInfo, KeyBits};
-use crate::tenant_keys::DEFAULT_VALID_DAYS;
 use crate::settings::Ms365Settings;
 use crate::store::Tenant;
+use crate::tenant_keys::DEFAULT_VALID_DAYS;
 
 /// Fields the server computes; accepted in a POST body (a page posts back what it read)
 /// and ignored.

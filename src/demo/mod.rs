@@ -11,9 +11,13 @@
 //! order, awaiting each.
 //!
 //! Re-running on an existing data folder works: see [`tenant`] for what is kept and what
-//! is redone.
+//! is redone. [`commands`] serves each stand-in alone (`emulator`, `pbx-emulator`).
+//!
+//! The stand-ins come from the `ms365-stand-ins` crate; this module and that dependency
+//! exist only with the `demo` feature (on by default).
 
 pub mod banner;
+mod commands;
 pub mod files;
 pub mod tenant;
 pub mod upstream;
@@ -24,10 +28,11 @@ use std::path::PathBuf;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::emulator::{self, Emulator, RunningEmulator};
 use crate::{Config, Gateway};
+use ms365_stand_ins::emulator::{self, Emulator, RunningEmulator};
 
 pub use banner::Banner;
+pub use commands::{serve_emulator, serve_pbx_emulator};
 
 /// The demo tenant's id in the gateway.
 pub const TENANT_ID: &str = "contoso";

@@ -18,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DemoError, TENANT_ID};
 use crate::config::Config;
-use crate::emulator::{AppRegistration, DEMO_TENANT_ID, Emulator};
 use crate::entra::credential::KeyBits;
-use crate::tenant_keys::{DEFAULT_VALID_DAYS, TenantKeys};
 use crate::keyring::Keyring;
 use crate::settings::Ms365Settings;
 use crate::store::{RunStatus, RunTrigger, Store};
 use crate::sync::worker::{RunSummary, SyncHandle};
+use crate::tenant_keys::{DEFAULT_VALID_DAYS, TenantKeys};
+use ms365_stand_ins::emulator::{AppRegistration, DEMO_TENANT_ID, Emulator};
 
 /// The demo app's application (client) id.
 pub const DEMO_APP_ID: &str = "00000000-0000-4000-8000-0000000de300";

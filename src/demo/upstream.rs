@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::problem::escape_html;
-use crate::portsip_emulator::{PbxEmulator, PbxEmulatorConfig, PbxTenantSpec};
 use crate::sso::identity::{X_PBX_DOMAIN, X_PBX_EXTENSION, X_PBX_ROLE, X_PBX_TENANT, X_PBX_USER};
+use ms365_stand_ins::portsip_emulator::{PbxEmulator, PbxEmulatorConfig, PbxTenantSpec};
 
 /// The tenant administrator the demo's PBX connector signs in as.
 pub const PBX_ADMIN: &str = "contoso-admin";

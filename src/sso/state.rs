@@ -15,12 +15,12 @@ use super::ratelimit::RateLimiter;
 use super::session::{SessionError, Sessions};
 use super::session_keys::SessionKeys;
 use crate::config::{Config, ListenerConfig};
-use crate::tenant_keys::TenantKeys;
 use crate::entra::oidc::JwksCache;
 use crate::entra::{CloudEndpoints, NationalCloud};
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::tenant_keys::TenantKeys;
 
 /// How often the session-signing and flow-cookie keys are re-read from the keyring, so a
 /// rotation on one instance reaches every instance's JWKS and sealer within this time (and

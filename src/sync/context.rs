@@ -11,12 +11,12 @@ use super::pbx_push::PbxTarget;
 use super::{SyncContext, SyncError};
 use crate::config::{Config, PbxKind};
 use crate::entra::CloudEndpoints;
-use crate::tenant_keys::TenantKeys;
 use crate::entra::token::{AppTokenClient, TenantApp};
 use crate::graph::{GraphClient, GraphOptions};
 use crate::keyring::Keyring;
 use crate::pbx::PbxClient;
 use crate::store::Store;
+use crate::tenant_keys::TenantKeys;
 
 /// The sync context of `tenant_id`, or why the tenant cannot be synced yet. `keyring` holds
 /// the tenant's private keys.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use ms365_gateway::admin::routes::{Access, operations};
-use ms365_gateway::emulator::AppRegistration;
 use ms365_gateway::store::{DirectoryUser, PbxProfile};
+use ms365_stand_ins::emulator::AppRegistration;
 use serde_json::{Value, json};
 
 use crate::common::SYSTEM_TOKEN;

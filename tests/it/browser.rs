@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ms365_gateway::config::TenantSeed;
-use ms365_gateway::emulator::{
-    AppRegistration, Emulator, EmulatorConfig, Faults, RouteClass, RunningEmulator, TenantSpec,
-};
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
 use ms365_gateway::store::{DirectoryUser, Store};
+use ms365_gateway::tenant_keys::TenantKeys;
+use ms365_stand_ins::emulator::{
+    AppRegistration, Emulator, EmulatorConfig, Faults, RouteClass, RunningEmulator, TenantSpec,
+};
 use serde_json::{Value, json};
 
 use crate::common::process::GatewayProcess;

@@ -5,11 +5,11 @@
 
 use http::StatusCode;
 use ms365_gateway::demo::upstream::{DemoUpstream, PBX_ADMIN};
-use ms365_gateway::emulator::{AppRegistration, Emulator, EmulatorConfig, TenantSpec};
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
 use ms365_gateway::sync::{SyncOptions, run_phases};
+use ms365_gateway::tenant_keys::TenantKeys;
+use ms365_stand_ins::emulator::{AppRegistration, Emulator, EmulatorConfig, TenantSpec};
 use serde_json::json;
 
 use crate::common::process::GatewayProcess;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use ms365_gateway::emulator::{
+use ms365_gateway::store::{RunStatus, RunTrigger, Store};
+use ms365_stand_ins::emulator::{
     AppRegistration, Emulator, EmulatorConfig, Faults, RouteClass, RunningEmulator, TenantSpec,
 };
-use ms365_gateway::store::{RunStatus, RunTrigger, Store};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use ms365_gateway::config::Config;
-use ms365_gateway::emulator::{ContactPatch, NewContact};
 use ms365_gateway::entra::NationalCloud;
 use ms365_gateway::settings::{Ms365Settings, SyncType};
 use ms365_gateway::store::{ContactBook, ContactFields, PbxUser, PbxUserSource};
@@ -14,6 +13,7 @@ use ms365_gateway::sync::contacts::{
 };
 use ms365_gateway::sync::context::for_tenant;
 use ms365_gateway::sync::{SyncContext, SyncOptions, sync_users};
+use ms365_stand_ins::emulator::{ContactPatch, NewContact};
 
 use crate::entra::DIRECTORY;
 use crate::sso::{SsoWorld, WorldOptions};

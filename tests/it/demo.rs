@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use ms365_gateway::demo::banner::READY_LINE;
-use ms365_gateway::emulator::DEMO_TENANT_ID;
+use ms365_stand_ins::emulator::DEMO_TENANT_ID;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ms365_gateway::config::CloudOverride;
-use ms365_gateway::emulator::{
-    AppRegistration, Emulator, EmulatorConfig, RunningEmulator, TenantSpec,
-};
 use ms365_gateway::entra::assertion::AssertionAlg;
 use ms365_gateway::entra::credential::{KeyBits, TenantCredential};
 use ms365_gateway::entra::http::microsoft_client;
-use ms365_gateway::tenant_keys::{TenantKeyError, TenantKeys};
 use ms365_gateway::entra::token::{AppTokenClient, CodeExchange};
 use ms365_gateway::entra::{CloudEndpoints, NationalCloud, OidcError, TokenSource};
 use ms365_gateway::store::{CredentialState, Store, Tenant};
+use ms365_gateway::tenant_keys::{TenantKeyError, TenantKeys};
+use ms365_stand_ins::emulator::{
+    AppRegistration, Emulator, EmulatorConfig, RunningEmulator, TenantSpec,
+};
 
 pub const DIRECTORY: &str = "7d2c1b3a-0f4e-4c55-9a11-2b3c4d5e6f70";
 
@@ -294,7 +294,13 @@ async fn key_files_of_an_earlier_version_are_imported_once() {
     let pem = keyring.get(&name).await.unwrap().unwrap();
     keyring.delete(&name).await.unwrap();
     let err = f.keys.signing_credentials("acme").await.unwrap_err();
-    assert!(matches!(err, TenantKeyError::Credential(OidcError::NoCredential { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            TenantKeyError::Credential(OidcError::NoCredential { .. })
+        ),
+        "{err}"
+    );
     let dir = f._dir.path().join("tenants/acme/credentials");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{thumbprint}.key")), &pem).unwrap();

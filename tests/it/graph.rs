@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ms365_gateway::emulator::{Faults, RouteClass};
 use ms365_gateway::entra::assertion::AssertionAlg;
 use ms365_gateway::entra::http::microsoft_client;
 use ms365_gateway::graph::{BatchRequest, GraphClient, GraphError, GraphOptions, User};
+use ms365_stand_ins::emulator::{Faults, RouteClass};
 
 use crate::entra::{DIRECTORY, Fixture};
 
@@ -93,7 +93,7 @@ async fn delta_rounds_report_changes_and_removals_then_expire() {
 
 #[tokio::test]
 async fn delta_rounds_ask_for_the_largest_pages() {
-    let spec = ms365_gateway::emulator::TenantSpec {
+    let spec = ms365_stand_ins::emulator::TenantSpec {
         users: 2_100,
         ..crate::entra::tenant_spec()
     };

@@ -11,15 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ms365_gateway::config::{PbxLogin, PbxSecret};
-use ms365_gateway::emulator::{TenantSpec, UserPatch};
 use ms365_gateway::pbx::PbxClient;
-use ms365_gateway::portsip_emulator::{
-    LocalUserSpec, PbxEmulator, PbxEmulatorConfig, PbxFaults, PbxTenantSpec, RunningPbxEmulator,
-};
 use ms365_gateway::store::RunStatus;
 use ms365_gateway::sync::pbx_push::PbxTarget;
 use ms365_gateway::sync::pbx_read::LISTED_KIND;
 use ms365_gateway::sync::{RunSummary, SyncContext, SyncOptions, run_phases};
+use ms365_stand_ins::emulator::{TenantSpec, UserPatch};
+use ms365_stand_ins::portsip_emulator::{
+    LocalUserSpec, PbxEmulator, PbxEmulatorConfig, PbxFaults, PbxTenantSpec, RunningPbxEmulator,
+};
 use serde_json::Value;
 
 use crate::entra::tenant_spec;

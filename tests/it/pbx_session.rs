@@ -10,19 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use ms365_gateway::emulator::{
-    AppRegistration, Emulator, EmulatorConfig, RunningEmulator, User as EmuUser,
-};
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::keyring::Keyring;
-use ms365_gateway::portsip_emulator::{
-    LocalUserSpec, PbxEmulator, PbxEmulatorConfig, PbxTenantSpec, RunningPbxEmulator,
-};
 use ms365_gateway::settings::{Ms365Settings, PbxSignIn, SyncMode};
 use ms365_gateway::store::{RunStatus, Store};
 use ms365_gateway::sync::{SyncOptions, run_phases};
+use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::{Config, sso::pbx_state::PbxState};
+use ms365_stand_ins::emulator::{
+    AppRegistration, Emulator, EmulatorConfig, RunningEmulator, User as EmuUser,
+};
+use ms365_stand_ins::portsip_emulator::{
+    LocalUserSpec, PbxEmulator, PbxEmulatorConfig, PbxTenantSpec, RunningPbxEmulator,
+};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -184,8 +184,8 @@ impl PbxSessionWorld {
     }
 }
 
-fn small_tenant() -> ms365_gateway::emulator::TenantSpec {
-    ms365_gateway::emulator::TenantSpec {
+fn small_tenant() -> ms365_stand_ins::emulator::TenantSpec {
+    ms365_stand_ins::emulator::TenantSpec {
         users: 8,
         contacts_per_user: 0,
         photo_share: 0.0,

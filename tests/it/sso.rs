@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Request, StatusCode};
-use ms365_gateway::emulator::{AppRegistration, Emulator, EmulatorConfig, RunningEmulator};
 use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::{DirectoryUser, Store};
+use ms365_gateway::tenant_keys::TenantKeys;
+use ms365_stand_ins::emulator::{AppRegistration, Emulator, EmulatorConfig, RunningEmulator};
 use serde_json::Value;
 use tokio::sync::Mutex;
 

@@ -10,14 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ms365_gateway::config::CloudOverride;
-use ms365_gateway::emulator::{
-    AppRegistration, Emulator, EmulatorConfig, Faults, NewUser, RouteClass, RunningEmulator,
-    TenantSpec, User as EmuUser, UserPatch,
-};
 use ms365_gateway::entra::assertion::AssertionAlg;
 use ms365_gateway::entra::credential::KeyBits;
 use ms365_gateway::entra::http::microsoft_client;
-use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_gateway::entra::token::AppTokenClient;
 use ms365_gateway::entra::{CloudEndpoints, NationalCloud};
 use ms365_gateway::graph::{GraphClient, GraphOptions};
@@ -25,6 +20,11 @@ use ms365_gateway::settings::{Ms365Settings, SyncType, UserSync};
 use ms365_gateway::store::{DirectoryUser, ItemOutcome, PbxProfile, RunStatus, Store};
 use ms365_gateway::sync::{
     RunReport, SyncContext, SyncError, SyncOptions, approve_run, sync_users,
+};
+use ms365_gateway::tenant_keys::TenantKeys;
+use ms365_stand_ins::emulator::{
+    AppRegistration, Emulator, EmulatorConfig, Faults, NewUser, RouteClass, RunningEmulator,
+    TenantSpec, User as EmuUser, UserPatch,
 };
 
 use crate::entra::{DIRECTORY, tenant_spec};

@@ -87,7 +87,7 @@ async fn sync_command_runs_once_and_dry_run_changes_nothing() {
 /// users; a dry run sends the PBX nothing and says what it would send.
 #[tokio::test]
 async fn sync_command_writes_to_the_pbx_and_its_dry_run_sends_nothing() {
-    use ms365_gateway::portsip_emulator::{PbxEmulator, PbxEmulatorConfig, parse_tenant};
+    use ms365_stand_ins::portsip_emulator::{PbxEmulator, PbxEmulatorConfig, parse_tenant};
     let w = SsoWorld::new(WorldOptions::default()).await;
     w.settings(|s| s.users.enabled = true).await;
     let tenants = [

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ms365_gateway::config::Config;
-use ms365_gateway::emulator::{Faults, NewUser, RouteClass};
 use ms365_gateway::store::{RunStatus, RunTrigger};
 use ms365_gateway::sync::lease::LeaseConfig;
 use ms365_gateway::sync::worker::{RequestOutcome, SyncHandle, SyncWorker};
+use ms365_stand_ins::emulator::{Faults, NewUser, RouteClass};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
