@@ -32,6 +32,7 @@
 //! - [`clock`]: Unix-seconds wall-clock time.
 //! - [`signals`]: SIGTERM/SIGINT to shutdown, SIGHUP to certificate reload.
 //! - [`fsutil`]: owner-only files for secrets.
+//! - `encoding`: hex and percent-encoding, written once.
 //! - [`web`]: what the gateway's pages and browser endpoints share: same-origin checks, the
 //!   post-login path check, embedded assets and page security headers.
 #![forbid(unsafe_code)]
@@ -43,6 +44,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod edge;
+pub(crate) mod encoding;
 pub mod entra;
 pub(crate) mod fsutil;
 pub(crate) mod gateway;

@@ -54,8 +54,7 @@ pub struct SystemAdmin;
 
 /// Hex SHA-256 of a token: what the store keeps.
 pub fn hash_token(token: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::encoding::sha256_hex(token.as_bytes())
 }
 
 /// A new tenant-administrator token: the prefix and 32 random bytes, base64url.

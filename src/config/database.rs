@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use percent_encoding::AsciiSet;
 use sqlx::postgres::PgConnectOptions;
 
 use super::raw::RawStore;
 use super::validate::duration;
 use super::{ConfigError, Origin, StoreConfig};
+use crate::encoding;
 
 /// The config key, for messages.
 pub const DATABASE_URL_KEY: &str = "store.database_url";
@@ -60,14 +62,8 @@ impl DatabaseUrl {
 
     /// The URL with `sslrootcert` set to `ca_file` (`[store] ca_file`).
     fn with_root_cert(self, ca_file: &str) -> DatabaseUrl {
-        let encoded: String = (ca_file.bytes())
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                    char::from(b).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        const PATH_VALUE: &AsciiSet = &encoding::NOT_UNRESERVED.remove(b'/');
+        let encoded = encoding::percent_encode(ca_file, PATH_VALUE);
         let sep = if self.0.contains('?') { '&' } else { '?' };
         DatabaseUrl(format!("{}{sep}sslrootcert={encoded}", self.0))
     }

@@ -50,7 +50,8 @@ const DECODE_ROUNDS: usize = 3;
 pub fn canonical_path(path: &str, case_insensitive: bool) -> Vec<u8> {
     let mut bytes = path.as_bytes().to_vec();
     for _ in 0..DECODE_ROUNDS {
-        let decoded = percent_decode(&bytes);
+        // One round of `%XX` decoding; malformed escapes stay as they are.
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&bytes).collect();
         if decoded == bytes {
             break;
         }
@@ -85,36 +86,6 @@ pub fn canonical_path(path: &str, case_insensitive: bool) -> Vec<u8> {
         out.make_ascii_lowercase();
     }
     out
-}
-
-/// One round of `%XX` decoding; malformed escapes stay as they are.
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                input.get(i + 1).and_then(|c| hex(*c)),
-                input.get(i + 2).and_then(|c| hex(*c)),
-            )
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(input[i]);
-        i += 1;
-    }
-    out
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 /// Parses `"<number><unit>"` with unit `ms`, `s`, `m` or `h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -33,12 +35,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// An IP address with a prefix length; a bare address is a /32 or /128.
+/// An IP address with a prefix length; a bare address is a /32 or /128. Matching is
+/// `ipnet`'s; this type adds the bare-address form and IPv4-mapped IPv6 peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNetwork {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNetwork(IpNet);
 
 impl IpNetwork {
     /// True when `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
@@ -47,29 +47,8 @@ impl IpNetwork {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
-}
-
-fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = usize::from(prefix / 8);
-    let rem = prefix % 8;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    if rem == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rem);
-    (a[full] & mask) == (b[full] & mask)
 }
 
 impl FromStr for IpNetwork {
@@ -86,19 +65,17 @@ impl FromStr for IpNetwork {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}` has a bad prefix length (0..={max})"))?,
+            Some(p) => p.parse::<u8>().unwrap_or(u8::MAX),
         };
-        Ok(IpNetwork { addr, prefix })
+        IpNet::new(addr, prefix)
+            .map(IpNetwork)
+            .map_err(|_| format!("`{s}` has a bad prefix length (0..={max})"))
     }
 }
 
 impl fmt::Display for IpNetwork {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.0.fmt(f)
     }
 }
 

@@ -261,15 +261,7 @@ fetch('/ms365/directory/contacts').then(r => r.ok ? r.json() : {items: []}).then
 /// Percent-encodes everything but RFC 3986 unreserved characters (a path segment or a
 /// query value).
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::encoding::percent_encode(s, crate::encoding::NOT_UNRESERVED)
 }
 
 #[cfg(test)]

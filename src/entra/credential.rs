@@ -17,6 +17,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::error::OidcError;
+use crate::encoding::hex_upper;
 
 /// RSA modulus sizes offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -187,10 +188,6 @@ pub(crate) fn sha256(bytes: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
         .as_ref()
         .to_vec()
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// `x5t` from the hex thumbprint the Entra portal shows.

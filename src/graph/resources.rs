@@ -4,11 +4,13 @@
 //! contact requests are Outlook (Exchange) resources and hold a per-mailbox slot.
 
 use bytes::Bytes;
+use percent_encoding::AsciiSet;
 use reqwest::header::CONTENT_TYPE;
 
 use super::client::{Call, GraphClient};
 use super::error::GraphError;
 use super::model::{CONTACT_FIELDS, PhotoMeta};
+use crate::encoding;
 
 /// Well-known name of a mailbox's default Contacts folder, usable where the documented
 /// contact delta path wants a folder id. The folder's real id is also on every contact of
@@ -146,15 +148,8 @@ fn with_query(url: String, query: &str) -> String {
 /// Percent-encodes one path segment. Ids are GUIDs, but user principal names can carry
 /// `#` (guests: `x_y.com#EXT#@tenant`), `'`, `/` or `?`, which would change the URL.
 pub fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const SEGMENT: &AsciiSet = &encoding::NOT_UNRESERVED.remove(b'@');
+    encoding::percent_encode(s, SEGMENT)
 }
 
 #[cfg(test)]

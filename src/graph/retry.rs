@@ -2,7 +2,7 @@
 //! Graph may send fractional, or an HTTP-date), otherwise exponential backoff with full
 //! jitter so that many workers throttled at the same moment do not come back in lockstep.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
@@ -23,7 +23,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         return (secs.is_finite() && secs >= 0.0)
             .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())));
     }
-    let at = parse_http_date(value)?;
+    // RFC 9110 asks recipients to read all three date forms; httpdate does.
+    let at = httpdate::parse_http_date(value).ok()?;
     Some(
         at.duration_since(now)
             .unwrap_or(Duration::ZERO)
@@ -37,47 +38,10 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     ceiling.mul_f64(fastrand::f64())
 }
 
-/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate, the only form senders may use).
-fn parse_http_date(value: &str) -> Option<SystemTime> {
-    let parts: Vec<&str> = value.split_ascii_whitespace().collect();
-    let [_weekday, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u32 + 1;
-    let (day, year): (u32, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let hms: Vec<u64> = time
-        .split(':')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *s > 60 || year < 1970 {
-        return None;
-    }
-    let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + s))
-}
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(month) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn seconds_whole_and_fractional() {
@@ -111,10 +75,10 @@ mod tests {
             parse_retry_after("Sun, 06 Nov 1994 08:49:37 CET", now),
             None
         );
-        let leap = parse_http_date("Thu, 29 Feb 2024 00:00:00 GMT").unwrap();
+        // The obsolete RFC 850 form, which RFC 9110 still asks recipients to read.
         assert_eq!(
-            leap.duration_since(UNIX_EPOCH).unwrap().as_secs(),
-            1_709_164_800
+            parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now),
+            Some(Duration::from_secs(7))
         );
     }
 

@@ -95,15 +95,10 @@ pub fn segment(id: &str) -> Result<String, PbxError> {
     if matches!(id, "" | "." | "..") {
         return Err(PbxError::Protocol(format!("`{id}` is not a PBX object id")));
     }
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Ok(out)
+    Ok(crate::encoding::percent_encode(
+        id,
+        crate::encoding::NOT_UNRESERVED,
+    ))
 }
 
 #[cfg(test)]

@@ -199,8 +199,7 @@ impl UsedStates {
 
     /// Records `state` (valid until `expires_at`); false when it was already used.
     pub async fn first_use(&self, state: &str, expires_at: i64) -> Result<bool, StoreError> {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, state.as_bytes());
-        let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let hash = crate::encoding::sha256_hex(state.as_bytes());
         self.store.redeem_state(&hash, expires_at).await
     }
 }

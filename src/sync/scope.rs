@@ -11,8 +11,6 @@
 
 use std::collections::HashSet;
 
-use aws_lc_rs::digest::{SHA256, digest};
-
 use crate::graph::User;
 use crate::settings::{Scope, SyncType, UserSync};
 
@@ -100,8 +98,7 @@ pub fn fingerprint(users: &UserSync, departments: &[String], group_id: Option<&s
         "departments": canon(departments),
         "group": group_id.map(|g| g.trim().to_lowercase()),
     });
-    let hash = digest(&SHA256, doc.to_string().as_bytes());
-    hash.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::encoding::sha256_hex(doc.to_string().as_bytes())
 }
 
 #[cfg(test)]

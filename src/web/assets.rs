@@ -42,7 +42,7 @@ static VERSIONS: LazyLock<Vec<String>> = LazyLock::new(|| {
         .iter()
         .map(|(_, _, body)| {
             let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
-            d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+            crate::encoding::hex_lower(&d.as_ref()[..6])
         })
         .collect()
 });

@@ -45,21 +45,14 @@ fn safe_path(s: &str) -> bool {
 
 /// Decodes `%XX` once; `None` for malformed escapes (refused rather than guessed at).
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
+    let well_formed = s.match_indices('%').all(|(i, _)| {
+        s.get(i + 1..i + 3)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
     // Non-UTF-8 after decoding is not a path anyone needs.
-    String::from_utf8(out).ok()
+    (well_formed.then(|| percent_encoding::percent_decode_str(s).decode_utf8().ok()))
+        .flatten()
+        .map(|decoded| decoded.into_owned())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 /// The OpenAPI subset this stand-in serves (the same file the gateway's docs point to).
 const DOCUMENT: &str =
-    include_str!("../../../docs/reference/portsip-rest-api-v22-ms365-subset.json");
+    include_str!("../../../../docs/reference/portsip-rest-api-v22-ms365-subset.json");
 
 /// A violation: the field's path (`office_hours.mode`, `outbound_caller_ids[0].caller_id`)
 /// and what is wrong with it.
