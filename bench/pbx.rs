@@ -120,7 +120,7 @@ fn synced_user(i: usize) -> DirectoryWrite {
         extension: Some(ext),
         display_name: profile.display_name,
         email: profile.email,
-        role: "user".into(),
+        role: ms365_gateway::store::Role::User,
         enabled: true,
         source: "sync".into(),
     };

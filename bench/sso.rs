@@ -170,7 +170,7 @@ async fn prepare_store(
             extension: Some(format!("{}", 1000 + i)),
             display_name: u.display_name.clone(),
             email: None,
-            role: "user".into(),
+            role: ms365_gateway::store::Role::User,
             enabled: true,
             source: "sync".into(),
         };

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 fn parse(cron: &str) -> Result<Cron, String> {
     let fields = cron.split_whitespace().count();
@@ -32,33 +33,116 @@ fn parse(cron: &str) -> Result<Cron, String> {
         .map_err(|e| format!("sync_time `{cron}` is not a valid cron expression: {e}"))
 }
 
-/// Checks a `sync_time` value: five fields, each valid.
-pub fn validate_cron(cron: &str) -> Result<(), String> {
-    parse(cron).map(|_| ())
+/// A `sync_time` value: the text as the administrator wrote it, parsed once when the
+/// settings document is read, so nothing downstream parses it again or meets a bad one.
+#[derive(Clone, Debug)]
+pub struct SyncTime {
+    text: String,
+    cron: Cron,
 }
 
-/// The tenant's time zone, or why it is not one.
-pub fn parse_tz(tz: &str) -> Result<Tz, String> {
-    let name = tz.trim();
-    let name = if name.is_empty() { "UTC" } else { name };
-    name.parse::<Tz>()
-        .map_err(|_| format!("time_zone `{tz}` is not an IANA time zone name"))
+impl SyncTime {
+    /// Five fields, each valid; otherwise why not, naming `sync_time`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(SyncTime {
+            cron: parse(text)?,
+            text: text.to_string(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The first scheduled instant strictly after `after`, read on the wall clock of `tz`;
+    /// an error only for an expression that never fires again (`0 0 31 2 *`).
+    pub fn next_run(&self, tz: TimeZone, after: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+        let local = after.with_timezone(&tz.0);
+        (self.cron.find_next_occurrence(&local, false))
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("no next run for `{}`: {e}", self.text))
+    }
 }
 
-/// The first scheduled instant strictly after `after`, `cron` read in the time zone `tz`.
-pub fn next_run(cron: &str, tz: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let cron = parse(cron)?;
-    let tz = parse_tz(tz)?;
-    let local = after.with_timezone(&tz);
-    cron.find_next_occurrence(&local, false)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("no next run for `{}`: {e}", cron.pattern))
+impl Default for SyncTime {
+    /// PortSIP's default: midnight.
+    fn default() -> Self {
+        SyncTime::parse("0 0 * * *").expect("the default schedule parses")
+    }
+}
+
+impl PartialEq for SyncTime {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for SyncTime {}
+
+impl Serialize for SyncTime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for SyncTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SyncTime::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A tenant's IANA time zone (`time_zone`; empty means UTC), parsed once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeZone(Tz);
+
+impl TimeZone {
+    pub const UTC: TimeZone = TimeZone(Tz::UTC);
+
+    /// The zone named `name`, or why it is not one.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let trimmed = name.trim();
+        let trimmed = if trimmed.is_empty() { "UTC" } else { trimmed };
+        (trimmed.parse::<Tz>())
+            .map(TimeZone)
+            .map_err(|_| format!("time_zone `{name}` is not an IANA time zone name"))
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+impl Default for TimeZone {
+    fn default() -> Self {
+        TimeZone::UTC
+    }
+}
+
+impl Serialize for TimeZone {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        TimeZone::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::TimeZone as _;
+
+    /// [`SyncTime::next_run`] from the two texts of a settings document.
+    fn next_run(cron: &str, tz: &str, after: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+        SyncTime::parse(cron)?.next_run(super::TimeZone::parse(tz)?, after)
+    }
+
+    fn validate_cron(cron: &str) -> Result<SyncTime, String> {
+        SyncTime::parse(cron)
+    }
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()

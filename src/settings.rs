@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::entra::NationalCloud;
 use crate::entra::assertion::AssertionAlg;
+use crate::schedule::{SyncTime, TimeZone};
+use crate::web::return_to::ReturnPath;
 
 /// Which users a section applies to.
 ///
@@ -124,7 +126,7 @@ pub struct Ms365Settings {
     pub directory_id: String,
     pub application_id: String,
     /// Cron expression (minute hour day month weekday), PortSIP's default is midnight.
-    pub sync_time: String,
+    pub sync_time: SyncTime,
     /// Beyond PortSIP: automatic (on `sync_time`) or manual syncs only.
     pub sync_mode: SyncMode,
     pub users: UserSync,
@@ -138,10 +140,10 @@ pub struct Ms365Settings {
     /// Beyond PortSIP: also accept PS256-signed ID tokens (RS256 is always accepted).
     pub allow_ps256_id_tokens: bool,
     /// Beyond PortSIP: IANA time zone the schedule runs in.
-    pub time_zone: String,
+    pub time_zone: TimeZone,
     /// Beyond PortSIP: where users land after signing in, per client.
-    pub portal_landing_path: String,
-    pub webrtc_landing_path: String,
+    pub portal_landing_path: ReturnPath,
+    pub webrtc_landing_path: ReturnPath,
     /// Beyond PortSIP: whose PBX session a Microsoft sign-in opens (`[pbx] kind = "portsip"`).
     pub pbx_sign_in: PbxSignIn,
 }
@@ -152,7 +154,7 @@ impl Default for Ms365Settings {
             national_cloud: NationalCloud::Global,
             directory_id: String::new(),
             application_id: String::new(),
-            sync_time: "0 0 * * *".into(),
+            sync_time: SyncTime::default(),
             sync_mode: SyncMode::Automatic,
             users: UserSync::default(),
             sign_in_as_administrator: AdminSignIn::default(),
@@ -162,9 +164,9 @@ impl Default for Ms365Settings {
             events: Scope::default(),
             assertion_alg: AssertionAlg::Ps256,
             allow_ps256_id_tokens: false,
-            time_zone: "UTC".into(),
-            portal_landing_path: "/portal/".into(),
-            webrtc_landing_path: "/webrtc/".into(),
+            time_zone: TimeZone::UTC,
+            portal_landing_path: ReturnPath::parse("/portal/").expect("a safe path"),
+            webrtc_landing_path: ReturnPath::parse("/webrtc/").expect("a safe path"),
             pbx_sign_in: PbxSignIn::CreatedUsersOnly,
         }
     }
@@ -204,12 +206,6 @@ impl Ms365Settings {
                 "3 to 13 digits without a leading zero",
             );
         }
-        if let Err(message) = crate::schedule::validate_cron(&self.sync_time) {
-            return field("sync_time", &message);
-        }
-        if let Err(message) = crate::schedule::parse_tz(&self.time_zone) {
-            return field("time_zone", &message);
-        }
         for (name, list) in [
             ("users.selected_users", &self.users.selected_users),
             (
@@ -233,14 +229,6 @@ impl Ms365Settings {
                     name,
                     "each entry is one OID or user principal name, without spaces",
                 );
-            }
-        }
-        for (name, path) in [
-            ("portal_landing_path", &self.portal_landing_path),
-            ("webrtc_landing_path", &self.webrtc_landing_path),
-        ] {
-            if crate::web::return_to::validate(path).is_none() {
-                return field(name, "must be a same-origin absolute path like /portal/");
             }
         }
         Ok(())
@@ -307,12 +295,6 @@ mod tests {
             "users.starting_extension_number"
         );
         s.users.starting_extension_number.clear();
-        s.sync_time = "0 25 * * *".into();
-        assert_eq!(s.validate().unwrap_err().0, "sync_time");
-        s.sync_time = "0 0 * * *".into();
-        s.time_zone = "Mars/Olympus".into();
-        assert_eq!(s.validate().unwrap_err().0, "time_zone");
-        s.time_zone = "Europe/Paris".into();
         s.shared_mailbox.selected_users = vec!["".into()];
         assert_eq!(s.validate().unwrap_err().0, "shared_mailbox.selected_users");
         assert!(serde_json::from_str::<Ms365Settings>(r#"{"national_cloud":"MARS"}"#).is_err());
@@ -330,6 +312,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("PS256") && err.contains("RS256"), "{err}");
+        // The schedule, the time zone and the landing paths are read into their types too:
+        // a document holding a bad one is not a settings document.
+        for (doc, says) in [
+            (r#"{"sync_time":"0 25 * * *"}"#, "sync_time `0 25 * * *`"),
+            (r#"{"sync_time":"0 0 * *"}"#, "5 fields"),
+            (r#"{"time_zone":"Mars/Olympus"}"#, "IANA"),
+            (r#"{"portal_landing_path":"//evil.example"}"#, "same-origin"),
+            (
+                r#"{"webrtc_landing_path":"https://evil.example/"}"#,
+                "same-origin",
+            ),
+        ] {
+            let err = serde_json::from_str::<Ms365Settings>(doc)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{doc}: {err}");
+        }
+        let s: Ms365Settings =
+            serde_json::from_str(r#"{"sync_time":"30 1 * * *","time_zone":"Europe/Paris"}"#)
+                .unwrap();
+        assert_eq!(s.sync_time.as_str(), "30 1 * * *");
+        assert_eq!(s.time_zone.name(), "Europe/Paris");
+        let back = serde_json::to_value(&s).unwrap();
+        assert_eq!(back["sync_time"], "30 1 * * *");
+        assert_eq!(back["time_zone"], "Europe/Paris");
+        assert_eq!(back["portal_landing_path"], "/portal/");
         let s: Ms365Settings =
             serde_json::from_str(r#"{"pbx_sign_in":"manage_passwords"}"#).unwrap();
         assert_eq!(s.pbx_sign_in, PbxSignIn::ManagePasswords);

@@ -169,7 +169,7 @@ async fn session_caller(state: &AdminState, parts: &Parts) -> Result<Caller, Api
             "the session has ended; sign in again",
         ));
     };
-    if session.role != "admin" {
+    if session.role != crate::store::Role::Admin {
         return Err(ApiError::Forbidden(
             "this needs a tenant administrator; the signed-in user is not one".into(),
         ));

@@ -46,9 +46,7 @@ pub async fn get_status(
     }
     let runs = state.store.sync_runs(&tenant.id, 1).await?;
     let next_run = match settings.sync_mode {
-        SyncMode::Automatic => {
-            crate::schedule::next_run(&settings.sync_time, &settings.time_zone, now).ok()
-        }
+        SyncMode::Automatic => settings.sync_time.next_run(settings.time_zone, now).ok(),
         SyncMode::Manual => None,
     };
     let mut pbx = pbx_json(&state.config, state.store.pbx_status(&tenant.id).await?);

@@ -208,7 +208,7 @@ pub async fn bind_user(
         extension: Some(pbx.extension_number.clone()),
         display_name: pbx.profile.display_name.clone(),
         email: pbx.profile.email.clone().or(user.mail.clone()),
-        role: "user".into(),
+        role: crate::store::Role::User,
         enabled: pbx.enabled,
         source: "binding".into(),
     };

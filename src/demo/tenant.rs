@@ -90,8 +90,6 @@ pub fn demo_settings(shared_mailbox: Option<String>) -> Ms365Settings {
     let mut s = Ms365Settings {
         directory_id: DEMO_TENANT_ID.into(),
         application_id: DEMO_APP_ID.into(),
-        portal_landing_path: "/portal/".into(),
-        webrtc_landing_path: "/webrtc/".into(),
         ..Default::default()
     };
     s.users.enabled = true;

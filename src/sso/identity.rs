@@ -104,7 +104,7 @@ fn identity_headers(info: &SessionInfo) -> HeaderMap {
     set(X_PBX_DOMAIN, &info.domain);
     set(X_PBX_USER, &info.pbx_user_id);
     set(X_PBX_EXTENSION, info.extension.as_deref().unwrap_or(""));
-    set(X_PBX_ROLE, &info.role);
+    set(X_PBX_ROLE, info.role.as_str());
     h
 }
 

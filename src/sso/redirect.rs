@@ -214,8 +214,8 @@ async fn complete(
         tracing::warn!(error = %e, "cannot end the browser's previous session");
     }
     let destination = flow.return_to.clone().unwrap_or_else(|| match flow.client {
-        ClientKind::Portal => settings.portal_landing_path.clone(),
-        ClientKind::Webrtc => settings.webrtc_landing_path.clone(),
+        ClientKind::Portal => settings.portal_landing_path.as_str().to_string(),
+        ClientKind::Webrtc => settings.webrtc_landing_path.as_str().to_string(),
     });
     tracing::info!(tenant = %tenant.id, user = %user.pbx_user_id, client = flow.client.as_str(), listener = %conn.listener, pbx = pbx_state.as_str(), "signed in with Microsoft");
     let mut response = StatusCode::FOUND.into_response();
@@ -358,7 +358,7 @@ async fn authorize_user(
         ));
     }
     if is_admin {
-        user.role = "admin".into();
+        user.role = crate::store::Role::Admin;
     }
     Ok(user)
 }

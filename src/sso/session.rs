@@ -103,7 +103,7 @@ pub struct SessionInfo {
     pub display_name: String,
     pub email: Option<String>,
     /// `user` or `admin`.
-    pub role: String,
+    pub role: crate::store::Role,
     pub client: ClientKind,
     /// Listener the session was issued on.
     pub listener: String,
@@ -122,7 +122,7 @@ impl SessionInfo {
             extension: user.extension.clone(),
             display_name: user.display_name.clone(),
             email: user.email.clone(),
-            role: user.role.clone(),
+            role: user.role,
             client,
             listener: r.listener.clone(),
             created_at: r.created_at,
@@ -147,7 +147,7 @@ pub struct SessionClaims {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    pub role: String,
+    pub role: crate::store::Role,
     /// Session id hash.
     pub sid: String,
     pub iat: i64,
@@ -402,7 +402,7 @@ impl Sessions {
             extension: info.extension.clone(),
             name: info.display_name.clone(),
             email: info.email.clone(),
-            role: info.role.clone(),
+            role: info.role,
             sid: info.id_hash.clone(),
             iat: now,
             exp,
@@ -442,7 +442,7 @@ impl Sessions {
             .sign_in_as_administrator
             .covers(&user.oid, &user.upn)
         {
-            user.role = "admin".into();
+            user.role = crate::store::Role::Admin;
         }
         if epoch - record.last_seen_at >= TOUCH_EVERY_SECS
             && let Err(e) = self.store.touch_session(id_hash, epoch).await
@@ -598,7 +598,7 @@ mod tests {
             extension: None,
             display_name: "U".into(),
             email: None,
-            role: "user".into(),
+            role: crate::store::Role::User,
             client: ClientKind::Portal,
             listener: "pbx#0".into(),
             created_at: 0,

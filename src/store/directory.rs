@@ -436,7 +436,7 @@ async fn upsert_directory(
     .bind(&u.extension)
     .bind(&u.display_name)
     .bind(&u.email)
-    .bind(&u.role)
+    .bind(u.role.as_str())
     .bind(i64::from(u.enabled))
     .bind(&u.source)
     .bind(now)

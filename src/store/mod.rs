@@ -37,7 +37,7 @@ pub use contacts::{ContactBook, ContactFields, StoredContact, UpsertCounts};
 pub use credentials::{CredentialRecord, CredentialState};
 pub use directory::{DirectoryWrite, PbxProfile, PbxUser, PbxUserSource, SyncCursor};
 pub use migrations::LATEST_VERSION;
-pub use ms365::DirectoryUser;
+pub use ms365::{DirectoryUser, Role};
 pub use pbx_links::{ImportedPbxUser, PbxLink, PbxLinkKind, PbxStatus};
 pub use photos::StoredPhoto;
 pub use sessions::{SessionPbx, SessionRecord};

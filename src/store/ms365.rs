@@ -9,6 +9,40 @@ use sqlx::any::AnyRow;
 use super::{Store, StoreError, now_epoch};
 use crate::settings::Ms365Settings;
 
+/// What a signed-in user may do at the gateway: `user`, or `admin` (the tenant's
+/// administration API and page). Stored and sent (`X-PBX-Role`) as that word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role a stored row names; anything but `admin` grants nothing more than `user`.
+    fn from_stored(text: &str) -> Role {
+        if text == "admin" {
+            Role::Admin
+        } else {
+            Role::User
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A Microsoft 365 user as the PBX knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryUser {
@@ -19,8 +53,7 @@ pub struct DirectoryUser {
     pub extension: Option<String>,
     pub display_name: String,
     pub email: Option<String>,
-    /// `user` or `admin`.
-    pub role: String,
+    pub role: Role,
     pub enabled: bool,
     /// `sync` or `binding`.
     pub source: String,
@@ -36,7 +69,7 @@ impl DirectoryUser {
             extension: row.try_get("extension")?,
             display_name: row.try_get("display_name")?,
             email: row.try_get("email")?,
-            role: row.try_get("role")?,
+            role: Role::from_stored(&row.try_get::<String, _>("role")?),
             enabled: row.try_get::<i64, _>("enabled")? != 0,
             source: row.try_get("source")?,
         })
@@ -174,7 +207,7 @@ async fn write_directory_user(
     .bind(&u.extension)
     .bind(&u.display_name)
     .bind(&u.email)
-    .bind(&u.role)
+    .bind(u.role.as_str())
     .bind(i64::from(u.enabled))
     .bind(&u.source)
     .bind(now_epoch())

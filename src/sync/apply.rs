@@ -108,7 +108,7 @@ impl<'a> Current<'a> {
             extension: Some(local.extension_number.clone()),
             display_name: profile.display_name.clone(),
             email: profile.email.clone(),
-            role: "user".into(),
+            role: crate::store::Role::User,
             enabled: !disabled && local.enabled,
             source: ADOPTED.into(),
         };
@@ -205,7 +205,7 @@ impl<'a> Current<'a> {
             extension: Some(extension),
             display_name: profile.display_name.clone(),
             email: profile.email.clone(),
-            role: earlier.map_or_else(|| "user".to_string(), |d| d.role.clone()),
+            role: earlier.map_or(crate::store::Role::User, |d| d.role),
             enabled: disabled.is_none(),
             source: "sync".into(),
         };

@@ -515,7 +515,7 @@ mod tests {
             extension: Some("1000".into()),
             display_name: profile.display_name,
             email: None,
-            role: "user".into(),
+            role: crate::store::Role::User,
             enabled: true,
             source: "sync".into(),
         };

@@ -40,7 +40,6 @@ use super::orchestrate::run_phases;
 use super::{RunTrigger, SyncOptions, context};
 use crate::config::Config;
 use crate::keyring::Keyring;
-use crate::schedule as scheduler;
 use crate::settings::Ms365Settings;
 use crate::store::Store;
 
@@ -373,8 +372,8 @@ impl SyncWorker {
 }
 
 /// The tenants to queue by schedule, each with the scheduled instant that came due:
-/// automatic mode (`users.enabled`) and `sync_time` due in `(since, now]`. An invalid
-/// `sync_time` or `time_zone` is logged and skipped.
+/// automatic mode (`users.enabled`) and `sync_time` due in `(since, now]`. A schedule that
+/// never fires again (`0 0 31 2 *`) is logged and skipped.
 pub fn due_tenants(
     tenants: &[(String, Ms365Settings)],
     since: DateTime<Utc>,
@@ -387,16 +386,14 @@ pub fn due_tenants(
                 && s.is_configured()
                 && s.sync_mode == crate::settings::SyncMode::Automatic
         })
-        .filter_map(
-            |(id, s)| match scheduler::next_run(&s.sync_time, &s.time_zone, since) {
-                Ok(at) if at <= now => Some((id.clone(), at)),
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::warn!(tenant = %id, error = %e, "sync schedule skipped");
-                    None
-                }
-            },
-        )
+        .filter_map(|(id, s)| match s.sync_time.next_run(s.time_zone, since) {
+            Ok(at) if at <= now => Some((id.clone(), at)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "sync schedule skipped");
+                None
+            }
+        })
         .collect()
 }
 
@@ -445,8 +442,8 @@ mod tests {
         let mut s = Ms365Settings {
             directory_id: "11111111-2222-3333-4444-555555555555".into(),
             application_id: "66666666-7777-8888-9999-000000000000".into(),
-            sync_time: cron.into(),
-            time_zone: tz.into(),
+            sync_time: crate::schedule::SyncTime::parse(cron).unwrap(),
+            time_zone: crate::schedule::TimeZone::parse(tz).unwrap(),
             ..Default::default()
         };
         s.users.enabled = enabled;
@@ -462,7 +459,10 @@ mod tests {
                 settings(true, "0 0 * * *", "Europe/Berlin"),
             ),
             ("manual".to_string(), settings(false, "0 0 * * *", "UTC")),
-            ("broken".to_string(), settings(true, "0 0 *", "UTC")),
+            (
+                "never-fires".to_string(),
+                settings(true, "0 0 31 2 *", "UTC"),
+            ),
             ("manual-mode".to_string(), {
                 let mut s = settings(true, "0 0 * * *", "UTC");
                 s.sync_mode = crate::settings::SyncMode::Manual;

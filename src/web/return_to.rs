@@ -31,6 +31,36 @@ pub fn validate(candidate: &str) -> Option<&str> {
         .map(|_| candidate)
 }
 
+/// A path users land on after signing in (a tenant's `portal_landing_path` and
+/// `webrtc_landing_path`): checked by [`validate`] once, when the settings are read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReturnPath(String);
+
+impl ReturnPath {
+    /// `path` when it is a safe same-origin destination, otherwise why not.
+    pub fn parse(path: &str) -> Result<Self, String> {
+        validate(path)
+            .map(|p| ReturnPath(p.to_string()))
+            .ok_or_else(|| format!("`{path}` must be a same-origin absolute path like /portal/"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for ReturnPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ReturnPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ReturnPath::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 fn safe_path(s: &str) -> bool {
     let bytes = s.as_bytes();
     let path = s.split(['?', '#']).next().unwrap_or_default();

@@ -243,7 +243,7 @@ async fn an_admin_session_acts_in_its_tenant_from_its_own_pages_only() {
         "a standard user is no administrator"
     );
 
-    entry.role = "admin".into();
+    entry.role = ms365_gateway::store::Role::Admin;
     w.store.upsert_directory_user(&entry).await.unwrap();
     let b = w.browser();
     b.login("https://pbx.test/ms365/login?domain=acme.test", &upn)

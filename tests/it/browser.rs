@@ -160,7 +160,7 @@ impl World {
             extension: Some("100".into()),
             display_name: "User 100".into(),
             email: Some(user.user_principal_name.clone()),
-            role: "user".into(),
+            role: ms365_gateway::store::Role::User,
             enabled: true,
             source: "sync".into(),
         };

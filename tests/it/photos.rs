@@ -168,7 +168,7 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
         extension: Some(foreign.extension_number.clone()),
         display_name: "Beta".into(),
         email: None,
-        role: "user".into(),
+        role: ms365_gateway::store::Role::User,
         enabled: true,
         source: "sync".into(),
     };

@@ -173,7 +173,7 @@ fn directory_user(tenant_id: &str) -> DirectoryUser {
         extension: Some("101".into()),
         display_name: "Adele Vance".into(),
         email: Some("adele@contoso.test".into()),
-        role: "admin".into(),
+        role: ms365_gateway::store::Role::Admin,
         enabled: true,
         source: "sync".into(),
     }
@@ -263,7 +263,7 @@ async fn session_token_verifies_against_jwks_with_every_claim() {
         extension: Some("101".into()),
         name: "Adele Vance".into(),
         email: Some("adele@contoso.test".into()),
-        role: "admin".into(),
+        role: ms365_gateway::store::Role::Admin,
         sid: hash_cookie(&cookie),
         iat: now,
         exp: now + 3600,

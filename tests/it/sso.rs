@@ -139,7 +139,7 @@ impl SsoWorld {
             extension: Some(extension.into()),
             display_name: format!("User {extension}"),
             email: Some(upn.into()),
-            role: "user".into(),
+            role: ms365_gateway::store::Role::User,
             enabled,
             source: "sync".into(),
         };

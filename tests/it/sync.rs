@@ -1128,7 +1128,7 @@ async fn an_administrator_binding_is_never_synced_over() {
         extension: Some("4000".into()),
         display_name: "The Boss".into(),
         email: None,
-        role: "admin".into(),
+        role: ms365_gateway::store::Role::Admin,
         enabled: true,
         source: "binding".into(),
     };
