@@ -76,6 +76,8 @@ pub struct Gateway {
     sync_worker: crate::sync::worker::SyncWorker,
     /// The admin API's shared state (for the certificate expiry watch).
     admin_api: Arc<crate::admin::AdminState>,
+    /// Sign-in (for its key reload task).
+    sso: Arc<crate::sso::Sso>,
 }
 
 /// A way to reach a running gateway from outside (signal handlers, tests).
@@ -152,7 +154,7 @@ impl Gateway {
             )
             .await?,
         );
-        if let Err(e) = sso.keys.import_key_files(&config.data_dir).await {
+        if let Err(e) = sso.tenant_keys().import_key_files(&config.data_dir).await {
             tracing::warn!(error = %e, "cannot import the tenant key files of an earlier version");
         }
         let sync_worker = crate::sync::worker::SyncWorker::new(
@@ -171,7 +173,7 @@ impl Gateway {
         let admin_api = Arc::new(crate::admin::AdminState::new(
             config.clone(),
             store.clone(),
-            sso.clone(),
+            &sso,
             sync_worker.handle(),
             metrics.clone(),
         )?);
@@ -226,6 +228,7 @@ impl Gateway {
             permits,
             sync_worker,
             admin_api,
+            sso,
         })
     }
 
@@ -262,7 +265,7 @@ impl Gateway {
 
     /// The keyring holding the keys the instances share (opened with the master key).
     pub fn keyring(&self) -> &Keyring {
-        &self.admin_api.sso.keyring
+        &self.admin_api.keyring
     }
 
     /// Serves until `shutdown` is cancelled, then drains and stops every task.
@@ -280,6 +283,7 @@ impl Gateway {
             permits,
             sync_worker,
             admin_api,
+            sso,
         } = self;
         let connections = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
@@ -319,15 +323,11 @@ impl Gateway {
         tasks.push(("certificate reloader".into(), tokio::spawn(reload)));
         tasks.push(("sync worker".into(), tokio::spawn(sync_worker.run())));
         let purge = admin_api
-            .sso
             .sessions
             .clone()
             .purge_periodically(stop.graceful.clone());
         tasks.push(("session purge".into(), tokio::spawn(purge)));
-        let key_reload = admin_api
-            .sso
-            .clone()
-            .reload_keys_periodically(stop.graceful.clone());
+        let key_reload = sso.reload_keys_periodically(stop.graceful.clone());
         tasks.push(("key reload".into(), tokio::spawn(key_reload)));
         let expiry = crate::admin::status::watch_certificates(admin_api, stop.graceful.clone());
         tasks.push(("certificate expiry watch".into(), tokio::spawn(expiry)));
@@ -439,7 +439,7 @@ async fn proxy_handler(
     if response.status() != http::StatusCode::UNAUTHORIZED {
         return response;
     }
-    let renewed = (route.sso.pbx)
+    let renewed = (route.sso.pbx_sessions())
         .renew_refused(&bearer.session, &bearer.token)
         .await;
     match (again, renewed) {

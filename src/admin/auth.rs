@@ -159,7 +159,6 @@ async fn session_caller(state: &AdminState, parts: &Parts) -> Result<Caller, Api
         ));
     };
     let Some(session) = state
-        .sso
         .sessions
         .resolve(cookie)
         .await

@@ -21,10 +21,13 @@ use std::sync::Arc;
 use axum::Router;
 
 use crate::config::{Config, ConfigError};
+use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::sso::Sso;
+use crate::sso::session::Sessions;
 use crate::store::Store;
 use crate::sync::worker::SyncHandle;
+use crate::tenant_keys::TenantKeys;
 
 pub use error::ApiError;
 
@@ -35,7 +38,12 @@ pub const MIN_SYSTEM_TOKEN_LEN: usize = 16;
 pub struct AdminState {
     pub config: Arc<Config>,
     pub store: Store,
-    pub sso: Arc<Sso>,
+    /// Sign-in sessions: tenant administrators authenticate with theirs.
+    pub sessions: Arc<Sessions>,
+    /// The tenants' key pairs ("Generate New Key Pair", `public_key.pem`).
+    pub keys: TenantKeys,
+    /// Tenants' private keys and the PBX passwords, for "Test connection" and "Sync now".
+    pub keyring: Keyring,
     pub sync: SyncHandle,
     pub metrics: Arc<Metrics>,
     /// The system administrator's token; `None` when `[admin] token_file` is not set, and
@@ -61,7 +69,7 @@ impl AdminState {
     pub fn new(
         config: Arc<Config>,
         store: Store,
-        sso: Arc<Sso>,
+        sso: &Sso,
         sync: SyncHandle,
         metrics: Arc<Metrics>,
     ) -> Result<AdminState, ConfigError> {
@@ -72,7 +80,9 @@ impl AdminState {
         Ok(AdminState {
             config,
             store,
-            sso,
+            sessions: sso.sessions().clone(),
+            keys: sso.tenant_keys().clone(),
+            keyring: sso.keyring().clone(),
             sync,
             metrics,
             system_token,

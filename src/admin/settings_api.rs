@@ -131,7 +131,6 @@ pub(super) async fn generate(
     tenant: &Tenant,
 ) -> Result<CertificateInfo, ApiError> {
     Ok(state
-        .sso
         .keys
         .generate(tenant, KeyBits::default(), DEFAULT_VALID_DAYS)
         .await?)
@@ -142,7 +141,6 @@ pub(super) async fn current(
     tenant: &Tenant,
 ) -> Result<CertificateInfo, ApiError> {
     state
-        .sso
         .keys
         .current_certificate(&tenant.id)
         .await?

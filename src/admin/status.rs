@@ -255,7 +255,7 @@ async fn run_checks(state: &AdminState, tenant_id: &str) -> Vec<Check> {
     let ctx = match crate::sync::context::for_tenant(
         &state.config,
         &state.store,
-        &state.sso.keyring,
+        &state.keyring,
         tenant_id,
     )
     .await

@@ -146,14 +146,10 @@ async fn tenant_graph(
     state: &AdminState,
     tenant_id: &str,
 ) -> Result<crate::graph::GraphClient, ApiError> {
-    let ctx = crate::sync::context::for_tenant(
-        &state.config,
-        &state.store,
-        &state.sso.keyring,
-        tenant_id,
-    )
-    .await
-    .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let ctx =
+        crate::sync::context::for_tenant(&state.config, &state.store, &state.keyring, tenant_id)
+            .await
+            .map_err(|e| ApiError::Conflict(e.to_string()))?;
     Ok(ctx.graph)
 }
 
@@ -266,7 +262,6 @@ pub async fn unbind_user(
     };
     // Sessions issued through the binding end with it.
     state
-        .sso
         .sessions
         .end_user_sessions(&tenant.id, &oid)
         .await

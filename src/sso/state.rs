@@ -29,22 +29,43 @@ pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything the `/ms365` handlers need.
 pub struct Sso {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub keyring: Keyring,
-    pub keys: TenantKeys,
-    pub http: reqwest::Client,
-    pub jwks: JwksCache,
-    pub flow_keys: FlowKeys,
-    pub used_states: UsedStates,
-    pub limiter: RateLimiter,
-    pub sessions: Arc<Sessions>,
+    pub(super) config: Arc<Config>,
+    pub(super) store: Store,
+    pub(super) keyring: Keyring,
+    pub(super) keys: TenantKeys,
+    pub(super) http: reqwest::Client,
+    pub(super) jwks: JwksCache,
+    pub(super) flow_keys: FlowKeys,
+    pub(super) used_states: UsedStates,
+    pub(super) limiter: RateLimiter,
+    pub(super) sessions: Arc<Sessions>,
     /// Users' own PBX sessions (off with `[pbx] kind = "embedded"`).
-    pub pbx: Arc<PbxSessions>,
-    pub metrics: Arc<Metrics>,
+    pub(super) pbx: Arc<PbxSessions>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Sso {
+    /// The signed-in users' sessions (the admin API authenticates tenant administrators
+    /// with them and ends them when a binding goes).
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    /// Users' own PBX sessions, for the proxy's renewal on a 401.
+    pub fn pbx_sessions(&self) -> &Arc<PbxSessions> {
+        &self.pbx
+    }
+
+    /// The tenants' certificate key pairs.
+    pub fn tenant_keys(&self) -> &TenantKeys {
+        &self.keys
+    }
+
+    /// The secrets shared by the instances.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     pub async fn new(
         config: Arc<Config>,
         store: Store,
