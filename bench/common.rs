@@ -138,7 +138,7 @@ impl Database {
         std::fs::create_dir_all(data_dir).unwrap();
         let key = Self::master_key_path(data_dir);
         if !key.exists() {
-            let bytes = ms365_gateway::seal::Sealer::generate_key();
+            let bytes = ms365_gateway::Sealer::generate_key();
             std::fs::write(
                 &key,
                 base64::engine::general_purpose::STANDARD.encode(bytes),

@@ -38,7 +38,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod check;
+pub(crate) mod check;
 pub(crate) mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
@@ -50,18 +50,25 @@ pub(crate) mod fsutil;
 pub(crate) mod gateway;
 pub mod graph;
 pub mod keyring;
-pub mod metrics;
+pub(crate) mod metrics;
 pub(crate) mod ops;
 pub mod pbx;
 pub(crate) mod schedule;
-pub mod seal;
+pub(crate) mod seal;
 pub mod settings;
-pub mod signals;
+pub(crate) mod signals;
 pub mod sso;
 pub mod store;
 pub mod sync;
 pub mod tenant_keys;
-pub mod web;
+pub(crate) mod web;
 
+// The curated surface of the crate-private modules: what the binary, the tests, the
+// benches and the fuzz targets use of them.
+pub use check::describe as describe_config;
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayHandle, StartError};
+pub use metrics::{ListenerMetrics, Metrics};
+pub use seal::Sealer;
+pub use signals::forward_signals;
+pub use web::return_to::validate as validate_return_to;

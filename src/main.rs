@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ms365_gateway::{Config, Gateway, signals};
+use ms365_gateway::{Config, Gateway, forward_signals};
 use tokio_util::sync::CancellationToken;
 
 /// Microsoft 365 sign-in and directory sync in front of an IP-PBX.
@@ -370,7 +370,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         eprintln!("error: {}: {e}", path.display());
         return ExitCode::from(2);
     }
-    match ms365_gateway::check::describe(&config) {
+    match ms365_gateway::describe_config(&config) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -407,7 +407,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        let signals = tokio::spawn(signals::forward_signals(gateway.handle(), shutdown.clone()));
+        let signals = tokio::spawn(forward_signals(gateway.handle(), shutdown.clone()));
         for (addr, l) in gateway.listener_addrs().iter().zip(0..) {
             tracing::info!(%addr, listener = l, "listening");
         }

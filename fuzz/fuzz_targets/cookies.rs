@@ -5,8 +5,8 @@
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
+use ms365_gateway::Sealer;
 use ms365_gateway::sso::identity::strip_gateway_cookies;
-use ms365_gateway::seal::Sealer;
 use ms365_gateway::sso::session::{SESSION_COOKIE, session_cookie};
 
 fuzz_target!(|data: &[u8]| {
@@ -19,9 +19,9 @@ fuzz_target!(|data: &[u8]| {
         for v in headers.get_all(http::header::COOKIE) {
             let left = v.as_bytes();
             assert!(
-                !left
-                    .split(|b| *b == b';')
-                    .any(|p| p.trim_ascii().starts_with(format!("{SESSION_COOKIE}=").as_bytes())),
+                !left.split(|b| *b == b';').any(|p| p
+                    .trim_ascii()
+                    .starts_with(format!("{SESSION_COOKIE}=").as_bytes())),
                 "{left:?}"
             );
         }

@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(candidate) = std::str::from_utf8(data) else {
         return;
     };
-    let Some(accepted) = ms365_gateway::web::return_to::validate(candidate) else {
+    let Some(accepted) = ms365_gateway::validate_return_to(candidate) else {
         return;
     };
     let base = url::Url::parse("https://pbx.example.com/portal/").unwrap();

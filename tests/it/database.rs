@@ -116,7 +116,7 @@ async fn the_database_link_is_encrypted_when_asked_and_verified_when_required() 
     ];
     let toml = good_toml(&setup);
     let config = Config::from_toml(&setup.path("gateway.toml"), &toml, vars).unwrap();
-    let described = ms365_gateway::check::describe(&config).unwrap();
+    let described = ms365_gateway::describe_config(&config).unwrap();
     assert!(
         described.contains(
             "database link: encrypted and verified (sslmode=verify-full, system CA roots)"

@@ -188,8 +188,8 @@ async fn serve(sessions: Arc<Sessions>) -> SocketAddr {
         listener: Arc::from("pbx#0"),
         listener_index: 0,
         proto: "https",
-        metrics: Arc::new(ms365_gateway::metrics::ListenerMetrics::new(
-            Arc::new(ms365_gateway::metrics::Metrics::new()),
+        metrics: Arc::new(ms365_gateway::ListenerMetrics::new(
+            Arc::new(ms365_gateway::Metrics::new()),
             "pbx#0",
         )),
     };

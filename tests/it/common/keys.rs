@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use ms365_gateway::Sealer;
 use ms365_gateway::keyring::{GENERATED_KEY_FILE, Keyring, MasterKeySource};
-use ms365_gateway::seal::Sealer;
 use ms365_gateway::store::Store;
 
 /// The master key file of the test keyed by `data_dir`.
