@@ -32,6 +32,7 @@
 //! - [`clock`]: Unix-seconds wall-clock time.
 //! - [`signals`]: SIGTERM/SIGINT to shutdown, SIGHUP to certificate reload.
 //! - [`fsutil`]: owner-only files for secrets.
+//! - `log_writer`: log lines queued to one writer thread, never blocking a request.
 //! - `encoding`: hex and percent-encoding, written once.
 //! - [`web`]: what the gateway's pages and browser endpoints share: same-origin checks, the
 //!   post-login path check, embedded assets and page security headers.
@@ -50,6 +51,7 @@ pub(crate) mod fsutil;
 pub(crate) mod gateway;
 pub mod graph;
 pub mod keyring;
+pub(crate) mod log_writer;
 pub(crate) mod metrics;
 pub(crate) mod ops;
 pub mod pbx;
@@ -68,6 +70,7 @@ pub(crate) mod web;
 pub use check::describe as describe_config;
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayHandle, StartError};
+pub use log_writer::{DEFAULT_QUEUE_LINES, LogFlush, QueuedWriter, spawn as spawn_log_writer};
 pub use metrics::{ListenerMetrics, Metrics};
 pub use seal::Sealer;
 pub use signals::forward_signals;

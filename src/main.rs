@@ -134,7 +134,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    // Held to the end of main: dropping it writes out the lines still queued.
+    let _log_flush = init_logging(cli.log_format, &cli.log);
     ms365_gateway::edge::tls::install_default_crypto_provider();
     match cli.command {
         Command::Version => {
@@ -429,7 +430,9 @@ fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) ->
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
+/// Logs go through a queue to one writer thread (`log_writer`): the access log's line per
+/// request costs a worker no system call and never waits for a slow stderr.
+fn init_logging(format: LogFormat, filter: &str) -> ms365_gateway::LogFlush {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("warning: bad --log filter ({e}); using \"info\"");
         tracing_subscriber::EnvFilter::new("info")
@@ -438,14 +441,17 @@ fn init_logging(format: LogFormat, filter: &str) {
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
         std::env::var_os("NO_COLOR"),
     );
+    let (writer, flush) =
+        ms365_gateway::spawn_log_writer(std::io::stderr(), ms365_gateway::DEFAULT_QUEUE_LINES);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    flush
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 #     1 KiB body over keep-alive HTTP/1.1 (stands in for the PBX);
 #   * nginx (second instance, worker_processes 2): TLS + HTTP/1.1 + HTTP/2, proxy_pass to the
 #     upstream through an `upstream {}` block with `keepalive 64`;
-#   * the gateway (target/release/ms365-gateway, `--log warn`): TLS in front of the same
+#   * the gateway (target/release/ms365-gateway, `--log $GATEWAY_LOG`, by default `info`: the
+#     default configuration, access log included, written to a file): TLS in front of the same
 #     upstream; same self-signed P-256 certificate as nginx;
 #   * h2load over TLS with keep-alive against both, HTTP/1.1 (--h1, -m 1) and HTTP/2 (-m
 #     H2_STREAMS), duration based with a warm-up, interleaved A/B (the proxy that goes first
@@ -29,6 +30,7 @@
 #   UPSTREAM_KEEPALIVE=64   idle upstream connections each proxy keeps (nginx `keepalive`,
 #                           gateway `pool_max_idle_per_host`, whose default is 64 too)
 #   GATEWAY_BIN=path        gateway binary (default: target/release/ms365-gateway)
+#   GATEWAY_LOG=info        the gateway's --log filter; `warn` turns the access log off
 #   BUILD=auto|always|never auto: `cargo build --release` only if the binary is missing
 #   KEEP_TMP=1              keep the temporary directory (configs, logs, h2load output)
 #   QUIET_PCT=10            before each run, wait until other processes use at most this
@@ -61,6 +63,7 @@ NOISE_BUDGET=${NOISE_BUDGET:-60}
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO/target/release/ms365-gateway}
+GATEWAY_LOG=${GATEWAY_LOG:-info}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -397,7 +400,7 @@ pool_max_idle_per_host = $UPSTREAM_KEEPALIVE
 bind = "127.0.0.1:$ADMIN_PORT"
 EOF
 for v in $(compgen -e | grep '^MS365GW_' || true); do unset "$v"; done
-(cd "$T" && exec "$GATEWAY_BIN" --log warn run --config "$T/gateway.toml") >"$T/gateway.log" 2>&1 &
+(cd "$T" && exec "$GATEWAY_BIN" --log "$GATEWAY_LOG" run --config "$T/gateway.toml") >"$T/gateway.log" 2>&1 &
 GW_PID=$!
 PIDS+=("$GW_PID")
 for ((i = 0; ; i++)); do
@@ -596,7 +599,7 @@ cat <<EOF
 - date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - load average before the load phase: $LOADAVG_START
 - machine: $(nproc) CPUs, $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)
-- software: $GW_VERSION (\`--log warn\`), nginx $NGX_VERSION (upstream: $UPSTREAM_WORKERS worker, proxy: 2 workers), $(h2load --version 2>&1 | head -n1)
+- software: $GW_VERSION (\`--log $GATEWAY_LOG\`), nginx $NGX_VERSION (upstream: $UPSTREAM_WORKERS worker, proxy: 2 workers), $(h2load --version 2>&1 | head -n1)
 - TLS: nginx: ${TLS_INFO[nginx]:-?}; gateway: ${TLS_INFO[gateway]:-?} (P-256 self-signed certificate, same for both)
 - load: \`h2load -c $CONNECTIONS -t $H2LOAD_THREADS -D $DURATION --warm-up-time $WARMUP\`, h1: \`--h1 -m 1\`, h2: \`-m $H2_STREAMS\`; $ROUNDS rounds, interleaved A/B (first proxy alternates); load phase took ${ELAPSED}s ($REPEATED runs repeated because other processes were busy)
 - response: 1 KiB body from an upstream nginx over keep-alive HTTP/1.1; each proxy keeps up to $UPSTREAM_KEEPALIVE idle upstream connections
