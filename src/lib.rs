@@ -70,7 +70,7 @@ pub(crate) mod web;
 pub use check::describe as describe_config;
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayHandle, StartError};
-pub use log_writer::{DEFAULT_QUEUE_LINES, LogFlush, QueuedWriter, spawn as spawn_log_writer};
+pub use log_writer::{DEFAULT_BUFFER_BYTES, LogFlush, QueuedWriter, spawn as spawn_log_writer};
 pub use metrics::{ListenerMetrics, Metrics};
 pub use seal::Sealer;
 pub use signals::forward_signals;

@@ -1,79 +1,132 @@
-//! Where log lines go: a bounded queue in front of one writer thread, so that a request
-//! worker that logs (the access log writes a line per request) never makes a system call for
-//! it and never waits for stderr. The thread batches whatever is queued into one buffered
-//! write and flushes when the queue runs dry, so a quiet gateway's lines still appear at
-//! once. When the sink is slower than the lines arrive (a blocked pipe, a slow terminal), the
-//! queue fills and new lines are dropped rather than stalling requests; the thread then
-//! writes how many were lost. [`LogFlush`] drains the queue at exit.
+//! Where log lines go: one shared buffer in front of one writer thread, so that a request
+//! worker that logs (the access log writes a line per request) appends its formatted line
+//! to memory and never makes a system call for it or waits for stderr. While lines keep
+//! coming, the thread takes the whole buffer every [`BATCH_INTERVAL`] and writes it at once;
+//! when they stop it sleeps until the next line wakes it, so a quiet gateway's lines still
+//! appear at once. A sink slower than the gateway (a blocked pipe, a slow terminal) fills the
+//! buffer up to its limit, then lines are dropped rather than stalling requests, and the
+//! thread writes how many were lost. [`LogFlush`] writes out what is left at exit.
+//!
+//! Measured (docs/benchmarks.md): a queue of one buffer per line cost more than the
+//! unbuffered writes it replaced, because each line was allocated on a worker and freed on
+//! the writer thread; appending into a shared buffer whose capacity is reused allocates
+//! nothing per line.
 
 use std::io::{self, BufWriter, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-/// Lines queued at most; at ~200 bytes a line, about 3 MiB.
-pub const DEFAULT_QUEUE_LINES: usize = 16_384;
+/// Bytes of log lines held at most while the sink is behind (about 20,000 access lines).
+pub const DEFAULT_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
-/// What the queue carries: a line, or the request to stop after the lines before it.
-enum Item {
-    Line(Vec<u8>),
-    Stop,
+/// How long lines gather between two writes while they keep coming: the most a line waits.
+const BATCH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// What the workers and the writer thread share.
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    /// The thread waits on `wake`: the next line must notify it.
+    waiting: AtomicBool,
+    dropped: AtomicU64,
+    limit: usize,
 }
 
-/// A `tracing_subscriber` writer factory: each event is formatted into its own buffer,
-/// which is queued in one piece when the event is done.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    stop: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn append(&self, line: &[u8]) {
+        {
+            let mut pending = self.lock();
+            if pending.stop {
+                return;
+            }
+            if pending.bytes.len() + line.len() > self.limit {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            pending.bytes.extend_from_slice(line);
+        }
+        if self.waiting.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Swaps the pending bytes into `batch` (whose capacity the workers reuse next); waits
+    /// while there are none. True when asked to stop.
+    fn take(&self, batch: &mut Vec<u8>) -> bool {
+        let mut pending = self.lock();
+        while pending.bytes.is_empty() && !pending.stop {
+            self.waiting.store(true, Ordering::Release);
+            pending = self.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+        }
+        std::mem::swap(&mut pending.bytes, batch);
+        pending.stop
+    }
+}
+
+/// A `tracing_subscriber` writer factory. The formatter hands each event's whole line to one
+/// `write`, which appends it to the shared buffer in one piece.
 #[derive(Clone)]
 pub struct QueuedWriter {
-    queue: SyncSender<Item>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
-/// Stops the writer thread after it wrote every line queued before; on drop.
+/// Stops the writer thread after it wrote every line appended before; on drop.
 pub struct LogFlush {
-    queue: SyncSender<Item>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Starts the writer thread on `sink`, with room for `queue_lines` lines.
-pub fn spawn<W: Write + Send + 'static>(sink: W, queue_lines: usize) -> (QueuedWriter, LogFlush) {
-    let (queue, lines) = sync_channel(queue_lines.max(1));
-    let dropped = Arc::new(AtomicU64::new(0));
-    let counter = dropped.clone();
+/// Starts the writer thread on `sink`, holding at most `limit` bytes while it is behind.
+pub fn spawn<W: Write + Send + 'static>(sink: W, limit: usize) -> (QueuedWriter, LogFlush) {
+    let shared = Arc::new(Shared {
+        pending: Mutex::new(Pending::default()),
+        wake: Condvar::new(),
+        waiting: AtomicBool::new(false),
+        dropped: AtomicU64::new(0),
+        limit: limit.max(1),
+    });
+    let for_thread = shared.clone();
     let thread = std::thread::Builder::new()
         .name("log writer".into())
-        .spawn(move || write_lines(lines, BufWriter::with_capacity(64 * 1024, sink), &counter))
+        .spawn(move || write_batches(&for_thread, BufWriter::with_capacity(64 * 1024, sink)))
         .expect("a thread for the log writer");
     let writer = QueuedWriter {
-        queue: queue.clone(),
-        dropped,
+        shared: shared.clone(),
     };
     let flush = LogFlush {
-        queue,
+        shared,
         thread: Some(thread),
     };
     (writer, flush)
 }
 
-/// The thread: write what is queued, flush when nothing more is, report losses.
-fn write_lines<W: Write>(lines: Receiver<Item>, mut out: BufWriter<W>, dropped: &AtomicU64) {
+/// The thread: take what is pending, write it, report losses, let the next batch gather.
+fn write_batches<W: Write>(shared: &Shared, mut out: BufWriter<W>) {
+    let mut batch = Vec::new();
     let mut reported = 0;
-    while let Ok(first) = lines.recv() {
-        let mut next = Some(first);
-        while let Some(item) = next {
-            match item {
-                // Write errors have nowhere to be reported: the log is where they would go.
-                Item::Line(line) => drop(out.write_all(&line)),
-                Item::Stop => {
-                    report_drops(&mut out, dropped, &mut reported);
-                    let _ = out.flush();
-                    return;
-                }
-            }
-            next = lines.try_recv().ok();
-        }
-        report_drops(&mut out, dropped, &mut reported);
+    loop {
+        let stop = shared.take(&mut batch);
+        // Write errors have nowhere to be reported: the log is where they would go.
+        let _ = out.write_all(&batch);
+        batch.clear();
+        report_drops(&mut out, &shared.dropped, &mut reported);
         let _ = out.flush();
+        if stop {
+            return;
+        }
+        std::thread::sleep(BATCH_INTERVAL);
     }
 }
 
@@ -90,21 +143,15 @@ fn report_drops<W: Write>(out: &mut W, dropped: &AtomicU64, reported: &mut u64) 
 }
 
 impl QueuedWriter {
-    /// Lines dropped so far because the queue was full.
+    /// Lines dropped so far because the buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 }
 
-/// One event's line, queued when the formatter is done with it.
-pub struct LineWriter {
-    line: Vec<u8>,
-    writer: QueuedWriter,
-}
-
-impl Write for LineWriter {
+impl Write for &QueuedWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.line.extend_from_slice(buf);
+        self.shared.append(buf);
         Ok(buf.len())
     }
 
@@ -113,40 +160,19 @@ impl Write for LineWriter {
     }
 }
 
-impl Drop for LineWriter {
-    fn drop(&mut self) {
-        if self.line.is_empty() {
-            return;
-        }
-        let line = std::mem::take(&mut self.line);
-        match self.writer.queue.try_send(Item::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.writer.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            // After LogFlush: the process is ending, and the line has nowhere to go.
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-}
-
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueuedWriter {
-    type Writer = LineWriter;
+    type Writer = &'a QueuedWriter;
 
-    fn make_writer(&'a self) -> LineWriter {
-        LineWriter {
-            line: Vec::with_capacity(256),
-            writer: self.clone(),
-        }
+    fn make_writer(&'a self) -> &'a QueuedWriter {
+        self
     }
 }
 
 impl Drop for LogFlush {
     fn drop(&mut self) {
-        // Blocking here is right: the lines before this point should reach the sink.
-        if self.queue.send(Item::Stop).is_ok()
-            && let Some(thread) = self.thread.take()
-        {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
@@ -156,7 +182,7 @@ impl Drop for LogFlush {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::sync::mpsc::{Sender, channel};
+    use std::sync::mpsc::{Receiver, Sender, channel};
 
     /// A sink that holds its first write until told to go on, and keeps what it gets.
     struct HeldSink {
@@ -197,32 +223,28 @@ mod tests {
             release: Some(held),
             entered: Some(entered_tx),
         };
-        let (writer, flush) = spawn(sink, 4);
-        // The first line is taken by the thread, which then blocks inside the sink (the
-        // buffer is bypassed for a write no smaller than itself).
-        log_line(&writer, &format!("{}\n", "x".repeat(64 * 1024)));
+        let (writer, flush) = spawn(sink, 64);
+        // The thread takes the first line and blocks in the sink when it flushes it.
+        log_line(&writer, "first\n");
         entered.recv().unwrap();
-        // The sink is stuck: the queue takes 4 lines, the rest are dropped, and none of
-        // these calls waits (a blocking call would hang the test here).
+        // The sink is stuck: 64 bytes hold "line 0\n" to "line 8\n" (7 bytes each), the
+        // rest are dropped, and none of these calls waits (one that did would hang here).
         for i in 0..100 {
             log_line(&writer, &format!("line {i}\n"));
         }
-        assert_eq!(writer.dropped(), 96);
+        assert_eq!(writer.dropped(), 91);
         release.send(()).unwrap();
         drop(flush);
         let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
-        for i in 0..4 {
+        assert!(text.starts_with("first\n"), "{text}");
+        for i in 0..9 {
             assert!(
                 text.contains(&format!("line {i}\n")),
-                "queued line {i} written"
+                "held line {i} written"
             );
         }
-        assert!(!text.contains("line 4\n"), "line 4 was dropped");
-        assert!(
-            text.contains("96 log lines dropped"),
-            "{}",
-            &text[64 * 1024..]
-        );
+        assert!(!text.contains("line 9\n"), "line 9 was dropped: {text}");
+        assert!(text.contains("91 log lines dropped"), "{text}");
     }
 
     #[test]
@@ -233,7 +255,7 @@ mod tests {
             release: None,
             entered: None,
         };
-        let (writer, flush) = spawn(sink, 1024);
+        let (writer, flush) = spawn(sink, 1 << 20);
         for i in 0..500 {
             log_line(&writer, &format!("{i}\n"));
         }

@@ -134,7 +134,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Held to the end of main: dropping it writes out the lines still queued.
+    // Held to the end of main: dropping it writes out the lines still pending.
     let _log_flush = init_logging(cli.log_format, &cli.log);
     ms365_gateway::edge::tls::install_default_crypto_provider();
     match cli.command {
@@ -430,7 +430,7 @@ fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) ->
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-/// Logs go through a queue to one writer thread (`log_writer`): the access log's line per
+/// Logs go through a shared buffer to one writer thread (`log_writer`): the access log's line per
 /// request costs a worker no system call and never waits for a slow stderr.
 fn init_logging(format: LogFormat, filter: &str) -> ms365_gateway::LogFlush {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
@@ -442,7 +442,7 @@ fn init_logging(format: LogFormat, filter: &str) -> ms365_gateway::LogFlush {
         std::env::var_os("NO_COLOR"),
     );
     let (writer, flush) =
-        ms365_gateway::spawn_log_writer(std::io::stderr(), ms365_gateway::DEFAULT_QUEUE_LINES);
+        ms365_gateway::spawn_log_writer(std::io::stderr(), ms365_gateway::DEFAULT_BUFFER_BYTES);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
