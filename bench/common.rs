@@ -23,6 +23,48 @@ pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The emulator (`ms365-gateway emulator`) as its own process; killed when dropped.
+pub struct EmulatorProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the emulator seeded with `seed` (`users=…,contacts=…`) and waits until it answers.
+pub async fn start_emulator(seed: &str) -> EmulatorProcess {
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ms365-gateway"))
+        .args(["--log", "warn", "emulator", "--bind"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--seed", seed])
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let emulator = EmulatorProcess {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..1200 {
+        let up = http
+            .get(format!("{}/_emulator/tenants", emulator.base))
+            .send()
+            .await;
+        if up.is_ok_and(|r| r.status().is_success()) {
+            return emulator;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the emulator did not come up");
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -14,12 +14,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{Database, env_num, own_peak_rss_mb, own_rss_mb, peak_rss_mb, reset_own_peak_rss};
+use common::{
+    Database, EmulatorProcess, env_num, own_peak_rss_mb, own_rss_mb, peak_rss_mb,
+    reset_own_peak_rss, start_emulator,
+};
 use ms365_gateway::config::TenantSeed;
 use ms365_gateway::entra::credential::KeyBits;
 use ms365_gateway::keyring::Keyring;
@@ -33,50 +35,6 @@ use serde_json::{Value, json};
 
 const DIRECTORY: &str = "3f0a1b2c-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 
-/// The emulator process; killed when dropped.
-struct EmulatorProcess {
-    child: Child,
-    base: String,
-}
-
-impl Drop for EmulatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_emulator(users: usize, contacts: usize) -> EmulatorProcess {
-    let port = common::free_port();
-    let seed = format!(
-        "users={users},contacts={contacts},photos=0.5,tenant={DIRECTORY},domain=big.onmicrosoft.com,seed=5"
-    );
-    let child = Command::new(env!("CARGO_BIN_EXE_ms365-gateway"))
-        .args(["--log", "warn", "emulator", "--bind"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--seed", &seed])
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let emulator = EmulatorProcess {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..1200 {
-        if http
-            .get(format!("{}/_emulator/tenants", emulator.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return emulator;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the emulator did not come up");
-}
-
 struct World {
     emulator: EmulatorProcess,
     http: reqwest::Client,
@@ -87,7 +45,10 @@ struct World {
 
 async fn setup(db: &Database, users: usize, contacts: usize) -> World {
     let started = Instant::now();
-    let emulator = start_emulator(users, contacts).await;
+    let seed = format!(
+        "users={users},contacts={contacts},photos=0.5,tenant={DIRECTORY},domain=big.onmicrosoft.com,seed=5"
+    );
+    let emulator = start_emulator(&seed).await;
     eprintln!(
         "emulator up in {:.1} s (pid {})",
         started.elapsed().as_secs_f64(),

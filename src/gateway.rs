@@ -78,6 +78,11 @@ pub struct Gateway {
     admin_api: Arc<crate::admin::AdminState>,
     /// Sign-in (for its key reload task).
     sso: Arc<crate::sso::Sso>,
+    /// Graph change notifications: the endpoint's state and its task.
+    realtime: (
+        Arc<crate::realtime::Realtime>,
+        crate::realtime::RealtimeTask,
+    ),
 }
 
 /// A way to reach a running gateway from outside (signal handlers, tests).
@@ -157,19 +162,28 @@ impl Gateway {
         if let Err(e) = sso.tenant_keys().import_key_files(&config.data_dir).await {
             tracing::warn!(error = %e, "cannot import the tenant key files of an earlier version");
         }
+        let lease_owner = crate::sync::lease::instance_id();
         let sync_worker = crate::sync::worker::SyncWorker::new(
             config.clone(),
             store.clone(),
-            keyring,
+            keyring.clone(),
             stop.graceful.clone(),
         )
         .with_concurrency(config.sync.concurrency)
         .with_metrics(metrics.clone())
         .with_schedule_tick(config.sync.schedule_check_interval)
         .with_lease(crate::sync::lease::LeaseConfig {
-            owner: crate::sync::lease::instance_id(),
+            owner: lease_owner.clone(),
             ttl: config.sync.lease_ttl,
         });
+        let (realtime, realtime_task) = crate::realtime::Realtime::new(
+            store.clone(),
+            keyring,
+            metrics.clone(),
+            sync_worker.handle(),
+            lease_owner,
+            config.sync.subscription_check_interval,
+        );
         let admin_api = Arc::new(crate::admin::AdminState::new(
             config.clone(),
             store.clone(),
@@ -195,8 +209,14 @@ impl Gateway {
                 None => None,
             };
             let socket = bind(l.bind, &format!("listener[{}].bind", l.index)).await?;
-            let router =
-                listener_router(l, &config, upstream.clone(), sso.clone(), admin_api.clone());
+            let router = listener_router(
+                l,
+                &config,
+                upstream.clone(),
+                sso.clone(),
+                admin_api.clone(),
+                realtime.clone(),
+            );
             let ctx = ListenerContext {
                 name: l.name().into(),
                 index: l.index,
@@ -229,6 +249,7 @@ impl Gateway {
             sync_worker,
             admin_api,
             sso,
+            realtime: (realtime, realtime_task),
         })
     }
 
@@ -284,6 +305,7 @@ impl Gateway {
             sync_worker,
             admin_api,
             sso,
+            realtime,
         } = self;
         let connections = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
@@ -322,6 +344,9 @@ impl Gateway {
         );
         tasks.push(("certificate reloader".into(), tokio::spawn(reload)));
         tasks.push(("sync worker".into(), tokio::spawn(sync_worker.run())));
+        let (realtime, realtime_task) = realtime;
+        let notifications = realtime.run(realtime_task, stop.graceful.clone());
+        tasks.push(("graph notifications".into(), tokio::spawn(notifications)));
         let purge = admin_api
             .sessions
             .clone()
@@ -394,6 +419,7 @@ fn listener_router(
     upstream: Upstream,
     sso: Arc<crate::sso::Sso>,
     admin_api: Arc<crate::admin::AdminState>,
+    realtime: Arc<crate::realtime::Realtime>,
 ) -> Router {
     let target = UpstreamTarget::new(listener.upstream.as_ref().unwrap_or(&config.upstream.url));
     let route = Arc::new(ProxyRoute {
@@ -406,6 +432,7 @@ fn listener_router(
         .fallback(proxy_handler)
         .with_state(route);
     crate::sso::routes(sso)
+        .merge(crate::realtime::routes(realtime))
         .merge(crate::admin::router(admin_api))
         .merge(proxied)
 }

@@ -22,6 +22,8 @@
 //! - [`schedule`]: the sync schedule: cron expressions in a tenant's time zone.
 //! - [`seal`]: AES-256-GCM sealing with rotating key ids (cookies, the keyring).
 //! - [`sso`]: sign-in with Microsoft and PBX sessions.
+//! - [`realtime`]: Graph change notifications on the public listener, queued for targeted
+//!   runs.
 //! - [`sync`]: one-way directory sync, Microsoft 365 → PBX (users → extensions), run records.
 //! - [`store`]: SQLite (embedded default) or PostgreSQL (several instances) behind one
 //!   driver-neutral type; migrations; the tables instances coordinate through.
@@ -55,6 +57,7 @@ pub(crate) mod log_writer;
 pub(crate) mod metrics;
 pub(crate) mod ops;
 pub mod pbx;
+pub mod realtime;
 pub(crate) mod schedule;
 pub(crate) mod seal;
 pub mod settings;

@@ -117,6 +117,36 @@ impl AdminSignIn {
     }
 }
 
+/// Beyond PortSIP: `realtime`, Microsoft Graph change notifications. Microsoft pushes
+/// changes to the gateway's public listener and a targeted run follows within seconds; the
+/// schedule keeps running as the safety net.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Realtime {
+    pub enabled: bool,
+    /// Notifications of a tenant are gathered this long before one run answers them all.
+    pub debounce_seconds: u32,
+    /// Personal mailboxes get a contacts subscription each only while the shared and
+    /// personal mailboxes in scope number at most this (Microsoft limits subscriptions per
+    /// mailbox and per app; a large tenant's personal contacts stay on the schedule).
+    pub max_mailbox_subscriptions: u32,
+}
+
+/// Longest `realtime.debounce_seconds`.
+pub const MAX_DEBOUNCE_SECONDS: u32 = 300;
+/// Largest `realtime.max_mailbox_subscriptions`.
+pub const MAX_MAILBOX_SUBSCRIPTIONS: u32 = 10_000;
+
+impl Default for Realtime {
+    fn default() -> Self {
+        Realtime {
+            enabled: true,
+            debounce_seconds: 2,
+            max_mailbox_subscriptions: 100,
+        }
+    }
+}
+
 /// The whole document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -146,6 +176,8 @@ pub struct Ms365Settings {
     pub webrtc_landing_path: ReturnPath,
     /// Beyond PortSIP: whose PBX session a Microsoft sign-in opens (`[pbx] kind = "portsip"`).
     pub pbx_sign_in: PbxSignIn,
+    /// Beyond PortSIP: change notifications (see [`Realtime`]).
+    pub realtime: Realtime,
 }
 
 impl Default for Ms365Settings {
@@ -168,6 +200,7 @@ impl Default for Ms365Settings {
             portal_landing_path: ReturnPath::parse("/portal/").expect("a safe path"),
             webrtc_landing_path: ReturnPath::parse("/webrtc/").expect("a safe path"),
             pbx_sign_in: PbxSignIn::CreatedUsersOnly,
+            realtime: Realtime::default(),
         }
     }
 }
@@ -204,6 +237,19 @@ impl Ms365Settings {
             return field(
                 "users.starting_extension_number",
                 "3 to 13 digits without a leading zero",
+            );
+        }
+        let rt = &self.realtime;
+        if !(1..=MAX_DEBOUNCE_SECONDS).contains(&rt.debounce_seconds) {
+            return field(
+                "realtime.debounce_seconds",
+                &format!("1 to {MAX_DEBOUNCE_SECONDS} seconds"),
+            );
+        }
+        if rt.max_mailbox_subscriptions > MAX_MAILBOX_SUBSCRIPTIONS {
+            return field(
+                "realtime.max_mailbox_subscriptions",
+                &format!("0 to {MAX_MAILBOX_SUBSCRIPTIONS}"),
             );
         }
         for (name, list) in [
@@ -295,6 +341,13 @@ mod tests {
             "users.starting_extension_number"
         );
         s.users.starting_extension_number.clear();
+        s.realtime.debounce_seconds = 0;
+        assert_eq!(s.validate().unwrap_err().0, "realtime.debounce_seconds");
+        s.realtime.debounce_seconds = 3;
+        s.realtime.max_mailbox_subscriptions = MAX_MAILBOX_SUBSCRIPTIONS + 1;
+        let (field, message) = s.validate().unwrap_err();
+        assert_eq!(field, "realtime.max_mailbox_subscriptions", "{message}");
+        s.realtime = Realtime::default();
         s.shared_mailbox.selected_users = vec!["".into()];
         assert_eq!(s.validate().unwrap_err().0, "shared_mailbox.selected_users");
         assert!(serde_json::from_str::<Ms365Settings>(r#"{"national_cloud":"MARS"}"#).is_err());

@@ -277,6 +277,11 @@
 
   function readControl(control) {
     if (control.type === 'checkbox') return control.checked;
+    // A number field left unreadable is sent as text, so the server names the field.
+    if (control.dataset.kind === 'number') {
+      const text = control.value.trim();
+      return /^\d+$/.test(text) ? Number(text) : text;
+    }
     if (control.dataset.kind === 'lines') {
       return control.value
         .split(/\r?\n/)
@@ -530,6 +535,7 @@
     $('overview-next-run').textContent =
       sync.mode === 'MANUAL' ? 'Manual only' : formatTime(sync.next_run) || '–';
     renderPbx(s.pbx || {});
+    renderRealtime(s.realtime || {});
 
     const cert = s.certificate;
     $('cert-thumbprint').textContent = cert ? cert.thumbprint || '–' : '–';
@@ -571,6 +577,14 @@
     out.title = pbx.checked_at ? 'Checked ' + formatTime(pbx.checked_at) : '';
     out.className = pbx.state === 'error' ? 'soon' : '';
     renderPbxSessions((pbx.sign_in && pbx.sign_in.sessions) || []);
+  }
+
+  /** Real-time updates (Graph change notifications): on or off, and why, as the server words it. */
+  function renderRealtime(rt) {
+    const out = $('overview-realtime');
+    out.textContent = rt.summary || '–';
+    out.title = rt.last_renewal ? 'Last renewal ' + formatTime(rt.last_renewal) : '';
+    out.className = rt.state === 'off' && rt.enabled ? 'soon' : '';
   }
 
   /** Live sessions by PBX state: how many users the PBX knows, and why it does not know the rest. */

@@ -86,6 +86,8 @@ pub(super) async fn update_settings(
     next.validate()
         .map_err(|(field, message)| ApiError::validation(field, message))?;
     state.store.save_ms365_settings(&tenant.id, &next).await?;
+    // Real-time updates follow the settings (turned on or off, mailboxes in scope).
+    let _ = state.sync.request_maintenance(&tenant.id);
     tracing::info!(tenant = %tenant.id, "Microsoft 365 settings changed");
     Ok(next)
 }

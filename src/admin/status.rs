@@ -53,6 +53,10 @@ pub async fn get_status(
     if pbx["kind"] == "portsip" {
         pbx["sign_in"] = pbx_sign_in_json(&state, &tenant.id, &settings).await?;
     }
+    let realtime = realtime_json(&state.store, &tenant.id, &settings, now).await?;
+    if let Some(w) = realtime["warning"].as_str() {
+        warnings.push(w.to_string());
+    }
     let running = state.sync.is_busy(&tenant.id)
         || runs.first().is_some_and(|r| r.status == RunStatus::Running);
     Ok(axum::Json(json!({
@@ -68,7 +72,78 @@ pub async fn get_status(
             "last_run": runs.first().map(run_json),
         },
         "pbx": pbx,
+        "realtime": realtime,
     })))
+}
+
+/// Silence after which real-time updates are reported as possibly broken: renewals happen
+/// at half a subscription's lifetime (days), so none for this long means they fail.
+const REALTIME_SILENCE: i64 = 4 * 86_400;
+
+/// Real-time updates: on or off and why, the subscriptions, the last notification and
+/// renewal, in a line the page shows as is.
+async fn realtime_json(
+    store: &Store,
+    tenant_id: &str,
+    settings: &crate::settings::Ms365Settings,
+    now: DateTime<Utc>,
+) -> Result<Value, ApiError> {
+    let subscriptions = store.subscriptions(tenant_id).await?;
+    let active = subscriptions.iter().filter(|s| s.active).count();
+    let status = store.realtime_status(tenant_id).await?;
+    let last = |at: i64| (at > 0).then(|| rfc3339(at));
+    let (last_notification, last_renewal) = status
+        .as_ref()
+        .map_or((0, 0), |s| (s.last_notification, s.last_renewal));
+    let state = match (&status, active) {
+        _ if !settings.realtime.enabled => "off",
+        (None, _) => "pending",
+        (Some(_), 0) => "off",
+        (Some(_), _) => "on",
+    };
+    let mut summary = match &status {
+        _ if !settings.realtime.enabled => {
+            "real-time updates: off (realtime.enabled is false)".into()
+        }
+        None => "real-time updates: not set up yet (after \"Test connection\" succeeds)".into(),
+        Some(s) => format!("real-time updates: {}", s.message),
+    };
+    if state == "on" {
+        summary.push_str(&match last_notification {
+            0 => ", no notification yet".to_string(),
+            at => format!(", last notification {}", ago(now.timestamp() - at)),
+        });
+    }
+    let latest = last_notification.max(last_renewal);
+    let warning = (state == "on" && latest > 0 && now.timestamp() - latest > REALTIME_SILENCE)
+        .then(|| format!(
+            "Real-time updates: no notification and no renewal for {}; Microsoft may no longer reach the notification URL. Scheduled sync keeps working.",
+            ago(now.timestamp() - latest).trim_end_matches(" ago")
+        ));
+    Ok(json!({
+        "enabled": settings.realtime.enabled,
+        "debounce_seconds": settings.realtime.debounce_seconds,
+        "max_mailbox_subscriptions": settings.realtime.max_mailbox_subscriptions,
+        "state": state,
+        "summary": summary,
+        "message": status.as_ref().map(|s| s.message.clone()),
+        "subscriptions": active,
+        "failed": subscriptions.len() - active,
+        "last_notification": last(last_notification),
+        "last_renewal": last(last_renewal),
+        "checked_at": status.as_ref().map(|s| rfc3339(s.checked_at)),
+        "warning": warning,
+    }))
+}
+
+/// "2 min ago", "3 h ago", "5 days ago".
+fn ago(seconds: i64) -> String {
+    match seconds.max(0) {
+        s if s < 90 => format!("{s} s ago"),
+        s if s < 5_400 => format!("{} min ago", s / 60),
+        s if s < 172_800 => format!("{} h ago", s / 3600),
+        s => format!("{} days ago", s / 86_400),
+    }
 }
 
 /// The PBX connection: kind, API URL, and how the last conversation with it went. The
@@ -248,6 +323,10 @@ pub async fn test_connection(
 ) -> Result<axum::Json<Value>, ApiError> {
     let checks = run_checks(&state, &scope.tenant.id).await;
     let ok = checks.iter().all(|c| c.ok);
+    if ok {
+        // Subscriptions are created once the tenant is known to reach Microsoft.
+        let _ = state.sync.request_maintenance(&scope.tenant.id);
+    }
     Ok(axum::Json(json!({ "ok": ok, "checks": checks })))
 }
 

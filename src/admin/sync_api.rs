@@ -57,9 +57,12 @@ pub async fn sync_now(
         ));
     }
     // Another instance running this tenant answers the request (one run cluster-wide).
-    if !state.sync.is_busy(&scope.tenant.id)
+    if !state.sync.holds_tenant(&scope.tenant.id)
         && let Some(holder) = state.store.sync_lease(&scope.tenant.id).await?
         && holder.expires_at >= crate::store::now_epoch()
+        && !holder
+            .owner
+            .ends_with(crate::sync::lease::MAINTENANCE_SUFFIX)
     {
         let body = json!({ "outcome": "coalesced_into_running", "instance": holder.owner });
         return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());

@@ -83,6 +83,9 @@ pub struct SyncConfig {
     pub lease_ttl: Duration,
     /// How often schedules and orphaned runs are checked (default 30 s).
     pub schedule_check_interval: Duration,
+    /// How often tenants' Graph subscriptions are checked for renewal or change
+    /// (default 30 s).
+    pub subscription_check_interval: Duration,
     /// Tenants synced at once by this instance (default 2).
     pub concurrency: usize,
 }

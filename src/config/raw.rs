@@ -115,6 +115,7 @@ pub struct RawSso {
 pub struct RawSync {
     pub lease_ttl: Option<String>,
     pub schedule_check_interval: Option<String>,
+    pub subscription_check_interval: Option<String>,
     pub concurrency: Option<usize>,
 }
 

@@ -326,6 +326,18 @@ fn sync(raw: super::raw::RawSync, o: &Origin<'_>) -> Result<super::SyncConfig, C
             "must be between 100ms and 60s",
         ));
     }
+    let subscriptions = duration(
+        raw.subscription_check_interval,
+        Duration::from_secs(30),
+        "sync.subscription_check_interval",
+        o,
+    )?;
+    if subscriptions < Duration::from_millis(100) || subscriptions > Duration::from_secs(3600) {
+        return Err(o.invalid(
+            "sync.subscription_check_interval",
+            "must be between 100ms and 1h",
+        ));
+    }
     let concurrency = raw.concurrency.unwrap_or(2);
     if concurrency == 0 {
         return Err(o.invalid("sync.concurrency", "must be at least 1"));
@@ -333,6 +345,7 @@ fn sync(raw: super::raw::RawSync, o: &Origin<'_>) -> Result<super::SyncConfig, C
     Ok(super::SyncConfig {
         lease_ttl,
         schedule_check_interval: check,
+        subscription_check_interval: subscriptions,
         concurrency,
     })
 }

@@ -199,6 +199,7 @@ pub async fn start(
             return Err(e);
         }
     };
+    trust_own_certificate(&config, &services.emulator.emulator);
     let (store, worker) = (gateway.store().clone(), gateway.sync_worker());
     let keyring = gateway.keyring().clone();
     let admin_addr = gateway.admin_addr();
@@ -219,6 +220,24 @@ pub async fn start(
         Err(e) => {
             running.stop().await?;
             Err(e)
+        }
+    }
+}
+
+/// Lets the emulator deliver change notifications to the demo gateway as Microsoft would
+/// to a real one: over HTTPS to the pbx listener's public URL, whose self-signed
+/// certificate the emulator is told to trust (Microsoft would require a public CA).
+fn trust_own_certificate(config: &Config, emulator: &Emulator) {
+    let Some(listener) = config.listeners.first() else {
+        return;
+    };
+    let loader =
+        crate::edge::tls::CertLoader::new(crate::edge::tls::crypto_provider(), &config.data_dir);
+    let (cert, _) = loader.self_signed_paths(listener);
+    match std::fs::read_to_string(&cert) {
+        Ok(pem) => emulator.trust_notification_ca(&pem),
+        Err(e) => {
+            tracing::warn!(path = %cert.display(), error = %e, "real-time updates stay off in the demo: the certificate is unreadable")
         }
     }
 }

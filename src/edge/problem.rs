@@ -27,6 +27,12 @@ pub enum HttpError {
     /// Every connection slot is taken (`[server] max_connections`).
     #[error("too many open connections; try again shortly")]
     Busy,
+    #[error("the request body is larger than the {limit} bytes allowed")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("too many requests from this address; try again later")]
+    RateLimited,
 }
 
 impl HttpError {
@@ -38,6 +44,9 @@ impl HttpError {
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::NotReady(_) | HttpError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::SlowRequest => StatusCode::REQUEST_TIMEOUT,
+            HttpError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -52,6 +61,9 @@ impl HttpError {
             HttpError::NotReady(_) => "NOT_READY",
             HttpError::SlowRequest => "REQUEST_TIMEOUT",
             HttpError::Busy => "BUSY",
+            HttpError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            HttpError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            HttpError::RateLimited => "RATE_LIMITED",
         }
     }
 

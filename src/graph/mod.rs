@@ -8,6 +8,7 @@
 //! - [`paging`]: pages, `@odata.nextLink` / `@odata.deltaLink`, [`PageStream`].
 //! - [`resources`]: first URLs of the collections the sync reads, photo calls.
 //! - [`batch`]: JSON `$batch` with per-item throttling retries.
+//! - [`subscriptions`]: change-notification subscriptions (create, renew, delete).
 //! - [`mailbox`]: the per-mailbox concurrency limiter.
 //! - [`model`]: `User`, `Contact`, `PhotoMeta`, `Page`.
 //! - [`error`]: [`GraphError`], the typed failures.
@@ -20,6 +21,7 @@ pub mod model;
 pub mod paging;
 pub mod resources;
 pub mod retry;
+pub mod subscriptions;
 
 #[cfg(test)]
 mod tests;

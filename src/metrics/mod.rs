@@ -50,6 +50,17 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// The outcomes of a received change notification (label values of `graph_notifications`).
+pub const NOTIFICATION_OUTCOMES: [&str; 7] = [
+    "accepted",
+    "unknown_subscription",
+    "client_state_mismatch",
+    "malformed",
+    "too_large",
+    "rate_limited",
+    "overloaded",
+];
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~65 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
@@ -68,6 +79,9 @@ pub struct Metrics {
     pub cert_reloads: Family<KindLabels, Counter>,
     /// Users' own PBX sessions opened, renewed, refused, by outcome.
     pub pbx_sessions: Family<OutcomeLabels, Counter>,
+    /// Graph change notifications received, by outcome (`accepted`, `unknown_subscription`,
+    /// `client_state_mismatch`, `malformed`, `too_large`, `rate_limited`, `overloaded`).
+    pub notifications: Family<OutcomeLabels, Counter>,
     pub sign_in: sign_in::SignInMetrics,
     pub sync: sync::SyncMetrics,
     /// Metrics named without the `ms365_gateway_` prefix, as documented for alerting.
@@ -144,6 +158,15 @@ impl Metrics {
             "Users' own PBX sessions at Microsoft sign-in and renewal, by outcome",
             pbx_sessions.clone(),
         );
+        let notifications = Family::default();
+        registry.register(
+            "graph_notifications",
+            "Microsoft Graph change notifications received, by outcome",
+            notifications.clone(),
+        );
+        for outcome in NOTIFICATION_OUTCOMES {
+            let _ = notifications.get_or_create(&OutcomeLabels { outcome });
+        }
         // Every kind exists from the start (at 0), so rate() and alerts see the series.
         for kind in ["connect", "timeout", "protocol"] {
             let _ = upstream_errors.get_or_create(&KindLabels { kind });
@@ -170,6 +193,7 @@ impl Metrics {
             connections_total,
             cert_reloads,
             pbx_sessions,
+            notifications,
             sign_in,
             sync,
         }

@@ -90,6 +90,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: super::admin_tokens::EXPIRY_MIGRATION,
         postgres: super::admin_tokens::EXPIRY_MIGRATION,
     },
+    Migration {
+        version: 13,
+        name: "graph_subscriptions",
+        sqlite: super::realtime::MIGRATION,
+        postgres: super::realtime::MIGRATION,
+    },
 ];
 
 const TENANTS: &str = "

@@ -16,6 +16,7 @@ mod migrations;
 mod ms365;
 mod pbx_links;
 mod photos;
+mod realtime;
 mod sessions;
 mod sync_runs;
 mod tenants;
@@ -40,6 +41,7 @@ pub use migrations::LATEST_VERSION;
 pub use ms365::{DirectoryUser, Role};
 pub use pbx_links::{ImportedPbxUser, PbxLink, PbxLinkKind, PbxStatus};
 pub use photos::StoredPhoto;
+pub use realtime::{RealtimeStatus, StoredSubscription, client_state_name};
 pub use sessions::{SessionPbx, SessionRecord};
 pub use sync_runs::{
     EntityCounts, ItemError, ItemOutcome, MAX_RUN_ERRORS, PhaseOutcome, RunOutcome, RunStatus,

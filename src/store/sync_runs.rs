@@ -60,6 +60,8 @@ pub enum RunTrigger {
     Manual,
     Cli,
     Api,
+    /// Microsoft Graph change notifications: a targeted run.
+    Notification,
 }
 
 impl RunTrigger {
@@ -69,6 +71,7 @@ impl RunTrigger {
             RunTrigger::Manual => "manual",
             RunTrigger::Cli => "cli",
             RunTrigger::Api => "api",
+            RunTrigger::Notification => "notification",
         }
     }
 
@@ -78,6 +81,7 @@ impl RunTrigger {
             RunTrigger::Manual,
             RunTrigger::Cli,
             RunTrigger::Api,
+            RunTrigger::Notification,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)

@@ -38,6 +38,9 @@ pub struct ContactOptions {
     /// Users known to have no mailbox earlier in the same run (the photos phase found
     /// out): not asked again.
     pub without_mailbox: HashSet<String>,
+    /// A run answering change notifications: only these mailboxes are read, and books
+    /// are neither resolved nor removed (the schedule's runs do that).
+    pub only: Option<super::Targets>,
 }
 
 impl Default for ContactOptions {
@@ -46,6 +49,7 @@ impl Default for ContactOptions {
             mailbox_concurrency: DEFAULT_MAILBOX_CONCURRENCY,
             page_size: MAX_CONTACTS_TOP,
             without_mailbox: HashSet::new(),
+            only: None,
         }
     }
 }
@@ -139,6 +143,12 @@ pub async fn sync_contacts(
     let settings = ctx.store.ms365_settings(tenant).await?;
     let before = ctx.graph.stats().requests;
     let mut report = ContactReport::default();
+    if let Some(targets) = &opts.only {
+        let jobs = targeted_jobs(ctx, &settings, targets, &mut report).await?;
+        let result = run_jobs(ctx, opts, jobs, &mut report).await;
+        report.graph_requests = ctx.graph.stats().requests - before;
+        return result.map(|()| report);
+    }
     let mut jobs = Vec::new();
 
     // Personal contacts of in-scope users; books of users out of scope go.
@@ -264,6 +274,47 @@ pub async fn sync_contacts(
         "contacts sync done"
     );
     Ok(report)
+}
+
+/// The mailboxes a notification named that are still in scope: personal ones of enabled
+/// synced users whom `personal_contacts` covers, shared ones while shared mailboxes are on.
+async fn targeted_jobs(
+    ctx: &SyncContext,
+    settings: &crate::settings::Ms365Settings,
+    targets: &super::Targets,
+    report: &mut ContactReport,
+) -> Result<Vec<Job>, SyncError> {
+    let tenant = ctx.tenant_id.as_str();
+    let mut jobs = Vec::new();
+    if settings.personal_contacts.enabled && !targets.personal.is_empty() {
+        for oid in &targets.personal {
+            let Some(user) = ctx.store.pbx_user_by_oid(tenant, oid).await? else {
+                continue;
+            };
+            let upn = ctx.store.directory_user(tenant, oid).await?.map(|d| d.upn);
+            let upn = upn.as_deref().unwrap_or(&user.username);
+            let synced = user.enabled && user.source == PbxUserSource::Ms365;
+            if synced && settings.personal_contacts.covers(oid, upn) {
+                jobs.push(Job {
+                    mailbox: oid.clone(),
+                    book: ContactBook::Personal(user.id.clone()),
+                    kind: personal_kind(oid),
+                });
+            }
+        }
+    }
+    report.personal_mailboxes = jobs.len();
+    if settings.shared_mailbox.enabled {
+        for oid in &targets.shared {
+            jobs.push(Job {
+                mailbox: oid.clone(),
+                book: ContactBook::Company(oid.clone()),
+                kind: shared_kind(oid),
+            });
+        }
+        report.shared_mailboxes = targets.shared.len();
+    }
+    Ok(jobs)
 }
 
 async fn run_jobs(

@@ -11,6 +11,13 @@ use std::time::Duration;
 
 use crate::store::{Store, StoreError, now_epoch};
 
+/// The lease owner suffix of subscription maintenance ([`super::subscriptions`]): a short
+/// hold that a run waits out instead of giving up, and that "Sync now" does not take for a
+/// run in progress.
+pub const MAINTENANCE_SUFFIX: &str = "#subscriptions";
+/// How long a run waits for another instance's subscription maintenance to finish.
+const MAINTENANCE_WAIT: Duration = Duration::from_secs(30);
+
 /// How long a lease lasts without renewal, unless configured.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 
@@ -68,16 +75,7 @@ pub async fn run_leased<F: Future>(
     lease: &LeaseConfig,
     work: F,
 ) -> Result<F::Output, LeaseError> {
-    if !store
-        .acquire_sync_lease(tenant, &lease.owner, expiry(lease.ttl))
-        .await?
-    {
-        let owner = store
-            .sync_lease(tenant)
-            .await?
-            .map_or_else(|| "unknown".to_string(), |h| h.owner);
-        return Err(LeaseError::HeldBy { owner });
-    }
+    acquire(store, tenant, lease).await?;
     let result = tokio::select! {
         output = work => Ok(output),
         lost = keep_renewed(store, tenant, lease) => Err(lost),
@@ -86,6 +84,27 @@ pub async fn run_leased<F: Future>(
         tracing::warn!(tenant, error = %e, "cannot release the sync lease; it expires by itself");
     }
     result
+}
+
+/// Takes the lease, waiting out another instance's subscription maintenance (seconds).
+async fn acquire(store: &Store, tenant: &str, lease: &LeaseConfig) -> Result<(), LeaseError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        if store
+            .acquire_sync_lease(tenant, &lease.owner, expiry(lease.ttl))
+            .await?
+        {
+            return Ok(());
+        }
+        let owner = store
+            .sync_lease(tenant)
+            .await?
+            .map_or_else(|| "unknown".to_string(), |h| h.owner);
+        if !owner.ends_with(MAINTENANCE_SUFFIX) || started.elapsed() > MAINTENANCE_WAIT {
+            return Err(LeaseError::HeldBy { owner });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Renews the lease every third of its lifetime; returns only when it was lost.

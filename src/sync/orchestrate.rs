@@ -125,6 +125,7 @@ pub async fn run_phases(ctx: &SyncContext, opts: SyncOptions) -> Result<RunSumma
     }
     let later = Phase::later(&settings, ctx.pbx.is_some());
     let trigger = opts.trigger;
+    let targets = opts.targets.clone();
     let opts = SyncOptions {
         keep_open: !later.is_empty(),
         ..opts
@@ -157,7 +158,7 @@ pub async fn run_phases(ctx: &SyncContext, opts: SyncOptions) -> Result<RunSumma
     let mut pbx_read = pbx_read;
     for phase in later {
         let started = std::time::Instant::now();
-        run_phase(ctx, phase, &mut summary, &mut pbx_read).await;
+        run_phase(ctx, phase, &mut summary, &mut pbx_read, targets.as_ref()).await;
         (summary.phase_seconds).push((phase.as_str(), started.elapsed().as_secs_f64()));
     }
     let status = if summary.failed() {
@@ -255,6 +256,7 @@ async fn run_phase(
     phase: Phase,
     summary: &mut RunSummary,
     pbx_read: &mut Option<(Option<PbxListing>, ReadReport)>,
+    targets: Option<&super::Targets>,
 ) {
     let run_id = summary.users.run_id.clone();
     if let Err(e) = (ctx.store)
@@ -266,7 +268,11 @@ async fn run_phase(
     let outcome = match phase {
         Phase::Users => return,
         Phase::Photos => {
-            let result = sync_photos(ctx, &PhotoOptions::default()).await;
+            let options = PhotoOptions {
+                only: targets.map(|_| summary.users.changed_oids.clone()),
+                ..PhotoOptions::default()
+            };
+            let result = sync_photos(ctx, &options).await;
             let outcome = photo_outcome(&result);
             match result {
                 Ok(r) => summary.photos = Some(r),
@@ -280,6 +286,7 @@ async fn run_phase(
                 .collect();
             let options = ContactOptions {
                 without_mailbox,
+                only: targets.cloned(),
                 ..ContactOptions::default()
             };
             let result = sync_contacts(ctx, &options).await;

@@ -28,6 +28,9 @@ pub struct PhotoOptions {
     pub max_bytes: usize,
     /// Downloads in flight at once.
     pub concurrency: usize,
+    /// A run answering change notifications: only these users (those the users delta
+    /// reported changed) are checked.
+    pub only: Option<Vec<String>>,
 }
 
 impl Default for PhotoOptions {
@@ -35,6 +38,7 @@ impl Default for PhotoOptions {
         PhotoOptions {
             max_bytes: DEFAULT_MAX_PHOTO_BYTES,
             concurrency: DEFAULT_PHOTO_CONCURRENCY,
+            only: None,
         }
     }
 }
@@ -108,6 +112,7 @@ pub async fn sync_photos(ctx: &SyncContext, opts: &PhotoOptions) -> Result<Photo
         .into_iter()
         .filter(|u| u.enabled && u.source == PbxUserSource::Ms365)
         .filter_map(|u| u.ms365_oid)
+        .filter(|oid| opts.only.as_ref().is_none_or(|only| only.contains(oid)))
         .collect();
     for round in oids.chunks(USERS_PER_ROUND) {
         let result = sync_round(ctx, opts, round, &mut report).await;

@@ -51,6 +51,9 @@ pub struct RunReport {
     pub message: Option<String>,
     /// Dry runs: the planned changes, one line each (at most [`MAX_PREVIEW`]).
     pub preview: Vec<String>,
+    /// Targeted runs only: the users the users phase created or updated (their photos are
+    /// checked next).
+    pub changed_oids: Vec<String>,
 }
 
 /// Longest dry-run preview.
@@ -252,6 +255,7 @@ impl Tracker {
             threshold_exceeded: self.threshold_exceeded,
             message,
             preview: self.preview,
+            changed_oids: Vec::new(),
         })
     }
 }

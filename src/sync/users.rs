@@ -50,7 +50,17 @@ pub async fn sync_users(ctx: &SyncContext, opts: &SyncOptions) -> Result<RunRepo
             plan.disruptive()
         ));
     }
-    apply_and_finish(&ctx.store, &ctx.tenant_id, &settings, opts, &plan, run).await
+    let changed: Vec<String> = match &opts.targets {
+        Some(_) => (plan.changes.iter())
+            .filter(|c| matches!(c, super::plan::Change::Upsert { .. }))
+            .map(|c| c.oid().to_string())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut report =
+        apply_and_finish(&ctx.store, &ctx.tenant_id, &settings, opts, &plan, run).await?;
+    report.changed_oids = changed;
+    Ok(report)
 }
 
 /// The most users a run may disable + delete without approval.

@@ -25,7 +25,7 @@
 //! future and hands its lease back (each write of the engine is its own transaction, so the
 //! store stays consistent; the next run closes the interrupted run record), and it returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,9 +34,10 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::lease::{LeaseConfig, is_orphaned, run_leased};
+use super::lease::{LeaseConfig, MAINTENANCE_SUFFIX, is_orphaned, run_leased};
 pub use super::orchestrate::RunSummary;
 use super::orchestrate::run_phases;
+use super::subscriptions::{NotificationUrls, reconcile};
 use super::{RunTrigger, SyncOptions, context};
 use crate::config::Config;
 use crate::keyring::Keyring;
@@ -95,6 +96,10 @@ enum Slot {
 struct State {
     queue: VecDeque<String>,
     tenants: HashMap<String, Slot>,
+    /// Tenants whose Graph subscriptions want attention ([`SyncHandle::request_maintenance`]).
+    maintenance: HashSet<String>,
+    /// Tenants whose subscriptions are being reconciled now: their runs wait.
+    maintaining: HashSet<String>,
     stopped: bool,
 }
 
@@ -147,6 +152,26 @@ impl SyncHandle {
         Ok(RunTicket { outcome, rx })
     }
 
+    /// Asks for the tenant's Graph subscriptions to be reconciled
+    /// ([`super::subscriptions::reconcile`]) under the tenant's lease, between runs.
+    pub fn request_maintenance(&self, tenant_id: &str) -> Result<(), WorkerStopped> {
+        let mut state = self.shared.state.lock().expect("worker state poisoned");
+        if state.stopped {
+            return Err(WorkerStopped);
+        }
+        state.maintenance.insert(tenant_id.to_string());
+        drop(state);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Whether this instance holds (or is about to take) the tenant's lease: a run queued
+    /// or running, or its subscriptions being reconciled.
+    pub fn holds_tenant(&self, tenant_id: &str) -> bool {
+        let state = self.shared.state.lock().expect("worker state poisoned");
+        state.tenants.contains_key(tenant_id) || state.maintaining.contains(tenant_id)
+    }
+
     /// Whether `tenant_id` has a run queued or running.
     pub fn is_busy(&self, tenant_id: &str) -> bool {
         let state = self.shared.state.lock().expect("worker state poisoned");
@@ -168,6 +193,8 @@ pub struct SyncWorker {
     shared: Arc<Shared>,
     /// Where finished runs are counted (`/metrics`); `None` in tests that do not look.
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Where Graph delivers change notifications (the pbx listener's public URL).
+    urls: Option<NotificationUrls>,
 }
 
 impl SyncWorker {
@@ -178,7 +205,6 @@ impl SyncWorker {
         shutdown: CancellationToken,
     ) -> SyncWorker {
         SyncWorker {
-            config,
             store,
             keyring,
             shutdown,
@@ -190,6 +216,8 @@ impl SyncWorker {
                 wake: Notify::new(),
             }),
             metrics: None,
+            urls: notification_urls(&config),
+            config,
         }
     }
 
@@ -227,15 +255,27 @@ impl SyncWorker {
     /// Serves requests and the schedule until the shutdown token fires.
     pub async fn run(self) {
         let mut running: JoinSet<(String, RunResult)> = JoinSet::new();
+        let mut maintaining: JoinSet<String> = JoinSet::new();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_check = Utc::now();
         let handle = self.handle();
         loop {
             self.dispatch(&mut running);
+            self.maintain(&mut maintaining);
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = self.shared.wake.notified() => {}
+                Some(joined) = maintaining.join_next() => {
+                    let mut state = self.shared.state.lock().expect("worker state poisoned");
+                    match joined {
+                        Ok(tenant) => { state.maintaining.remove(&tenant); }
+                        Err(e) => {
+                            tracing::error!(error = %e, "subscription maintenance ended abnormally");
+                            state.maintaining.clear();
+                        }
+                    }
+                }
                 Some(joined) = running.join_next() => {
                     match joined {
                         Ok((tenant, result)) => self.finish(&tenant, result),
@@ -261,6 +301,7 @@ impl SyncWorker {
         // Each run sees the same token and ends at once, handing its lease back; aborting
         // the tasks instead could cut that hand-back short.
         while running.join_next().await.is_some() {}
+        while maintaining.join_next().await.is_some() {}
         tracing::info!(interrupted = n, "sync worker stopped");
     }
 
@@ -316,10 +357,15 @@ impl SyncWorker {
     /// Starts queued runs while slots are free.
     fn dispatch(&self, running: &mut JoinSet<(String, RunResult)>) {
         let mut state = self.shared.state.lock().expect("worker state poisoned");
+        let mut waiting = VecDeque::new();
         while running.len() < self.concurrency {
             let Some(tenant) = state.queue.pop_front() else {
                 break;
             };
+            if state.maintaining.contains(&tenant) {
+                waiting.push_back(tenant);
+                continue;
+            }
             let Some(Slot::Queued { trigger, done }) = state.tenants.remove(&tenant) else {
                 continue;
             };
@@ -346,9 +392,54 @@ impl SyncWorker {
                         let _ = store.release_sync_lease(&tenant, &lease.owner).await;
                         Err("cancelled: the gateway is shutting down".to_string())
                     }
-                    r = leased => r.unwrap_or_else(|e| Err(e.to_string())),
+                    r = leased => r.unwrap_or_else(|e| Err(lease_refusal(trigger, e))),
                 };
                 (tenant, result)
+            });
+        }
+        // Runs whose tenant is being maintained keep their place at the head of the queue.
+        while let Some(tenant) = waiting.pop_back() {
+            state.queue.push_front(tenant);
+        }
+    }
+
+    /// Starts the subscription maintenance asked for, for tenants with no run in flight.
+    fn maintain(&self, maintaining: &mut JoinSet<String>) {
+        let mut state = self.shared.state.lock().expect("worker state poisoned");
+        let ready: Vec<String> = (state.maintenance.iter())
+            .filter(|t| !state.tenants.contains_key(*t) && !state.maintaining.contains(*t))
+            .cloned()
+            .collect();
+        for tenant in ready {
+            state.maintenance.remove(&tenant);
+            let Some(urls) = self.urls.clone() else {
+                continue;
+            };
+            state.maintaining.insert(tenant.clone());
+            let (config, store, keyring) = (
+                self.config.clone(),
+                self.store.clone(),
+                self.keyring.clone(),
+            );
+            let lease = LeaseConfig {
+                owner: format!("{}{MAINTENANCE_SUFFIX}", self.lease.owner),
+                ttl: self.lease.ttl,
+            };
+            let stop = self.shutdown.clone();
+            maintaining.spawn(async move {
+                let work = maintain_tenant(&config, &store, &keyring, &tenant, &urls);
+                let leased = run_leased(&store, &tenant, &lease, work);
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        let _ = store.release_sync_lease(&tenant, &lease.owner).await;
+                    }
+                    result = leased => match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(tenant = %tenant, error = %e, "subscription maintenance failed"),
+                        Err(e) => tracing::debug!(tenant = %tenant, error = %e, "subscription maintenance left to the lease holder"),
+                    },
+                }
+                tenant
             });
         }
     }
@@ -397,6 +488,15 @@ pub fn due_tenants(
         .collect()
 }
 
+/// Why a run did not start. A notification run finding another instance at work is
+/// normal: that instance takes the queue when its run ends.
+fn lease_refusal(trigger: RunTrigger, e: super::lease::LeaseError) -> String {
+    if trigger == RunTrigger::Notification {
+        tracing::debug!(error = %e, "notification run left to the instance holding the lease");
+    }
+    e.to_string()
+}
+
 /// Counts a finished run (or one that could not start) in the sync metrics.
 fn record(
     metrics: &crate::metrics::Metrics,
@@ -415,6 +515,31 @@ fn record(
     }
 }
 
+/// The pbx listener's public URL, where Graph delivers; `None` without a pbx listener.
+fn notification_urls(config: &Config) -> Option<NotificationUrls> {
+    (config.listeners.iter())
+        .find(|l| l.kind == crate::config::ListenerKind::Pbx)
+        .map(|l| NotificationUrls::for_public_url(&l.public_url))
+}
+
+/// Reconciles the tenant's Graph subscriptions (the caller holds its lease).
+async fn maintain_tenant(
+    config: &Config,
+    store: &Store,
+    keyring: &Keyring,
+    tenant: &str,
+    urls: &NotificationUrls,
+) -> Result<(), String> {
+    let ctx = context::for_tenant(config, store, keyring, tenant)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = reconcile(&ctx, keyring, urls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(tenant, ?report, "Graph subscriptions reconciled");
+    Ok(())
+}
+
 /// One run of a tenant: every phase it has on ([`run_phases`]).
 async fn run_tenant(
     config: &Config,
@@ -426,8 +551,20 @@ async fn run_tenant(
     let ctx = context::for_tenant(config, store, keyring, tenant)
         .await
         .map_err(|e| e.to_string())?;
+    // Taken under the lease, so of several instances exactly one answers each batch.
+    let targets = match trigger {
+        RunTrigger::Notification => {
+            let queued = store
+                .take_realtime_queue(tenant)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(super::Targets::from_queue(&queued))
+        }
+        _ => None,
+    };
     let opts = SyncOptions {
         trigger,
+        targets,
         ..Default::default()
     };
     run_phases(&ctx, opts).await.map_err(|e| e.to_string())

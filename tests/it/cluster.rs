@@ -189,6 +189,7 @@ master_key_file = "{dir}/master.key"
 [sync]
 lease_ttl = "3s"
 schedule_check_interval = "200ms"
+subscription_check_interval = "200ms"
 
 [clouds.GLOBAL]
 login = "{emulator}"
@@ -423,6 +424,55 @@ async fn a_scheduled_minute_fires_once_across_instances() {
         .filter(|r| r.trigger == RunTrigger::Schedule && r.started_at / 60 == first.started_at / 60)
         .collect();
     assert_eq!(same_minute.len(), 1, "{same_minute:#?}");
+}
+
+/// Graph subscriptions are created by exactly one instance, whichever takes the tenant's
+/// lease; a notification delivered to another instance is run by whoever takes it next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_instance_manages_the_subscriptions() {
+    let c = Cluster::start(tenant_spec()).await;
+    let em = &c.emulator.emulator;
+    em.route_notifications("pbx.test", c.instances[1].pbx);
+    em.trust_notification_ca(&c.setup.ca.cert_pem);
+    c.configure(json!({"realtime": {"enabled": true, "debounce_seconds": 1}}))
+        .await;
+    c.admin(0, "POST", "/api/ms365/sync", None).await;
+    let store = &c.store;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !store
+        .subscriptions("acme")
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.active)
+    {
+        assert!(Instant::now() < deadline, "no subscription was created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A change delivered to instance B becomes a targeted run on some instance, while all
+    // three keep checking the subscriptions every 200 ms.
+    let someone = (em.users(DIRECTORY).into_iter())
+        .find(|u| u.account_enabled && u.given_name.is_some() && u.user_type == "Member")
+        .unwrap();
+    let patch = ms365_stand_ins::emulator::UserPatch {
+        display_name: Some("Renamed Across Instances".into()),
+        ..Default::default()
+    };
+    em.update_user(DIRECTORY, &someone.id, patch);
+    c.until_runs("the targeted run", 60, |runs| {
+        runs.iter()
+            .any(|r| r.trigger == RunTrigger::Notification && r.status == RunStatus::Succeeded)
+    })
+    .await;
+    let entry = store.directory_user("acme", &someone.id).await.unwrap();
+    assert_eq!(entry.unwrap().display_name, "Renamed Across Instances");
+    let stored = store.subscriptions("acme").await.unwrap();
+    let at_graph = em.subscriptions(DIRECTORY);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(at_graph.len(), 1, "one subscription at Graph: {at_graph:?}");
+    assert_eq!(at_graph[0].id, stored[0].id);
+    let calls = em.stats().class(RouteClass::Subscriptions).requests;
+    assert_eq!(calls, 1, "one creation, by one instance");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,7 @@ mod pbx;
 mod pbx_session;
 mod photos;
 mod proxy;
+mod realtime;
 mod sessions;
 mod slow_clients;
 mod sso;

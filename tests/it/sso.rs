@@ -107,8 +107,10 @@ impl SsoWorld {
             ..Default::default()
         };
         settings.sign_in_as_standard_user.enabled = true;
-        // Tests start their syncs themselves; a schedule firing mid-test would race them.
+        // Tests start their syncs themselves; a schedule firing mid-test would race them,
+        // and so would subscription maintenance (real-time updates have their own tests).
         settings.sync_mode = ms365_gateway::settings::SyncMode::Manual;
+        settings.realtime.enabled = false;
         self.store
             .save_ms365_settings("acme", &settings)
             .await

@@ -12,6 +12,7 @@ use ms365_stand_ins::emulator::{Faults, NewUser, RouteClass};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::common::until;
 use crate::sso::{SsoWorld, WorldOptions};
 
 async fn world() -> SsoWorld {
@@ -379,21 +380,6 @@ fn start_instance(
     .with_schedule_tick(tick);
     let handle = worker.handle();
     (handle, token, tokio::spawn(worker.run()))
-}
-
-/// Waits (bounded) until `check` holds on the store.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 #[tokio::test]

@@ -139,6 +139,8 @@ pub struct TestGateway {
     pub listeners: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub handle: GatewayHandle,
+    /// "Sync now" on this gateway's own worker.
+    pub sync: ms365_gateway::sync::worker::SyncHandle,
     pub shutdown: CancellationToken,
     pub run: Option<tokio::task::JoinHandle<()>>,
 }
@@ -149,12 +151,14 @@ impl TestGateway {
         let listeners = gateway.listener_addrs();
         let admin = gateway.admin_addr();
         let handle = gateway.handle();
+        let sync = gateway.sync_worker();
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(gateway.run(shutdown.clone()));
         TestGateway {
             listeners,
             admin,
             handle,
+            sync,
             shutdown,
             run: Some(run),
         }
@@ -181,6 +185,21 @@ impl Drop for TestGateway {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Waits (bounded, 30 s) until `check` holds: for what another task makes true.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !check().await {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 /// A loopback port with nothing listening on it.

@@ -9,6 +9,8 @@ use rustls_pki_types::CertificateDer;
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pub cert_der: CertificateDer<'static>,
+    /// The CA certificate as PEM (for clients configured with a root file).
+    pub cert_pem: String,
 }
 
 /// A leaf certificate written to disk.
@@ -32,6 +34,7 @@ impl TestCa {
         TestCa {
             issuer: Issuer::new(params, key),
             cert_der,
+            cert_pem: cert.pem(),
         }
     }
 

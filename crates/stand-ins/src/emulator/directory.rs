@@ -33,6 +33,8 @@ impl Emulator {
         }
         let (record, user) = new_user_record(new);
         tenant.write().insert_user(record)?;
+        // Graph reports a created user as `updated`.
+        self.notify_user(&tenant.id, &user.id, "updated");
         Ok(user)
     }
 
@@ -56,7 +58,10 @@ impl Emulator {
         }
         apply_user_patch(&mut data.users[idx as usize].user, patch);
         data.touch_user(idx);
-        Ok(data.users[idx as usize].user.clone())
+        let user = data.users[idx as usize].user.clone();
+        drop(data);
+        self.notify_user(&tenant.id, &user.id, "updated");
+        Ok(user)
     }
 
     pub fn try_delete_user(&self, directory_id: &str, id: &str) -> Result<(), EmulatorError> {
@@ -160,7 +165,16 @@ impl Emulator {
             .ok_or_else(|| EmulatorError::UnknownUser(id.into()))?;
         data.users[idx as usize].life = to;
         data.touch_user(idx);
-        Ok(data.users[idx as usize].user.clone())
+        let user = data.users[idx as usize].user.clone();
+        drop(data);
+        // Soft deletion and restore are `updated`; only a permanent deletion is `deleted`.
+        let change = if to == Life::HardDeleted {
+            "deleted"
+        } else {
+            "updated"
+        };
+        self.notify_user(&tenant.id, &user.id, change);
+        Ok(user)
     }
 
     pub fn try_set_photo(
@@ -209,6 +223,9 @@ impl Emulator {
         mailbox.added += 1;
         mailbox.edits.insert(c, Some(contact.clone()));
         data.touch_contact(user, c);
+        let owner = data.users[user as usize].user.id.clone();
+        drop(data);
+        self.notify_contact(&tenant.id, &owner, &contact.id, "created");
         Ok(contact)
     }
 
@@ -234,6 +251,9 @@ impl Emulator {
             .edits
             .insert(c, Some(contact.clone()));
         data.touch_contact(user, c);
+        let owner = data.users[user as usize].user.id.clone();
+        drop(data);
+        self.notify_contact(&tenant.id, &owner, &contact.id, "updated");
         Ok(contact)
     }
 
@@ -252,6 +272,9 @@ impl Emulator {
             .edits
             .insert(c, None);
         data.touch_contact(user, c);
+        let owner = data.users[user as usize].user.id.clone();
+        drop(data);
+        self.notify_contact(&tenant.id, &owner, contact_id, "deleted");
         Ok(())
     }
 

@@ -42,12 +42,14 @@ pub enum RouteClass {
     Contacts,
     /// `POST /$batch` itself (its items count in their own classes).
     Batch,
+    /// `/subscriptions` (change notifications).
+    Subscriptions,
     /// Only for [`Emulator::set_faults`]: every class at once.
     All,
 }
 
 impl RouteClass {
-    pub const EACH: [RouteClass; 7] = [
+    pub const EACH: [RouteClass; 8] = [
         RouteClass::Token,
         RouteClass::Discovery,
         RouteClass::Users,
@@ -55,6 +57,7 @@ impl RouteClass {
         RouteClass::Photos,
         RouteClass::Contacts,
         RouteClass::Batch,
+        RouteClass::Subscriptions,
     ];
 
     fn is_login(self) -> bool {
@@ -223,6 +226,7 @@ pub(crate) fn classify(path: &str) -> Option<RouteClass> {
         let segments: Vec<&str> = rest.split('/').collect();
         return Some(match segments.as_slice() {
             ["$batch"] => RouteClass::Batch,
+            ["subscriptions", ..] => RouteClass::Subscriptions,
             ["users", "delta" | "microsoft.graph.delta()"] => RouteClass::Delta,
             ["users", _, "photo", ..] => RouteClass::Photos,
             ["users", _, "contacts" | "contactFolders", ..] => RouteClass::Contacts,

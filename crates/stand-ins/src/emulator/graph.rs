@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use super::keys::Jwt;
 use super::state::Tenant;
 use super::util::{graph_date, guid};
-use super::{Emulator, batch, outlook, users};
+use super::{Emulator, batch, outlook, subscriptions, users};
 
 pub(crate) type QueryMap = HashMap<String, String>;
 
@@ -51,6 +51,20 @@ pub(crate) fn routes() -> Router<Emulator> {
             get(outlook::folder_delta),
         )
         .route("/v1.0/$batch", post(batch::batch))
+        .route(
+            "/v1.0/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/v1.0/subscriptions/{id}",
+            get(subscriptions::get)
+                .patch(subscriptions::renew)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/v1.0/subscriptions/{id}/reauthorize",
+            post(subscriptions::reauthorize),
+        )
 }
 
 /// A Graph failure; rendered (with the request's ids) by [`envelope`].

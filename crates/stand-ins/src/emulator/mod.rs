@@ -9,11 +9,14 @@
 //! Files (private modules): `state` (tenants, apps, users, change logs, contact overlays),
 //! `seed` and `names` (the deterministic data); `identity`, `authorize`, `token`,
 //! `assertion`, `keys` (Entra ID); `graph`, `delta`, `users`, `outlook`, `batch` (Graph);
-//! `faults` (injected faults, mailbox concurrency, statistics); `control`, `directory`,
+//! `subscriptions` and `notify` (change-notification subscriptions, the validation
+//! handshake, deliveries and lifecycle events); `faults` (injected faults, mailbox
+//! concurrency, statistics); `control`, `directory`,
 //! `admin` (the control API in process and over HTTP); `server` (hyper serving, HTTP/1.1 and
 //! HTTP/2, including injected connection resets); `util`.
 
 mod admin;
+mod admin_notify;
 mod assertion;
 mod authorize;
 mod batch;
@@ -26,10 +29,12 @@ mod identity;
 mod keys;
 mod model;
 mod names;
+mod notify;
 mod outlook;
 mod seed;
 mod server;
 mod state;
+mod subscriptions;
 mod token;
 mod users;
 mod util;
@@ -49,6 +54,7 @@ pub use model::{
     AppRegistration, CertificateInfo, Contact, ContactPatch, EmailAddress, EmulatorError,
     NewContact, NewUser, PhysicalAddress, User, UserPatch,
 };
+pub use notify::{LifecycleEvent, NotificationFaults, NotificationStats, SubscriptionInfo};
 pub use server::RunningEmulator;
 
 /// The demo tenant's directory id.
@@ -283,6 +289,8 @@ impl Emulator {
                 jtis: Mutex::new(Default::default()),
                 faults: faults::FaultState::new(config.seed),
                 clock_offset: AtomicI64::new(0),
+                subscriptions: Default::default(),
+                delivery: Default::default(),
             }),
         }
     }
@@ -292,6 +300,7 @@ impl Emulator {
         graph::routes()
             .merge(identity::routes())
             .merge(admin::routes())
+            .merge(admin_notify::routes())
             .fallback(graph::fallback)
             .layer(from_fn_with_state(self.clone(), faults::layer))
             .layer(from_fn_with_state(self.clone(), graph::envelope))

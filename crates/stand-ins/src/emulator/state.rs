@@ -131,6 +131,10 @@ pub(crate) struct Inner {
     pub faults: FaultState,
     /// Seconds added to the wall clock (tests age codes and tokens without sleeping).
     pub clock_offset: AtomicI64,
+    /// Graph change-notification subscriptions.
+    pub subscriptions: super::subscriptions::Registry,
+    /// How notifications reach their endpoints.
+    pub delivery: super::notify::Delivery,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
