@@ -218,6 +218,19 @@ impl Store {
         Ok(())
     }
 
+    /// Enabled users the sync created from Microsoft 365 (an upper bound of the personal
+    /// mailboxes in scope), counted without reading them.
+    pub async fn count_synced_users(&self, tenant_id: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pbx_users
+             WHERE tenant_id = $1 AND enabled = 1 AND source = 'ms365' AND ms365_oid IS NOT NULL",
+        )
+        .bind(tenant_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+
     /// Queues `target` of the tenant for a targeted run; a target already queued keeps its
     /// first time, so the debounce window counts from the first notification.
     pub async fn queue_realtime(

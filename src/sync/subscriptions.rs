@@ -55,11 +55,8 @@ pub struct Wanted {
 }
 
 /// What the tenant should have, and a note when personal mailboxes were left out.
-pub fn wanted(
-    settings: &Ms365Settings,
-    shared: &[String],
-    personal: &[String],
-) -> (Vec<Wanted>, Option<String>) {
+pub fn wanted(settings: &Ms365Settings, mailboxes: &Mailboxes) -> (Vec<Wanted>, Option<String>) {
+    let (shared, personal) = (&mailboxes.shared, &mailboxes.personal);
     let on = settings.realtime.enabled && settings.users.enabled && settings.is_configured();
     if !on {
         return (Vec::new(), None);
@@ -80,14 +77,14 @@ pub fn wanted(
     let mut note = None;
     if settings.personal_contacts.enabled {
         let max = settings.realtime.max_mailbox_subscriptions as usize;
-        let mailboxes = out.len() - 1 + personal.len();
-        if mailboxes <= max {
+        let in_scope = out.len() - 1 + mailboxes.personal_in_scope;
+        if in_scope <= max {
             out.extend(personal.iter().map(|oid| contacts("personal", oid)));
         } else {
             note = Some(format!(
                 "personal contacts of {} mailboxes follow the schedule: more mailboxes than \
                  realtime.max_mailbox_subscriptions ({max})",
-                personal.len()
+                mailboxes.personal_in_scope
             ));
         }
     }
@@ -133,19 +130,46 @@ pub fn plan(wanted: &[Wanted], stored: &[StoredSubscription], now: i64) -> Vec<A
     actions
 }
 
+/// The mailboxes a tenant's contacts come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mailboxes {
+    /// Shared mailboxes (object ids).
+    pub shared: Vec<String>,
+    /// Personal mailboxes in scope; empty when they cannot all be subscribed.
+    pub personal: Vec<String>,
+    /// How many personal mailboxes are in scope (counted, not listed, when too many).
+    pub personal_in_scope: usize,
+}
+
 /// The shared mailboxes (company books of the last runs) and the personal mailboxes in
 /// scope, from the store alone.
 pub async fn mailboxes(
     store: &Store,
     tenant: &str,
     settings: &Ms365Settings,
-) -> Result<(Vec<String>, Vec<String>), StoreError> {
+) -> Result<Mailboxes, StoreError> {
     let shared = if settings.shared_mailbox.enabled {
         store.contact_owners(tenant, true).await?
     } else {
         Vec::new()
     };
     let mut personal = Vec::new();
+    // A large tenant's personal mailboxes are never subscribed: know it without reading
+    // every user (this runs every check interval). With scope ALL the count is exact.
+    let all = settings.personal_contacts.sync_type == crate::settings::SyncType::All;
+    let counted = if settings.personal_contacts.enabled && all {
+        store.count_synced_users(tenant).await? as usize
+    } else {
+        0
+    };
+    let limit = settings.realtime.max_mailbox_subscriptions as usize;
+    if settings.personal_contacts.enabled && all && shared.len() + counted > limit {
+        return Ok(Mailboxes {
+            shared,
+            personal,
+            personal_in_scope: counted,
+        });
+    }
     if settings.personal_contacts.enabled {
         let upns: std::collections::HashMap<String, String> = (store.directory_users(tenant))
             .await?
@@ -163,7 +187,12 @@ pub async fn mailboxes(
             }
         }
     }
-    Ok((shared, personal))
+    let personal_in_scope = personal.len();
+    Ok(Mailboxes {
+        shared,
+        personal,
+        personal_in_scope,
+    })
 }
 
 /// The actions due for the tenant now (empty: nothing to do), from the store alone.
@@ -173,8 +202,7 @@ pub async fn due(store: &Store, tenant: &str, now: i64) -> Result<Vec<Action>, S
     if stored.is_empty() && !(settings.realtime.enabled && settings.users.enabled) {
         return Ok(Vec::new());
     }
-    let (shared, personal) = mailboxes(store, tenant, &settings).await?;
-    let (wanted, _) = wanted(&settings, &shared, &personal);
+    let (wanted, _) = wanted(&settings, &mailboxes(store, tenant, &settings).await?);
     Ok(plan(&wanted, &stored, now))
 }
 
@@ -199,8 +227,7 @@ pub async fn reconcile(
     let settings = store.ms365_settings(tenant).await?;
     let now = crate::store::now_epoch();
     let stored = store.subscriptions(tenant).await?;
-    let (shared, personal) = mailboxes(store, tenant, &settings).await?;
-    let (wanted, note) = wanted(&settings, &shared, &personal);
+    let (wanted, note) = wanted(&settings, &mailboxes(store, tenant, &settings).await?);
     let mut report = ReconcileReport::default();
     let mut failures = Vec::new();
     for action in plan(&wanted, &stored, now) {
@@ -411,7 +438,12 @@ mod tests {
     #[test]
     fn the_tenant_wants_users_shared_and_personal_within_the_limit() {
         let s = settings();
-        let (w, note) = wanted(&s, &["sh".into()], &["p1".into(), "p2".into()]);
+        let boxes = Mailboxes {
+            shared: vec!["sh".into()],
+            personal: vec!["p1".into(), "p2".into()],
+            personal_in_scope: 2,
+        };
+        let (w, note) = wanted(&s, &boxes);
         assert_eq!(
             targets(&w),
             ["users", "shared:sh", "personal:p1", "personal:p2"]
@@ -420,7 +452,7 @@ mod tests {
         assert!(note.is_none());
         let mut small = s.clone();
         small.realtime.max_mailbox_subscriptions = 2;
-        let (w, note) = wanted(&small, &["sh".into()], &["p1".into(), "p2".into()]);
+        let (w, note) = wanted(&small, &boxes);
         assert_eq!(targets(&w), ["users", "shared:sh"]);
         assert!(note.unwrap().contains("2 mailboxes follow the schedule"));
     }
@@ -434,13 +466,21 @@ mod tests {
         ] {
             let mut s = settings();
             off(&mut s);
-            assert!(wanted(&s, &["sh".into()], &[]).0.is_empty());
+            let boxes = Mailboxes {
+                shared: vec!["sh".into()],
+                ..Default::default()
+            };
+            assert!(wanted(&s, &boxes).0.is_empty());
         }
     }
 
     #[test]
     fn the_plan_creates_renews_recreates_and_deletes() {
-        let (w, _) = wanted(&settings(), &["sh".into()], &[]);
+        let boxes = Mailboxes {
+            shared: vec!["sh".into()],
+            ..Default::default()
+        };
+        let (w, _) = wanted(&settings(), &boxes);
         let now = 1_000;
         // users: half its lifetime left → renew; shared: missing → create; gone → delete.
         let have = vec![
@@ -474,7 +514,7 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_waits_for_its_retry_time() {
-        let (w, _) = wanted(&settings(), &[], &[]);
+        let (w, _) = wanted(&settings(), &Mailboxes::default());
         let failed = vec![stored("users", false, 2_000, 1_000)];
         assert!(plan(&w, &failed, 1_500).is_empty());
         assert!(matches!(&plan(&w, &failed, 2_000)[..], [Action::Create(_)]));

@@ -30,6 +30,8 @@ use super::util::{guid, iso};
 
 /// Graph's limit for the validation answer.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Graph counts a notification delivered on a 2xx within this.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts per notification.
 const ATTEMPTS: u32 = 3;
 
@@ -323,6 +325,7 @@ impl Emulator {
             let accepted = match d.client() {
                 Ok(client) => client
                     .post(&url)
+                    .timeout(DELIVERY_TIMEOUT)
                     .json(&body)
                     .send()
                     .await

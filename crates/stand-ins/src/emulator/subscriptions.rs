@@ -11,7 +11,15 @@
 //!   `text/plain` with 200 within 10 seconds ([`super::notify`]);
 //! - `expirationDateTime`: at most 41,760 minutes ahead for users, 10,080 for Outlook
 //!   contacts; less than 45 minutes ahead is raised to 45 minutes; in the past is refused;
-//! - `clientState` at most 128 characters, echoed in every notification.
+//! - `clientState` at most 128 characters, echoed in every notification;
+//! - `lifecycleNotificationUrl` is optional for these resources (required only for some
+//!   Teams resources), validated like `notificationUrl` when given.
+//!
+//! Error wordings seen from Graph: "Invalid 'changeType' attribute: 'created'.",
+//! "NotificationUrl scheme='http' is not supported.", `ExtensionError` "Subscription
+//! expiration can only be N minutes in the future."; the emulator's own wordings (past
+//! expiry, unknown resource, unknown id, long `clientState`) are marked as such by being
+//! plain `InvalidRequest`/`ResourceNotFound` answers.
 //!
 //! Deliberate test-mode deviation: [`Emulator::set_subscription_lifetime_cap`] clamps every
 //! expiry to a short cap (Graph refuses instead of clamping), so tests see renewals in
@@ -108,9 +116,11 @@ pub(crate) async fn create(
     let watched = emu.watched(&caller, &body.resource)?;
     let change_types = change_types(&watched, &body.change_type)?;
     for url in std::iter::once(&body.notification_url).chain(&body.lifecycle_notification_url) {
-        if !url.to_ascii_lowercase().starts_with("https://") {
+        if let Some((scheme, _)) = url.split_once("://")
+            && !scheme.eq_ignore_ascii_case("https")
+        {
             return Err(invalid(format!(
-                "Subscription notification URL must use https: {url}"
+                "NotificationUrl scheme='{scheme}' is not supported."
             )));
         }
     }
@@ -209,10 +219,8 @@ fn change_types(watched: &Watched, text: &str) -> Result<Vec<String>, GraphError
     };
     let types: Vec<String> = text.split(',').map(|t| t.trim().to_string()).collect();
     match types.iter().find(|t| !allowed.contains(&t.as_str())) {
-        Some(bad) => Err(invalid(format!(
-            "Invalid change type '{bad}' for this resource; supported: {}.",
-            allowed.join(", ")
-        ))),
+        // Graph's wording when `created` is asked of users.
+        Some(bad) => Err(invalid(format!("Invalid 'changeType' attribute: '{bad}'."))),
         None => Ok(types),
     }
 }
@@ -268,10 +276,13 @@ impl Emulator {
             Watched::Contacts(_) => CONTACTS_MAX_SECS,
         };
         if at > now + max {
-            return Err(invalid(format!(
-                "Subscription expiration can only be {} minutes in the future.",
-                max / 60
-            )));
+            return Err(GraphError::bad_request(
+                "ExtensionError",
+                format!(
+                    "Subscription expiration can only be {} minutes in the future.",
+                    max / 60
+                ),
+            ));
         }
         let at = at.max(now + MIN_SECS);
         Ok(match *lock(&self.inner.subscriptions.cap_secs) {
@@ -312,5 +323,50 @@ impl SubscriptionInfo {
             "latestSupportedTlsVersion": self.latest_supported_tls_version.as_deref().unwrap_or("v1_2"),
             "includeResourceData": false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::EmulatorConfig;
+
+    fn at(emu: &Emulator, secs: i64) -> String {
+        chrono::DateTime::from_timestamp(emu.inner.now() + secs, 0)
+            .unwrap()
+            .to_rfc3339()
+    }
+
+    #[test]
+    fn users_take_updated_and_deleted_only() {
+        assert!(change_types(&Watched::Users, "updated,deleted").is_ok());
+        let e = change_types(&Watched::Users, "created,updated").unwrap_err();
+        assert_eq!(e.message, "Invalid 'changeType' attribute: 'created'.");
+        let contacts = Watched::Contacts("x".into());
+        assert_eq!(
+            change_types(&contacts, "created,updated,deleted").unwrap(),
+            ["created", "updated", "deleted"]
+        );
+    }
+
+    #[test]
+    fn expiries_follow_microsofts_limits_and_the_test_cap() {
+        let emu = Emulator::new(EmulatorConfig::default());
+        let now = emu.inner.now();
+        let users = Watched::Users;
+        let contacts = Watched::Contacts("x".into());
+        assert!(emu.expiry(&users, &at(&emu, USERS_MAX_SECS - 60)).is_ok());
+        let e = emu
+            .expiry(&contacts, &at(&emu, USERS_MAX_SECS - 60))
+            .unwrap_err();
+        assert_eq!(e.code, "ExtensionError");
+        assert!(e.message.contains("10080 minutes"), "{}", e.message);
+        assert!(emu.expiry(&users, &at(&emu, -10)).is_err(), "in the past");
+        assert!(emu.expiry(&users, "tomorrow").is_err());
+        let raised = emu.expiry(&users, &at(&emu, 60)).unwrap();
+        assert!(raised >= now + MIN_SECS, "under 45 minutes is raised");
+        emu.set_subscription_lifetime_cap(Some(std::time::Duration::from_secs(5)));
+        let capped = emu.expiry(&users, &at(&emu, 3600)).unwrap();
+        assert!(capped <= emu.inner.now() + 5, "the test cap clamps");
     }
 }

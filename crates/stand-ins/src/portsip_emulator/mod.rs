@@ -177,6 +177,17 @@ impl PbxEmulator {
         users.unwrap_or_default()
     }
 
+    /// The user bound to Microsoft 365 user `oid`, shown as [`Self::users`] shows it;
+    /// without copying every user (benchmarks poll it).
+    pub fn user_bound_to(&self, domain: &str, oid: &str) -> Option<Value> {
+        let found = self.inner.with_tenant(domain, |t| {
+            (t.users_page(0, usize::MAX))
+                .find(|u| u.ms365_binding.as_deref() == Some(oid))
+                .map(|u| u.shown())
+        });
+        found.flatten()
+    }
+
     /// The tenant's company contacts, in creation order.
     pub fn contacts(&self, domain: &str) -> Vec<Value> {
         (self
