@@ -157,7 +157,7 @@ async fn run(label: &str, record: &TenantRecord, target: &PbxTarget, stand_in: u
     let requests_before = target.client.stats().requests;
     let started = Instant::now();
     let (listing, _) = read_pbx(record, target, false).await.unwrap();
-    let report = push_to_pbx(record, target, listing.as_ref(), false)
+    let report = push_to_pbx(record, target, listing.as_ref(), None, false)
         .await
         .unwrap();
     let wall = started.elapsed().as_secs_f64();

@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
+use super::focused::{IDS_PER_STATEMENT, placeholders};
 use super::{Store, StoreError, now_epoch};
 
 /// Schema of migration 7 (the same SQL on SQLite and PostgreSQL).
@@ -168,9 +169,6 @@ pub struct UpsertCounts {
 // Dynamic SQL here only splices the static table, column and placeholder names below;
 // every value is bound.
 
-/// Ids bound per `IN (...)` statement.
-const IDS_PER_STATEMENT: usize = 200;
-
 impl Store {
     /// Creates or replaces contacts of `book` in one transaction; rows already equal are
     /// left alone.
@@ -202,10 +200,7 @@ impl Store {
         let mut existing = HashMap::new();
         let ids: Vec<&str> = contacts.iter().map(|(id, _)| id.as_str()).collect();
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
-            let placeholders = (0..chunk.len())
-                .map(|i| format!("${}", i + 3))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let placeholders = placeholders(3, chunk.len());
             let sql = format!(
                 "SELECT source_id, {FIELD_COLUMNS} FROM {table}
                  WHERE tenant_id = $1 AND {owner_col} = $2 AND source_id IN ({placeholders})"
@@ -257,10 +252,7 @@ impl Store {
         let mut removed = 0;
         let mut tx = self.pool().begin().await?;
         for chunk in source_ids.chunks(IDS_PER_STATEMENT) {
-            let placeholders = (0..chunk.len())
-                .map(|i| format!("${}", i + 3))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let placeholders = placeholders(3, chunk.len());
             let sql = format!(
                 "DELETE FROM {} WHERE tenant_id = $1 AND {} = $2 AND source_id IN ({placeholders})",
                 book.table(),

@@ -63,7 +63,7 @@ pub struct PbxUser {
 }
 
 impl PbxUser {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         let source: String = row.try_get("source")?;
         Ok(PbxUser {
             id: row.try_get("id")?,
@@ -129,14 +129,20 @@ pub enum DirectoryWrite {
     Adopt { directory: Box<DirectoryUser> },
 }
 
+macro_rules! pbx_user_columns {
+    () => {
+        "id, tenant_id, extension_number, username, display_name, first_name, last_name,
+         email, mobile_phone, work_phone, title, department, office, enabled, source, ms365_oid,
+         sync_disabled, sync_disabled_at, created_at, updated_at"
+    };
+}
+
+/// The columns [`PbxUser::from_row`] reads, for statements built at run time.
+pub(super) const PBX_USER_COLUMNS: &str = pbx_user_columns!();
+
 macro_rules! select_pbx_users {
     ($rest:literal) => {
-        concat!(
-            "SELECT id, tenant_id, extension_number, username, display_name, first_name, last_name,
-             email, mobile_phone, work_phone, title, department, office, enabled, source, ms365_oid,
-             sync_disabled, sync_disabled_at, created_at, updated_at FROM pbx_users ",
-            $rest
-        )
+        concat!("SELECT ", pbx_user_columns!(), " FROM pbx_users ", $rest)
     };
 }
 

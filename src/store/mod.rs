@@ -12,6 +12,7 @@ mod cluster;
 mod contacts;
 mod credentials;
 mod directory;
+mod focused;
 mod migrations;
 mod ms365;
 mod pbx_links;

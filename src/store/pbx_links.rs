@@ -74,7 +74,7 @@ pub struct PbxLink {
 }
 
 impl PbxLink {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         let kind: String = row.try_get("kind")?;
         Ok(PbxLink {
             kind: if kind == "contact" {

@@ -9,14 +9,14 @@
 use std::collections::{HashMap, HashSet};
 
 use super::extensions::{Allocator, ExtensionRange, RANGE_EXHAUSTED};
-use super::plan::{ADOPTED, BOUND, Change, DisableReason, Effect, Plan};
+use super::plan::{ADOPTED, BOUND, Change, DisableReason, Effect, FetchMode, Plan};
 use super::run::{MAX_PREVIEW, RunReport, Tracker};
 use super::username::Usernames;
 use super::{SyncError, SyncOptions, USERS_KIND};
 use crate::settings::Ms365Settings;
 use crate::store::{
-    DirectoryUser, DirectoryWrite, ItemError, ItemOutcome, PbxLinkKind, PbxProfile, PbxUser,
-    PbxUserSource, RunStatus, Store, StoreError, now_epoch,
+    DirectoryUser, DirectoryWrite, ItemError, ItemOutcome, PbxLink, PbxLinkKind, PbxProfile,
+    PbxUser, PbxUserSource, RunStatus, Store, StoreError, now_epoch,
 };
 
 /// Who a write is about, for counts and error reports.
@@ -362,9 +362,7 @@ async fn apply_plan(
 ) -> Result<(), SyncError> {
     let starting = &settings.users.starting_extension_number;
     let range = ExtensionRange::from_settings(starting, &opts.default_range)?;
-    let pbx = store.pbx_users(tenant_id).await?;
-    let dir = store.directory_users(tenant_id).await?;
-    let links = store.pbx_links(tenant_id, PbxLinkKind::User).await?;
+    let (pbx, dir, links) = stored_rows(store, tenant_id, plan).await?;
     let found_on_pbx: HashSet<&str> = (links.iter())
         .filter(|l| !l.created)
         .map(|l| l.local_id.as_str())
@@ -381,6 +379,33 @@ async fn apply_plan(
         return Ok(());
     }
     write_batches(store, tenant_id, writes, opts.batch_size, run).await
+}
+
+/// The stored rows assigning needs. A delta round whose users all have their PBX user
+/// (updates, disables: the common case of a run answering a change notification) needs
+/// only theirs, read by oid; a creation needs the whole tenant (every taken number and
+/// username, and the PBX's own users it could adopt).
+async fn stored_rows(
+    store: &Store,
+    tenant_id: &str,
+    plan: &Plan,
+) -> Result<(Vec<PbxUser>, Vec<DirectoryUser>, Vec<PbxLink>), StoreError> {
+    if plan.mode == FetchMode::Delta {
+        let oids: Vec<String> = plan.changes.iter().map(|c| c.oid().to_string()).collect();
+        let pbx = store.pbx_users_by_oids(tenant_id, &oids).await?;
+        let stored: HashSet<&str> = pbx.iter().filter_map(|p| p.ms365_oid.as_deref()).collect();
+        let creates = (plan.changes.iter())
+            .any(|c| matches!(c, Change::Upsert { .. }) && !stored.contains(c.oid()));
+        if !creates {
+            let dir = store.directory_users_by_oids(tenant_id, &oids).await?;
+            return Ok((pbx, dir, Vec::new()));
+        }
+    }
+    Ok((
+        store.pbx_users(tenant_id).await?,
+        store.directory_users(tenant_id).await?,
+        store.pbx_links(tenant_id, PbxLinkKind::User).await?,
+    ))
 }
 
 /// Applies the plan, then saves the delta cursor (only when every user made it), then

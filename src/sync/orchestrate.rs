@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use super::contacts::{ContactOptions, ContactReport, sync_contacts};
-use super::pbx_push::{PbxReport, push_to_pbx};
+use super::pbx_push::{PbxReport, PushFocus, push_to_pbx};
 use super::pbx_read::{PbxListing, ReadReport, read_pbx};
 use super::photos::{PhotoOptions, PhotoReport, sync_photos};
 use super::run::Tracker;
@@ -191,7 +191,7 @@ async fn dry_run(
     }
     let mut summary = RunSummary::new(ctx, trigger, users);
     if let Some(target) = &ctx.pbx {
-        let pbx = push_to_pbx(&ctx.into(), target, None, true).await?;
+        let pbx = push_to_pbx(&ctx.into(), target, None, None, true).await?;
         let lines = pbx.preview.iter().map(|l| format!("PBX: {l}"));
         summary.users.preview.extend(lines);
         let planned = summary
@@ -300,7 +300,14 @@ async fn run_phase(
         Phase::Pbx => {
             let Some(target) = &ctx.pbx else { return };
             let (listing, read) = pbx_read.take().unwrap_or_default();
-            let result = push_to_pbx(&ctx.into(), target, listing.as_ref(), false).await;
+            let focus = targets.map(|t| PushFocus {
+                users: summary.users.touched_oids.clone().unwrap_or_default(),
+                contacts: !t.shared.is_empty(),
+            });
+            let focus = focus.filter(|_| summary.users.touched_oids.is_some());
+            let record = ctx.into();
+            let result =
+                push_to_pbx(&record, target, listing.as_ref(), focus.as_ref(), false).await;
             note_pbx(ctx, result.as_ref().map(|_| ())).await;
             let outcome = pbx_outcome(&result, read);
             if let Ok(r) = &result {

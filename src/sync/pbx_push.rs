@@ -235,12 +235,17 @@ fn clip(s: &str, max: usize) -> String {
     s.trim().chars().take(max).collect()
 }
 
-/// The record's synced users (and adopted ones) as the PBX should have them.
+/// The record's synced users (and adopted ones) as the PBX should have them: all of
+/// them, or those of the `focus` oids.
 async fn wanted_users(
     ctx: &TenantRecord,
+    focus: Option<&[String]>,
 ) -> Result<(Vec<WantedUser>, Vec<(String, String)>), SyncError> {
     let tenant = ctx.tenant_id.as_str();
-    let rows = ctx.store.pbx_users(tenant).await?;
+    let rows = match focus {
+        Some(oids) => ctx.store.pbx_users_by_oids(tenant, oids).await?,
+        None => ctx.store.pbx_users(tenant).await?,
+    };
     let mut wanted = Vec::new();
     for row in rows.iter().filter(|r| r.source == PbxUserSource::Ms365) {
         let Some(oid) = row.ms365_oid.clone() else {
@@ -265,8 +270,11 @@ async fn wanted_users(
             fields,
         });
     }
-    let adopted = (ctx.store.directory_users(tenant).await?)
-        .into_iter()
+    let directory = match focus {
+        Some(oids) => ctx.store.directory_users_by_oids(tenant, oids).await?,
+        None => ctx.store.directory_users(tenant).await?,
+    };
+    let adopted = (directory.into_iter())
         .filter(|d| d.source == super::plan::ADOPTED && d.enabled)
         .map(|d| (d.pbx_user_id, d.oid))
         .collect();
@@ -312,23 +320,34 @@ fn wanted_contact(c: StoredContact) -> WantedContact {
     }
 }
 
-/// Plans and sends the tenant's users and company contacts (a dry run only plans).
+/// What a run answering change notifications pushes, instead of comparing the whole
+/// record: the users it changed (and no user destroyed: a run that deletes compares the
+/// whole record), and company contacts only when it read a shared mailbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushFocus {
+    /// Oids of the users the run's users phase changed.
+    pub users: Vec<String>,
+    /// A shared mailbox's contacts were read.
+    pub contacts: bool,
+}
+
+/// Plans and sends the tenant's users and company contacts (a dry run only plans). With a
+/// `focus` and no fresh `listing`, only what the focus names is compared.
 pub async fn push_to_pbx(
     ctx: &TenantRecord,
     target: &PbxTarget,
     listing: Option<&PbxListing>,
+    focus: Option<&PushFocus>,
     dry_run: bool,
 ) -> Result<PbxReport, SyncError> {
     let tenant = ctx.tenant_id.as_str();
-    let by_local = |links: Vec<PbxLink>| -> HashMap<String, PbxLink> {
-        links.into_iter().map(|l| (l.local_id.clone(), l)).collect()
-    };
-    let (wanted, adopted) = wanted_users(ctx).await?;
-    let user_links = by_local(ctx.store.pbx_links(tenant, PbxLinkKind::User).await?);
-    let mut ops = plan_users(&wanted, &adopted, &user_links, listing);
-    let contacts = wanted_contacts(ctx).await?;
-    let contact_links = by_local(ctx.store.pbx_links(tenant, PbxLinkKind::Contact).await?);
-    ops.extend(plan_contacts(&contacts, &contact_links, listing));
+    let focus = focus.filter(|_| listing.is_none());
+    let mut ops = user_ops(ctx, listing, focus.map(|f| f.users.as_slice())).await?;
+    if focus.is_none_or(|f| f.contacts) {
+        let contacts = wanted_contacts(ctx).await?;
+        let contact_links = by_local(ctx.store.pbx_links(tenant, PbxLinkKind::Contact).await?);
+        ops.extend(plan_contacts(&contacts, &contact_links, listing));
+    }
     let mut report = PbxReport::default();
     if dry_run {
         report.preview = ops.iter().map(describe).collect();
@@ -337,15 +356,48 @@ pub async fn push_to_pbx(
     let before = target.client.stats().requests;
     let result = send_all(ctx, target, ops, &mut report).await;
     report.requests = target.client.stats().requests.saturating_sub(before);
+    let failed = report.users.failed + report.contacts.failed > 0;
+    if focus.is_some() && (result.is_err() || failed) {
+        // Whatever failed lies outside the next run's focus: that run compares it all.
+        relist_next_run(ctx).await?;
+    }
     result?;
     tracing::info!(
         tenant,
+        focused = focus.is_some(),
         users = ?report.users,
         contacts = ?report.contacts,
         requests = report.requests,
         "PBX updated"
     );
     Ok(report)
+}
+
+fn by_local(links: Vec<PbxLink>) -> HashMap<String, PbxLink> {
+    links.into_iter().map(|l| (l.local_id.clone(), l)).collect()
+}
+
+/// What to send for the users: of the whole record, or of the `focus` oids (whose links
+/// alone are read, so nothing outside the focus is destroyed).
+async fn user_ops(
+    ctx: &TenantRecord,
+    listing: Option<&PbxListing>,
+    focus: Option<&[String]>,
+) -> Result<Vec<Op>, SyncError> {
+    let tenant = ctx.tenant_id.as_str();
+    let (wanted, adopted) = wanted_users(ctx, focus).await?;
+    let links = match focus {
+        Some(_) => {
+            let local_ids: Vec<String> = (wanted.iter().map(|w| w.local_id.clone()))
+                .chain(adopted.iter().map(|(id, _)| id.clone()))
+                .collect();
+            (ctx.store)
+                .pbx_links_for(tenant, PbxLinkKind::User, &local_ids)
+                .await?
+        }
+        None => ctx.store.pbx_links(tenant, PbxLinkKind::User).await?,
+    };
+    Ok(plan_users(&wanted, &adopted, &by_local(links), listing))
 }
 
 /// Sends the operations, [`IN_FLIGHT`] objects at a time. A sign-in failure or a PBX that

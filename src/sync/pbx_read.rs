@@ -54,11 +54,11 @@ pub async fn read_pbx(
     force: bool,
 ) -> Result<(Option<PbxListing>, ReadReport), SyncError> {
     let tenant = ctx.tenant_id.as_str();
-    let links = ctx.store.pbx_links(tenant, PbxLinkKind::User).await?;
     let mut report = ReadReport::default();
-    if !force && !listing_due(ctx, target, links.len()).await? {
+    if !force && !listing_due(ctx, target).await? {
         return Ok((None, report));
     }
+    let links = ctx.store.pbx_links(tenant, PbxLinkKind::User).await?;
     let users = target.client.list_users().await?;
     let contacts = target.client.list_contacts().await?;
     let listing = PbxListing {
@@ -91,11 +91,10 @@ pub async fn relist_next_run(ctx: &TenantRecord) -> Result<(), StoreError> {
         .await
 }
 
-async fn listing_due(
-    ctx: &TenantRecord,
-    target: &PbxTarget,
-    known: usize,
-) -> Result<bool, SyncError> {
+async fn listing_due(ctx: &TenantRecord, target: &PbxTarget) -> Result<bool, SyncError> {
+    let known = (ctx.store)
+        .count_pbx_links(&ctx.tenant_id, PbxLinkKind::User)
+        .await?;
     if known == 0 {
         return Ok(true);
     }
@@ -104,7 +103,7 @@ async fn listing_due(
     if listed_at.is_none_or(|at| now_epoch() - at >= RELIST_AFTER) {
         return Ok(true);
     }
-    Ok(target.client.count_users().await? != known as u64)
+    Ok(target.client.count_users().await? != known)
 }
 
 /// Sorts every PBX user into linked, relinked or imported; drops links to gone users.

@@ -105,14 +105,13 @@ pub async fn sync_photos(ctx: &SyncContext, opts: &PhotoOptions) -> Result<Photo
         return Ok(report);
     }
     let before = ctx.graph.stats().requests;
-    let oids: Vec<String> = ctx
-        .store
-        .pbx_users(tenant)
-        .await?
-        .into_iter()
+    let users = match &opts.only {
+        Some(only) => ctx.store.pbx_users_by_oids(tenant, only).await?,
+        None => ctx.store.pbx_users(tenant).await?,
+    };
+    let oids: Vec<String> = (users.into_iter())
         .filter(|u| u.enabled && u.source == PbxUserSource::Ms365)
         .filter_map(|u| u.ms365_oid)
-        .filter(|oid| opts.only.as_ref().is_none_or(|only| only.contains(oid)))
         .collect();
     for round in oids.chunks(USERS_PER_ROUND) {
         let result = sync_round(ctx, opts, round, &mut report).await;

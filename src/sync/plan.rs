@@ -221,14 +221,6 @@ impl Known {
         known
     }
 
-    /// Some user that may sign in lost its PBX user on the PBX side: a delta round would
-    /// not mention it, so only a full round brings it back.
-    pub fn needs_full(&self) -> bool {
-        self.users
-            .values()
-            .any(|u| u.row.is_none() && u.dir_enabled)
-    }
-
     /// Enabled PBX users from Microsoft 365 (the base of a percentage threshold).
     pub fn enabled_synced(&self) -> usize {
         self.users

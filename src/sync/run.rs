@@ -54,6 +54,9 @@ pub struct RunReport {
     /// Targeted runs only: the users the users phase created or updated (their photos are
     /// checked next).
     pub changed_oids: Vec<String>,
+    /// Targeted runs only: every user the users phase changed, for the PBX phase to push
+    /// alone; `None` when it deleted one (the PBX phase then compares the whole record).
+    pub touched_oids: Option<Vec<String>>,
 }
 
 /// Longest dry-run preview.
@@ -256,6 +259,7 @@ impl Tracker {
             message,
             preview: self.preview,
             changed_oids: Vec::new(),
+            touched_oids: None,
         })
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use super::apply::apply_and_finish;
-use super::plan::{FetchMode, Known, Plan, Planner, with_deletions};
+use super::plan::{Change, DisableReason, FetchMode, Known, Plan, Planner, with_deletions};
 use super::run::{RunReport, Tracker};
 use super::scope::{UserScope, fingerprint};
 use super::{SyncContext, SyncError, SyncOptions, USERS_KIND};
@@ -50,17 +50,25 @@ pub async fn sync_users(ctx: &SyncContext, opts: &SyncOptions) -> Result<RunRepo
             plan.disruptive()
         ));
     }
-    let changed: Vec<String> = match &opts.targets {
-        Some(_) => (plan.changes.iter())
-            .filter(|c| matches!(c, super::plan::Change::Upsert { .. }))
-            .map(|c| c.oid().to_string())
-            .collect(),
-        None => Vec::new(),
-    };
     let mut report =
         apply_and_finish(&ctx.store, &ctx.tenant_id, &settings, opts, &plan, run).await?;
-    report.changed_oids = changed;
+    if opts.targets.is_some() {
+        (report.changed_oids, report.touched_oids) = touched(&plan.changes);
+    }
     Ok(report)
+}
+
+/// The users a targeted run changed: those created or updated (their photos are checked
+/// next), and every one for the PBX phase unless one was deleted.
+fn touched(changes: &[Change]) -> (Vec<String>, Option<Vec<String>>) {
+    let oids = |keep: fn(&Change) -> bool| -> Vec<String> {
+        (changes.iter().filter(|c| keep(c)))
+            .map(|c| c.oid().to_string())
+            .collect()
+    };
+    let upserts = oids(|c| matches!(c, Change::Upsert { .. }));
+    let deleted = changes.iter().any(|c| matches!(c, Change::Delete { .. }));
+    (upserts, (!deleted).then(|| oids(|_| true)))
 }
 
 /// The most users a run may disable + delete without approval.
@@ -102,10 +110,6 @@ async fn fetch_plan(
     run: &mut Tracker,
 ) -> Result<(Plan, usize), SyncError> {
     let tenant = &ctx.tenant_id;
-    let known = Known::new(
-        &ctx.store.pbx_users(tenant).await?,
-        &ctx.store.directory_users(tenant).await?,
-    );
     let fetch_failed = |source| SyncError::Fetch {
         run_id: run.run_id.clone(),
         source: Box::new(source),
@@ -114,33 +118,35 @@ async fn fetch_plan(
     let scope = UserScope::new(&settings.users, &opts.departments, group);
     let fingerprint = fingerprint(&settings.users, &opts.departments, opts.group_id.as_deref());
     let cursor = ctx.store.sync_cursor(tenant, USERS_KIND).await?;
+    let lost = ctx.store.synced_user_lost_on_pbx(tenant).await?;
     let resume = cursor
-        .filter(|c| c.fingerprint == fingerprint && opts.group_id.is_none() && !known.needs_full())
+        .filter(|c| c.fingerprint == fingerprint && opts.group_id.is_none() && !lost)
         .map(|c| c.delta_link);
-    let round = fetch_round(ctx, run, &known, &scope, resume).await?;
-    let mut changes = round.changes;
+    let cutoff = opts.delete_after.map(|grace| {
+        now_epoch().saturating_sub(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX))
+    });
+    let round = fetch_round(ctx, run, &scope, resume, cutoff).await?;
     for item in round.skipped {
         run.item(item);
-    }
-    if let Some(grace) = opts.delete_after {
-        let cutoff = now_epoch().saturating_sub(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
-        changes = with_deletions(changes, known.expired(cutoff));
     }
     let plan = Plan {
         mode: round.mode,
         delta_link: round.delta_link,
         fingerprint,
-        changes,
+        changes: with_deletions(round.changes, round.expired),
     };
-    Ok((plan, known.enabled_synced()))
+    Ok((plan, round.enabled_synced))
 }
 
 /// A complete round, planned.
 struct Round {
     mode: FetchMode,
-    changes: Vec<super::plan::Change>,
+    changes: Vec<Change>,
     skipped: Vec<ItemError>,
     delta_link: String,
+    /// Users whose grace period is over (none without a grace period).
+    expired: Vec<String>,
+    enabled_synced: usize,
 }
 
 /// Reads a round from `resume` (a stored deltaLink) or from scratch; an expired token
@@ -148,45 +154,124 @@ struct Round {
 async fn fetch_round(
     ctx: &SyncContext,
     run: &mut Tracker,
-    known: &Known,
     scope: &UserScope,
     resume: Option<String>,
+    cutoff: Option<i64>,
 ) -> Result<Round, SyncError> {
-    let full_url = ctx.graph.users_delta_url(USER_FIELDS);
-    let first = match resume {
-        Some(link) => read_round(ctx, run, known, scope, link, FetchMode::Delta).await,
-        None => read_round(ctx, run, known, scope, full_url.clone(), FetchMode::Full).await,
-    };
-    let round = match first {
-        Err(GraphError::SyncStateNotFound) => {
-            tracing::info!(tenant = %ctx.tenant_id, "the users delta token expired; comparing a full listing");
-            run.notes
-                .push("the delta token had expired; compared a full listing".into());
-            read_round(ctx, run, known, scope, full_url, FetchMode::Full).await
+    if let Some(link) = resume {
+        match read_delta(ctx, run, link).await {
+            Err(GraphError::SyncStateNotFound) => {
+                tracing::info!(tenant = %ctx.tenant_id, "the users delta token expired; comparing a full listing");
+                run.notes
+                    .push("the delta token had expired; compared a full listing".into());
+            }
+            read => {
+                let (users, delta_link) = complete(run, read)?;
+                return plan_delta(ctx, scope, &users, delta_link, cutoff).await;
+            }
         }
-        other => other,
-    };
-    round
-        .map_err(|source| SyncError::Fetch {
-            run_id: run.run_id.clone(),
-            source: Box::new(source),
-        })?
-        .ok_or_else(|| SyncError::Incomplete {
-            run_id: run.run_id.clone(),
-        })
+    }
+    let tenant = &ctx.tenant_id;
+    let known = Known::new(
+        &ctx.store.pbx_users(tenant).await?,
+        &ctx.store.directory_users(tenant).await?,
+    );
+    let first = ctx.graph.users_delta_url(USER_FIELDS);
+    let read = read_full(ctx, run, &known, scope, first).await;
+    let ((changes, skipped), delta_link) = complete(run, read)?;
+    Ok(Round {
+        mode: FetchMode::Full,
+        changes,
+        skipped,
+        delta_link,
+        expired: cutoff.map(|c| known.expired(c)).unwrap_or_default(),
+        enabled_synced: known.enabled_synced(),
+    })
 }
 
-/// Streams the pages of one round through a planner. `Ok(None)`: the round ended
+/// A read's failure as the run's: a Graph error, or a round without a deltaLink.
+fn complete<T>(
+    run: &Tracker,
+    read: Result<Option<(T, String)>, GraphError>,
+) -> Result<(T, String), SyncError> {
+    read.map_err(|source| SyncError::Fetch {
+        run_id: run.run_id.clone(),
+        source: Box::new(source),
+    })?
+    .ok_or_else(|| SyncError::Incomplete {
+        run_id: run.run_id.clone(),
+    })
+}
+
+/// Plans a delta round against the stored rows of the users it returned (and of those
+/// whose grace period is over), read by oid: a round of a few changes reads a few rows,
+/// however large the tenant.
+async fn plan_delta(
+    ctx: &SyncContext,
+    scope: &UserScope,
+    users: &[User],
+    delta_link: String,
+    cutoff: Option<i64>,
+) -> Result<Round, SyncError> {
+    let tenant = &ctx.tenant_id;
+    let mut oids: Vec<String> = (users.iter())
+        .map(|u| u.id.trim().to_ascii_lowercase())
+        .filter(|oid| !oid.is_empty())
+        .collect();
+    if let Some(cutoff) = cutoff {
+        let reasons = [DisableReason::Removed, DisableReason::OutOfScope].map(|r| r.as_str());
+        oids.extend(ctx.store.retired_oids(tenant, &reasons, cutoff).await?);
+    }
+    oids.sort();
+    oids.dedup();
+    let known = Known::new(
+        &ctx.store.pbx_users_by_oids(tenant, &oids).await?,
+        &ctx.store.directory_users_by_oids(tenant, &oids).await?,
+    );
+    let mut planner = Planner::new(&known, scope, false);
+    users.iter().for_each(|u| planner.observe(u));
+    let (changes, skipped) = planner.finish();
+    let synced = ctx.store.count_synced_users(tenant).await?;
+    Ok(Round {
+        mode: FetchMode::Delta,
+        changes,
+        skipped,
+        delta_link,
+        expired: cutoff.map(|c| known.expired(c)).unwrap_or_default(),
+        enabled_synced: usize::try_from(synced).unwrap_or(usize::MAX),
+    })
+}
+
+/// Reads the pages of a delta round. `Ok(None)`: the round ended without a deltaLink
+/// (incomplete). Delta rounds hold what changed since the last run, so they are kept
+/// whole; full rounds stream ([`read_full`]).
+async fn read_delta(
+    ctx: &SyncContext,
+    run: &mut Tracker,
+    first: String,
+) -> Result<Option<(Vec<User>, String)>, GraphError> {
+    let mut pages = ctx
+        .graph
+        .pages::<User>(first, crate::graph::client::DELTA_KIND);
+    let mut users = Vec::new();
+    run.progress("fetch", 0, 0).await;
+    while let Some(page) = pages.next().await {
+        users.extend(page?.value);
+        run.progress("fetch", users.len() as u64, 0).await;
+    }
+    Ok(pages.delta_link().map(|link| (users, link.to_string())))
+}
+
+/// Streams the pages of a full round through a planner. `Ok(None)`: the round ended
 /// without a deltaLink (incomplete).
-async fn read_round(
+async fn read_full(
     ctx: &SyncContext,
     run: &mut Tracker,
     known: &Known,
     scope: &UserScope,
     first: String,
-    mode: FetchMode,
-) -> Result<Option<Round>, GraphError> {
-    let mut planner = Planner::new(known, scope, mode == FetchMode::Full);
+) -> Result<Option<(Planned, String)>, GraphError> {
+    let mut planner = Planner::new(known, scope, true);
     let mut pages = ctx
         .graph
         .pages::<User>(first, crate::graph::client::DELTA_KIND);
@@ -200,14 +285,11 @@ async fn read_round(
     let Some(delta_link) = pages.delta_link().map(str::to_string) else {
         return Ok(None);
     };
-    let (changes, skipped) = planner.finish();
-    Ok(Some(Round {
-        mode,
-        changes,
-        skipped,
-        delta_link,
-    }))
+    Ok(Some((planner.finish(), delta_link)))
 }
+
+/// A planner's changes and skipped users.
+type Planned = (Vec<Change>, Vec<ItemError>);
 
 /// Lower-case oids of the group's transitive members, when a group filter is set.
 async fn group_members(

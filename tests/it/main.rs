@@ -28,5 +28,6 @@ mod slow_clients;
 mod sso;
 mod sync;
 mod sync_cli;
+mod targeted;
 mod tls;
 mod worker;

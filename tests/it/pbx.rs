@@ -25,19 +25,19 @@ use serde_json::Value;
 use crate::entra::tenant_spec;
 use crate::sync::{TENANT, World, default_scope, regular};
 
-const DOMAIN: &str = "acme.pbx.test";
+pub(crate) const DOMAIN: &str = "acme.pbx.test";
 const ADMIN: &str = "acme-admin";
 const PASSWORD: &str = "correct horse battery staple";
 
 /// The sync world plus a PortSIP stand-in for tenant `acme`.
-struct PbxWorld {
-    w: World,
+pub(crate) struct PbxWorld {
+    pub(crate) w: World,
     pbx: RunningPbxEmulator,
     password: String,
 }
 
 impl PbxWorld {
-    async fn new(spec: TenantSpec, local_users: Vec<LocalUserSpec>) -> PbxWorld {
+    pub(crate) async fn new(spec: TenantSpec, local_users: Vec<LocalUserSpec>) -> PbxWorld {
         let w = World::new(spec).await;
         let pbx = PbxEmulator::new(PbxEmulatorConfig {
             seed: 3,
@@ -58,7 +58,7 @@ impl PbxWorld {
         }
     }
 
-    fn emu(&self) -> &PbxEmulator {
+    pub(crate) fn emu(&self) -> &PbxEmulator {
         &self.pbx.emulator
     }
 
@@ -80,7 +80,7 @@ impl PbxWorld {
         )
     }
 
-    fn ctx(&self) -> SyncContext {
+    pub(crate) fn ctx(&self) -> SyncContext {
         SyncContext {
             pbx: Some(PbxTarget {
                 client: self.client(),
@@ -94,27 +94,27 @@ impl PbxWorld {
         self.run_with(SyncOptions::default()).await
     }
 
-    async fn run_with(&self, opts: SyncOptions) -> RunSummary {
+    pub(crate) async fn run_with(&self, opts: SyncOptions) -> RunSummary {
         run_phases(&self.ctx(), opts)
             .await
             .unwrap_or_else(|e| panic!("the run could not start: {e}"))
     }
 
-    async fn run_ok(&self) -> RunSummary {
+    pub(crate) async fn run_ok(&self) -> RunSummary {
         let summary = self.run().await;
         assert_eq!(summary.users.status, RunStatus::Succeeded, "{summary:#?}");
         summary
     }
 
     /// The stand-in's users of the tenant, by username.
-    fn pbx_users(&self) -> BTreeMap<String, Value> {
+    pub(crate) fn pbx_users(&self) -> BTreeMap<String, Value> {
         (self.emu().users(DOMAIN).into_iter())
             .map(|u| (field(&u, "name").to_string(), u))
             .collect()
     }
 
     /// Every request the gateway sent passed the OpenAPI validation.
-    fn assert_no_rejections(&self) {
+    pub(crate) fn assert_no_rejections(&self) {
         let stats = self.emu().stats();
         assert!(
             stats.schema_rejections.is_empty(),
@@ -132,7 +132,7 @@ impl PbxWorld {
     }
 
     /// The PBX matches the record: every synced user exists once, with its number, bound.
-    async fn assert_pbx_matches_record(&self) {
+    pub(crate) async fn assert_pbx_matches_record(&self) {
         let pbx = self.pbx_users();
         for (name, ext, oid) in self.record().await {
             let u = pbx
@@ -146,11 +146,11 @@ impl PbxWorld {
     }
 }
 
-fn field<'a>(u: &'a Value, key: &str) -> &'a str {
+pub(crate) fn field<'a>(u: &'a Value, key: &str) -> &'a str {
     u.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-fn small() -> TenantSpec {
+pub(crate) fn small() -> TenantSpec {
     TenantSpec {
         users: 12,
         contacts_per_user: 0,
