@@ -17,6 +17,8 @@
 //! - [`figures`]: a finished run in the terms of the sync metrics.
 //! - [`subscriptions`]: the tenant's Graph change-notification subscriptions, reconciled
 //!   by the worker under the tenant's lease.
+//! - `targets`: what queued change notifications ask a run to read ([`Targets`]), and
+//!   their retries after a failed run ([`retry_of`]).
 //! - [`pbx_read`], [`pbx_push`]: the PBX connector's phases (PortSIP REST API): what the PBX
 //!   holds before the users phase, and making the PBX match the record after the others.
 
@@ -35,6 +37,7 @@ pub mod plan;
 pub mod run;
 pub mod scope;
 pub mod subscriptions;
+mod targets;
 pub mod username;
 pub mod users;
 pub mod worker;
@@ -46,23 +49,8 @@ use std::time::Duration;
 pub use apply::approve_run;
 pub use orchestrate::{Phase, RunSummary, run_phases};
 pub use run::{Progress, RunReport};
+pub use targets::{Targets, retry_of};
 
-#[cfg(test)]
-mod targets_tests {
-    use super::Targets;
-
-    #[test]
-    fn queued_targets_split_by_kind() {
-        let queued = ["users", "personal:a", "shared:b", "personal:c", "bogus:d"].map(String::from);
-        let t = Targets::from_queue(&queued);
-        assert_eq!(t.personal.len(), 2);
-        assert!(t.personal.contains("a") && t.personal.contains("c"));
-        assert_eq!(
-            t.shared.into_iter().collect::<Vec<_>>(),
-            vec!["b".to_string()]
-        );
-    }
-}
 pub use users::sync_users;
 
 use crate::graph::{GraphClient, GraphError};
@@ -119,32 +107,6 @@ pub struct SyncOptions {
     /// A run answering change notifications: photos and contacts only where something
     /// changed ([`Targets`]).
     pub targets: Option<Targets>,
-}
-
-/// What change notifications asked a run to read again, from the queued targets
-/// (`users`, `personal:{oid}`, `shared:{oid}`). The users delta runs anyway: it is one
-/// request from the stored deltaLink and tells which users' photos to check.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Targets {
-    /// Users whose own contacts were notified.
-    pub personal: std::collections::HashSet<String>,
-    /// Shared mailboxes whose contacts were notified.
-    pub shared: std::collections::HashSet<String>,
-}
-
-impl Targets {
-    /// The targets of queued notification rows; unknown words are ignored.
-    pub fn from_queue(queued: &[String]) -> Targets {
-        let mut targets = Targets::default();
-        for target in queued {
-            if let Some(oid) = target.strip_prefix("personal:") {
-                targets.personal.insert(oid.to_string());
-            } else if let Some(oid) = target.strip_prefix("shared:") {
-                targets.shared.insert(oid.to_string());
-            }
-        }
-        targets
-    }
 }
 
 impl Default for SyncOptions {

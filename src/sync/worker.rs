@@ -38,7 +38,7 @@ use super::lease::{LeaseConfig, MAINTENANCE_SUFFIX, is_orphaned, run_leased};
 pub use super::orchestrate::RunSummary;
 use super::orchestrate::run_phases;
 use super::subscriptions::{NotificationUrls, reconcile};
-use super::{RunTrigger, SyncOptions, context};
+use super::{RunStatus, RunTrigger, SyncOptions, Targets, context, retry_of};
 use crate::config::Config;
 use crate::keyring::Keyring;
 use crate::settings::Ms365Settings;
@@ -540,7 +540,9 @@ async fn maintain_tenant(
     Ok(())
 }
 
-/// One run of a tenant: every phase it has on ([`run_phases`]).
+/// One run of a tenant: every phase it has on ([`run_phases`]). A run started by
+/// notifications takes the queued targets first (under the lease, so of several instances
+/// exactly one answers each batch) and queues them again, later, when it fails.
 async fn run_tenant(
     config: &Config,
     store: &Store,
@@ -548,26 +550,51 @@ async fn run_tenant(
     tenant: &str,
     trigger: RunTrigger,
 ) -> RunResult {
-    let ctx = context::for_tenant(config, store, keyring, tenant)
-        .await
-        .map_err(|e| e.to_string())?;
-    // Taken under the lease, so of several instances exactly one answers each batch.
-    let targets = match trigger {
-        RunTrigger::Notification => {
-            let queued = store
-                .take_realtime_queue(tenant)
+    let queued = match trigger {
+        RunTrigger::Notification => Some(
+            (store.take_realtime_queue(tenant))
                 .await
-                .map_err(|e| e.to_string())?;
-            Some(super::Targets::from_queue(&queued))
-        }
+                .map_err(|e| e.to_string())?,
+        ),
         _ => None,
     };
-    let opts = SyncOptions {
-        trigger,
-        targets,
-        ..Default::default()
-    };
-    run_phases(&ctx, opts).await.map_err(|e| e.to_string())
+    let targets = queued.as_deref().map(Targets::from_queue);
+    let result = async {
+        let ctx = context::for_tenant(config, store, keyring, tenant)
+            .await
+            .map_err(|e| e.to_string())?;
+        let opts = SyncOptions {
+            trigger,
+            targets,
+            ..Default::default()
+        };
+        run_phases(&ctx, opts).await.map_err(|e| e.to_string())
+    }
+    .await;
+    let failed = !matches!(&result, Ok(s) if s.users.status != RunStatus::Failed);
+    if let Some(queued) = queued.filter(|_| failed) {
+        requeue(store, tenant, &queued).await;
+    }
+    result
+}
+
+/// Queues the targets of a failed targeted run again, each later than the last time
+/// ([`retry_of`]); after the last retry the scheduled run is what catches up.
+async fn requeue(store: &Store, tenant: &str, queued: &[String]) {
+    let now_ms = crate::store::now_epoch() * 1000;
+    let mut retried = 0;
+    for (word, due) in queued.iter().filter_map(|q| retry_of(q, now_ms)) {
+        if let Err(e) = store.queue_realtime(tenant, &word, due).await {
+            tracing::warn!(tenant, error = %e, "cannot queue a failed run's notifications again");
+            return;
+        }
+        retried += 1;
+    }
+    tracing::info!(
+        tenant,
+        retried,
+        "a run answering change notifications failed; they are tried again later"
+    );
 }
 
 #[cfg(test)]

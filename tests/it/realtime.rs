@@ -14,12 +14,13 @@ use ms365_gateway::demo::upstream::{DemoUpstream, PBX_ADMIN};
 use ms365_gateway::entra::credential::KeyBits;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
-use ms365_gateway::store::{RunTrigger, Store, SyncRun};
+use ms365_gateway::store::{RunStatus, RunTrigger, Store, SyncRun};
 use ms365_gateway::tenant_keys::TenantKeys;
 use ms365_stand_ins::emulator::{
     AppRegistration, Emulator, EmulatorConfig, LifecycleEvent, NewContact, NewUser,
     NotificationFaults, RunningEmulator, TenantSpec, UserPatch,
 };
+use ms365_stand_ins::portsip_emulator::PbxFaults;
 use serde_json::Value;
 
 use crate::common::client::{body, fetch, h1};
@@ -439,6 +440,50 @@ async fn a_lost_notification_is_caught_by_the_next_scheduled_run() {
         .await;
     assert!(result.as_ref().is_ok(), "{result:?}");
     assert!(on_pbx(&w), "the scheduled run caught the lost change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targeted_run_that_fails_is_tried_again_later() {
+    let w = World::new(true).await;
+    w.first_run().await;
+    w.subscribed().await;
+    let pbx_down = PbxFaults {
+        error_rate: 1.0,
+        ..PbxFaults::default()
+    };
+    w.upstream.pbx.set_faults(pbx_down);
+    let contact = NewContact {
+        display_name: "Retried Supplier".into(),
+        ..Default::default()
+    };
+    w.em().add_contact(DIRECTORY, &w.shared, contact);
+    let now_ms = || ms365_gateway::store::now_epoch() * 1000;
+    until(
+        "the failed run's notifications queued again, later",
+        || async {
+            let due = w.store.realtime_due().await.unwrap();
+            due.first()
+                .is_some_and(|(_, first_ms)| *first_ms > now_ms() + 20_000)
+        },
+    )
+    .await;
+    let runs = w.runs().await;
+    assert_eq!(runs[0].trigger, RunTrigger::Notification);
+    assert_eq!(runs[0].status, RunStatus::Failed, "{:?}", runs[0]);
+
+    // The PBX is back; the retry's time comes (moved forward rather than waited for).
+    w.upstream.pbx.set_faults(PbxFaults::default());
+    let queued = w.store.take_realtime_queue("acme").await.unwrap();
+    let shared = format!("retry:1:shared:{}", w.shared);
+    assert!(queued.contains(&shared), "{queued:?}");
+    for word in &queued {
+        w.store.queue_realtime("acme", word, 0).await.unwrap();
+    }
+    until("the retried contact on the PBX", || async {
+        (w.upstream.pbx.contacts(DOMAIN).iter()).any(|c| text(c, "name") == "Retried Supplier")
+    })
+    .await;
+    w.assert_targeted_runs_only(5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
