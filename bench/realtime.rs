@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::{Database, EmulatorProcess, env_num, start_emulator};
 use ms365_gateway::config::TenantSeed;
-use ms365_gateway::demo::upstream::{DemoUpstream, PBX_ADMIN};
-use ms365_gateway::entra::credential::KeyBits;
+use ms365_gateway::demo::{DemoUpstream, PBX_ADMIN};
+use ms365_gateway::entra::KeyBits;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
 use ms365_gateway::store::{RunTrigger, Store};
 use ms365_gateway::tenant_keys::TenantKeys;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ms365_gateway::entra::credential::KeyBits;
+use ms365_gateway::entra::KeyBits;
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::DirectoryUser;
 use ms365_gateway::tenant_keys::TenantKeys;
@@ -301,7 +301,7 @@ async fn bench_proxy(
 }
 
 fn main() {
-    ms365_gateway::edge::tls::install_default_crypto_provider();
+    ms365_gateway::edge::install_default_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -23,7 +23,7 @@ use common::{
     reset_own_peak_rss, start_emulator,
 };
 use ms365_gateway::config::TenantSeed;
-use ms365_gateway::entra::credential::KeyBits;
+use ms365_gateway::entra::KeyBits;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::{Ms365Settings, SyncType};
 use ms365_gateway::store::Store;

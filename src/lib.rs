@@ -57,7 +57,7 @@ pub(crate) mod log_writer;
 pub(crate) mod metrics;
 pub(crate) mod ops;
 pub mod pbx;
-pub mod realtime;
+pub(crate) mod realtime;
 pub(crate) mod schedule;
 pub(crate) mod seal;
 pub mod settings;

@@ -136,7 +136,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Held to the end of main: dropping it writes out the lines still pending.
     let _log_flush = init_logging(cli.log_format, &cli.log);
-    ms365_gateway::edge::tls::install_default_crypto_provider();
+    ms365_gateway::edge::install_default_crypto_provider();
     match cli.command {
         Command::Version => {
             println!("ms365-gateway {}", env!("CARGO_PKG_VERSION"));
@@ -309,7 +309,7 @@ fn keygen(
     days: u32,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    use ms365_gateway::entra::credential::KeyBits;
+    use ms365_gateway::entra::KeyBits;
     use ms365_gateway::keyring::Keyring;
     use ms365_gateway::store::Store;
     use ms365_gateway::tenant_keys::TenantKeys;

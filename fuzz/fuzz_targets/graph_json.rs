@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ms365_gateway::graph::BatchResponse;
-use ms365_gateway::graph::model::{Contact, Page, User};
+use ms365_gateway::graph::{Contact, Page, User};
 
 fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<Page<User>>(data);

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 use libfuzzer_sys::fuzz_target;
-use ms365_gateway::entra::oidc::{IdTokenExpectations, validate_id_token_with_key};
+use ms365_gateway::entra::{IdTokenExpectations, validate_id_token_with_key};
 
 /// An RSA public key (2048 bits) whose private half exists nowhere.
 const MODULUS: &str = "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9xNAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw";

@@ -6,12 +6,12 @@
 //! `docs/admin-api.md` is the reference; `/api/ms365/openapi.json` is generated from
 //! [`routes::ROUTES`].
 
-pub mod auth;
-pub mod error;
-pub mod page;
-pub mod routes;
+pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod page;
+pub(crate) mod routes;
 mod settings_api;
-pub mod status;
+pub(crate) mod status;
 mod sync_api;
 mod tenants_api;
 mod tokens_api;
@@ -29,7 +29,9 @@ use crate::store::Store;
 use crate::sync::worker::SyncHandle;
 use crate::tenant_keys::TenantKeys;
 
+pub use auth::hash_token;
 pub use error::ApiError;
+pub use routes::{Access, Operation, operations};
 
 /// Shortest system administrator token accepted from `[admin] token_file`.
 pub const MIN_SYSTEM_TOKEN_LEN: usize = 16;

@@ -16,11 +16,11 @@
 //! The stand-ins come from the `ms365-stand-ins` crate; this module and that dependency
 //! exist only with the `demo` feature (on by default).
 
-pub mod banner;
+pub(crate) mod banner;
 mod commands;
-pub mod files;
-pub mod tenant;
-pub mod upstream;
+pub(crate) mod files;
+pub(crate) mod tenant;
+pub(crate) mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -31,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{Config, Gateway};
 use ms365_stand_ins::emulator::{self, Emulator, RunningEmulator};
 
-pub use banner::Banner;
+pub use banner::{Banner, READY_LINE};
 pub use commands::{serve_emulator, serve_pbx_emulator};
+pub use upstream::{DemoUpstream, PBX_ADMIN};
 
 /// The demo tenant's id in the gateway.
 pub const TENANT_ID: &str = "contoso";

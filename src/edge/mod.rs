@@ -11,12 +11,16 @@
 //! - [`access_log`]: the per-request log line and request metrics.
 //! - [`problem`]: the gateway's own error answers, status codes in one place.
 
-pub mod access_log;
-pub mod conn;
-pub mod headers;
-pub mod problem;
-pub mod proxy;
-pub mod proxy_protocol;
-pub mod server;
-pub mod slow;
-pub mod tls;
+pub(crate) mod access_log;
+pub(crate) mod conn;
+pub(crate) mod headers;
+pub(crate) mod problem;
+pub(crate) mod proxy;
+pub(crate) mod proxy_protocol;
+pub(crate) mod server;
+pub(crate) mod slow;
+pub(crate) mod tls;
+
+pub use conn::ConnInfo;
+pub use proxy_protocol::v2_header;
+pub use tls::install_default_crypto_provider;

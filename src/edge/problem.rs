@@ -19,8 +19,6 @@ pub enum HttpError {
     BadRequest(String),
     #[error("not found")]
     NotFound,
-    #[error("the service is not ready: {0}")]
-    NotReady(String),
     /// The client sent its request body too slowly (`[server] body_min_rate`).
     #[error("the request body arrived too slowly")]
     SlowRequest,
@@ -42,7 +40,7 @@ impl HttpError {
             HttpError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound => StatusCode::NOT_FOUND,
-            HttpError::NotReady(_) | HttpError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::SlowRequest => StatusCode::REQUEST_TIMEOUT,
             HttpError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -58,7 +56,6 @@ impl HttpError {
             HttpError::UpstreamProtocol => "UPSTREAM_PROTOCOL_ERROR",
             HttpError::BadRequest(_) => "BAD_REQUEST",
             HttpError::NotFound => "NOT_FOUND",
-            HttpError::NotReady(_) => "NOT_READY",
             HttpError::SlowRequest => "REQUEST_TIMEOUT",
             HttpError::Busy => "BUSY",
             HttpError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",

@@ -86,11 +86,6 @@ impl ListenerCerts {
             .unwrap_or(&table.default)
             .clone()
     }
-
-    /// Leaf certificate (DER) served for `server_name`; used by `check-config` and tests.
-    pub fn leaf_for(&self, server_name: Option<&str>) -> Vec<u8> {
-        self.select(server_name).cert[0].to_vec()
-    }
 }
 
 impl ResolvesServerCert for ListenerCerts {

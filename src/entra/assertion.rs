@@ -74,10 +74,6 @@ impl ClientAssertion {
         }
     }
 
-    pub fn claims(&self) -> &AssertionClaims {
-        &self.claims
-    }
-
     /// Signs with the tenant's key and returns the compact JWT.
     pub fn sign(&self, credential: &TenantCredential) -> Result<String, OidcError> {
         let mut header = match self.alg {

@@ -121,7 +121,8 @@ impl GeneratedPair {
     }
 
     /// The pair as a credential able to sign.
-    pub fn credential(&self) -> Result<TenantCredential, OidcError> {
+    #[cfg(test)]
+    pub(crate) fn credential(&self) -> Result<TenantCredential, OidcError> {
         TenantCredential::from_pem(&self.info.certificate_pem, &self.key_pem)
     }
 }
@@ -190,21 +191,21 @@ pub(crate) fn sha256(bytes: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-/// `x5t` from the hex thumbprint the Entra portal shows.
-pub fn x5t_from_hex(hex: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect();
-    bytes.map(|b| URL_SAFE_NO_PAD.encode(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `x5t` from the hex thumbprint the Entra portal shows.
+    fn x5t_from_hex(hex: &str) -> Option<String> {
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            })
+            .collect();
+        bytes.map(|b| URL_SAFE_NO_PAD.encode(b))
+    }
 
     #[test]
     fn microsofts_published_thumbprint_vector() {

@@ -10,14 +10,20 @@
 //! - [`error`]: Microsoft's token error body and the plain-language hints.
 //! - [`http`]: the outbound client (no redirects).
 
-pub mod assertion;
-pub mod cloud;
-pub mod credential;
-pub mod error;
-pub mod http;
-pub mod oidc;
-pub mod token;
+pub(crate) mod assertion;
+pub(crate) mod cloud;
+pub(crate) mod credential;
+pub(crate) mod error;
+pub(crate) mod http;
+pub(crate) mod oidc;
+pub(crate) mod token;
 
+pub use assertion::AssertionAlg;
 pub use cloud::{CloudEndpoints, NationalCloud};
+pub use credential::{KeyBits, TenantCredential};
 pub use error::OidcError;
-pub use token::{AccessToken, SigningKeys, TokenFuture, TokenSource};
+pub use http::microsoft_client;
+pub use oidc::{
+    IdTokenClaims, IdTokenExpectations, JwksCache, validate_id_token, validate_id_token_with_key,
+};
+pub use token::{AccessToken, AppTokenClient, CodeExchange, SigningKeys, TokenFuture, TokenSource};

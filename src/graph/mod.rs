@@ -13,20 +13,21 @@
 //! - [`model`]: `User`, `Contact`, `PhotoMeta`, `Page`.
 //! - [`error`]: [`GraphError`], the typed failures.
 
-pub mod batch;
-pub mod client;
-pub mod error;
-pub mod mailbox;
-pub mod model;
-pub mod paging;
-pub mod resources;
-pub mod retry;
-pub mod subscriptions;
+pub(crate) mod batch;
+pub(crate) mod client;
+pub(crate) mod error;
+pub(crate) mod mailbox;
+pub(crate) mod model;
+pub(crate) mod paging;
+pub(crate) mod resources;
+pub(crate) mod retry;
+pub(crate) mod subscriptions;
 
 #[cfg(test)]
 mod tests;
 
 pub use batch::{BatchRequest, BatchResponse, MAX_BATCH};
+pub use client::DELTA_KIND;
 pub use client::{GraphClient, GraphOptions, GraphStats, MAX_JSON_BODY};
 pub use error::GraphError;
 pub use mailbox::{MailboxLimiter, MailboxPermit};

@@ -15,17 +15,18 @@
 //! - [`error`]: [`PbxError`], in words an administrator can act on.
 
 mod answer;
-pub mod client;
-pub mod credentials;
-pub mod error;
-pub mod retry;
+pub(crate) mod client;
+pub(crate) mod credentials;
+pub(crate) mod error;
+pub(crate) mod retry;
 mod session;
-pub mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;
 
 pub use client::{PbxClient, PbxStats};
+pub use credentials::user_password_secret;
 pub use error::PbxError;
 pub(crate) use session::renew_at;
 pub use session::{PbxToken, login_as, refresh};

@@ -22,7 +22,7 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::keyring::Keyring;
@@ -49,8 +49,6 @@ pub struct Realtime {
     sync: SyncHandle,
     limiter: RateLimiter,
     intake: mpsc::Sender<intake::Batch>,
-    /// Checks subscriptions now (a settings change, "Test connection").
-    poke: Notify,
     /// This instance's lease owner name: a tenant leased by another instance is theirs.
     lease_owner: String,
     /// `[sync] subscription_check_interval`.
@@ -79,16 +77,10 @@ impl Realtime {
             sync,
             limiter: RateLimiter::new(PER_ADDRESS_PER_MINUTE),
             intake: tx,
-            poke: Notify::new(),
             lease_owner,
             check_interval,
         };
         (Arc::new(rt), RealtimeTask { rx })
-    }
-
-    /// Asks for the subscriptions of every tenant to be checked now.
-    pub fn check_subscriptions_now(&self) {
-        self.poke.notify_one();
     }
 
     /// Processes notifications, starts targeted runs and asks for subscription maintenance
@@ -106,7 +98,6 @@ impl Realtime {
                 Some(batch) = rx.recv() => self.take(batch).await,
                 _ = poll.tick() => self.start_due_runs().await,
                 _ = check.tick() => self.check_maintenance().await,
-                _ = self.poke.notified() => self.check_maintenance().await,
             }
         }
         rx.close();

@@ -19,29 +19,31 @@
 //!   and JWKS.
 //! - [`session_routes`]: `/ms365/session`, `/ms365/jwks.json`, `/ms365/logout`.
 
-pub mod directory_api;
-pub mod flow;
+pub(crate) mod directory_api;
+pub(crate) mod flow;
 pub mod flow_keys;
-pub mod identity;
-pub mod login;
-pub mod login_page;
-pub mod pages;
-pub mod pbx_session;
+pub(crate) mod identity;
+pub(crate) mod login;
+pub(crate) mod login_page;
+pub(crate) mod pages;
+pub(crate) mod pbx_session;
 mod pbx_sign_in;
-pub mod pbx_state;
-pub mod photos_route;
-pub mod ratelimit;
-pub mod redirect;
+pub(crate) mod pbx_state;
+pub(crate) mod photos_route;
+pub(crate) mod ratelimit;
+pub(crate) mod redirect;
 pub mod session;
 pub mod session_keys;
 pub mod session_routes;
-pub mod state;
+pub(crate) mod state;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
 
+pub use identity::strip_gateway_cookies;
+pub use pbx_state::PbxState;
 pub use state::Sso;
 
 /// The `/ms365` routes of a public listener (and PortSIP's `/api/login/by_microsoft`).

@@ -22,24 +22,24 @@
 //! - [`pbx_read`], [`pbx_push`]: the PBX connector's phases (PortSIP REST API): what the PBX
 //!   holds before the users phase, and making the PBX match the record after the others.
 
-pub mod apply;
+pub(crate) mod apply;
 mod contact_batch;
 pub mod contacts;
 pub mod context;
-pub mod extensions;
-pub mod figures;
+pub(crate) mod extensions;
+pub(crate) mod figures;
 pub mod lease;
-pub mod orchestrate;
+pub(crate) mod orchestrate;
 pub mod pbx_push;
 pub mod pbx_read;
 pub mod photos;
-pub mod plan;
-pub mod run;
-pub mod scope;
-pub mod subscriptions;
+pub(crate) mod plan;
+pub(crate) mod run;
+pub(crate) mod scope;
+pub(crate) mod subscriptions;
 mod targets;
-pub mod username;
-pub mod users;
+pub(crate) mod username;
+pub(crate) mod users;
 pub mod worker;
 
 use std::ops::RangeInclusive;

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use ms365_gateway::admin::routes::{Access, operations};
+use ms365_gateway::admin::{Access, operations};
 use ms365_gateway::store::{DirectoryUser, PbxProfile};
 use ms365_stand_ins::emulator::AppRegistration;
 use serde_json::{Value, json};
@@ -822,7 +822,7 @@ async fn tenant_admin_tokens_are_listed_revoked_and_expire() {
     w.store
         .insert_admin_token(
             "acme",
-            &ms365_gateway::admin::auth::hash_token(expired),
+            &ms365_gateway::admin::hash_token(expired),
             "expired",
             Some(ms365_gateway::store::now_epoch() - 1),
         )

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ms365_gateway::config::TenantSeed;
-use ms365_gateway::entra::credential::KeyBits;
+use ms365_gateway::entra::KeyBits;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
 use ms365_gateway::store::{DirectoryUser, Store};
 use ms365_gateway::tenant_keys::TenantKeys;

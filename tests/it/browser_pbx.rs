@@ -4,8 +4,8 @@
 //! the SBC listener, the page's own `GET /api/login` is answered by the PBX for that user.
 
 use http::StatusCode;
-use ms365_gateway::demo::upstream::{DemoUpstream, PBX_ADMIN};
-use ms365_gateway::entra::credential::KeyBits;
+use ms365_gateway::demo::{DemoUpstream, PBX_ADMIN};
+use ms365_gateway::entra::KeyBits;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
 use ms365_gateway::sync::{SyncOptions, run_phases};
 use ms365_gateway::tenant_keys::TenantKeys;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use ms365_gateway::demo::banner::READY_LINE;
+use ms365_gateway::demo::READY_LINE;
 use ms365_stand_ins::emulator::DEMO_TENANT_ID;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -358,7 +358,7 @@ async fn check_signed_in_user(demo: &Demo, http: &reqwest::Client) {
     // The directory lists the PBX's users: the synced ones and the PBX's own tenant
     // administrator, which the PBX connector found on the demo PBX.
     let items = users["items"].as_array().unwrap();
-    let admin = ms365_gateway::demo::upstream::PBX_ADMIN;
+    let admin = ms365_gateway::demo::PBX_ADMIN;
     let synced = items.iter().filter(|u| u["name"] != admin).count() as u64;
     assert_eq!(synced, demo.synced_extensions().0, "{users}");
     assert!(items.iter().any(|u| u["name"] == admin), "{users}");

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ms365_gateway::config::CloudOverride;
-use ms365_gateway::entra::assertion::AssertionAlg;
-use ms365_gateway::entra::credential::{KeyBits, TenantCredential};
-use ms365_gateway::entra::http::microsoft_client;
-use ms365_gateway::entra::token::{AppTokenClient, CodeExchange};
+use ms365_gateway::entra::AssertionAlg;
+use ms365_gateway::entra::microsoft_client;
+use ms365_gateway::entra::{AppTokenClient, CodeExchange};
 use ms365_gateway::entra::{CloudEndpoints, NationalCloud, OidcError, TokenSource};
+use ms365_gateway::entra::{KeyBits, TenantCredential};
 use ms365_gateway::store::{CredentialState, Store, Tenant};
 use ms365_gateway::tenant_keys::{TenantKeyError, TenantKeys};
 use ms365_stand_ins::emulator::{

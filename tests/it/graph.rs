@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ms365_gateway::entra::assertion::AssertionAlg;
-use ms365_gateway::entra::http::microsoft_client;
+use ms365_gateway::entra::AssertionAlg;
+use ms365_gateway::entra::microsoft_client;
 use ms365_gateway::graph::{BatchRequest, GraphClient, GraphError, GraphOptions, User};
 use ms365_stand_ins::emulator::{Faults, RouteClass};
 
@@ -102,7 +102,7 @@ async fn delta_rounds_ask_for_the_largest_pages() {
     let (users, delta) = all_users(
         &g,
         g.users_delta_url(SELECT),
-        ms365_gateway::graph::client::DELTA_KIND,
+        ms365_gateway::graph::DELTA_KIND,
     )
     .await;
     assert!(delta.is_some());

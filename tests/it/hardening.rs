@@ -279,10 +279,7 @@ async fn behind_a_balancer_the_client_address_comes_from_its_proxy_header() {
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["headers"]["x-forwarded-for"][0], "203.0.113.7");
     let client: std::net::SocketAddr = "[2001:db8::42]:40000".parse().unwrap();
-    let v2 = ms365_gateway::edge::proxy_protocol::v2_header(
-        client,
-        "[2001:db8::1]:443".parse().unwrap(),
-    );
+    let v2 = ms365_gateway::edge::v2_header(client, "[2001:db8::1]:443".parse().unwrap());
     let (_, body) = via_balancer(&setup, &gw, &v2, "/headers").await;
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["headers"]["x-forwarded-for"][0], "2001:db8::42");

@@ -12,8 +12,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ms365_gateway::entra::OidcError;
-use ms365_gateway::entra::http::microsoft_client;
-use ms365_gateway::entra::oidc::{IdTokenExpectations, JwksCache, validate_id_token};
+use ms365_gateway::entra::microsoft_client;
+use ms365_gateway::entra::{IdTokenExpectations, JwksCache, validate_id_token};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -111,10 +111,7 @@ async fn case() -> Case {
 }
 
 impl Case {
-    async fn check(
-        &self,
-        token: &str,
-    ) -> Result<ms365_gateway::entra::oidc::IdTokenClaims, OidcError> {
+    async fn check(&self, token: &str) -> Result<ms365_gateway::entra::IdTokenClaims, OidcError> {
         let expect = IdTokenExpectations {
             issuer: ISS,
             client_id: CLIENT,

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use ms365_gateway::entra::credential::KeyBits;
+use ms365_gateway::entra::KeyBits;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::{Ms365Settings, PbxSignIn, SyncMode};
 use ms365_gateway::store::{RunStatus, Store};
 use ms365_gateway::sync::{SyncOptions, run_phases};
 use ms365_gateway::tenant_keys::TenantKeys;
-use ms365_gateway::{Config, sso::pbx_state::PbxState};
+use ms365_gateway::{Config, sso::PbxState};
 use ms365_stand_ins::emulator::{
     AppRegistration, Emulator, EmulatorConfig, RunningEmulator, User as EmuUser,
 };
@@ -523,7 +523,7 @@ async fn manage_passwords_tries_to_set_a_password_and_says_when_the_pbx_refuses(
         Some(&1),
         "one attempt: {stats:?}"
     );
-    let secret = ms365_gateway::pbx::credentials::user_password_secret(
+    let secret = ms365_gateway::pbx::user_password_secret(
         "acme",
         &w.store
             .directory_user("acme", &w.adoptee.id)

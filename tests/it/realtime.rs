@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use ms365_gateway::Config;
-use ms365_gateway::demo::upstream::{DemoUpstream, PBX_ADMIN};
-use ms365_gateway::entra::credential::KeyBits;
+use ms365_gateway::demo::{DemoUpstream, PBX_ADMIN};
+use ms365_gateway::entra::KeyBits;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
 use ms365_gateway::store::{RunStatus, RunTrigger, Store, SyncRun};

@@ -11,7 +11,7 @@ use axum::Extension;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use ms365_gateway::config::TenantSeed;
-use ms365_gateway::edge::conn::ConnInfo;
+use ms365_gateway::edge::ConnInfo;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::sso::session::{
     ClientKind, Clock, DEFAULT_LIFETIME, SessionClaims, Sessions, hash_cookie,
@@ -78,7 +78,7 @@ impl Fixture {
 
     /// A fixture whose sessions last `lifetime`, cached for `cache_ttl` (default 30 s).
     async fn with(lifetime: Duration, cache_ttl: Option<Duration>) -> Fixture {
-        ms365_gateway::edge::tls::install_default_crypto_provider();
+        ms365_gateway::edge::install_default_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let store = crate::common::db::open_store(dir.path(), 2).await;
         let tenant = store

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Request, StatusCode};
-use ms365_gateway::entra::credential::KeyBits;
+use ms365_gateway::entra::KeyBits;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::{DirectoryUser, Store};

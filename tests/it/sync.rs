@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ms365_gateway::config::CloudOverride;
-use ms365_gateway::entra::assertion::AssertionAlg;
-use ms365_gateway::entra::credential::KeyBits;
-use ms365_gateway::entra::http::microsoft_client;
-use ms365_gateway::entra::token::AppTokenClient;
+use ms365_gateway::entra::AppTokenClient;
+use ms365_gateway::entra::AssertionAlg;
+use ms365_gateway::entra::KeyBits;
+use ms365_gateway::entra::microsoft_client;
 use ms365_gateway::entra::{CloudEndpoints, NationalCloud};
 use ms365_gateway::graph::{GraphClient, GraphOptions};
 use ms365_gateway::settings::{Ms365Settings, SyncType, UserSync};
