@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{Call, GraphClient, JSON, MAX_JSON_BODY, decode};
 use super::error::GraphError;
+use super::resources::{contacts_delta_preference, is_contacts_delta};
 use super::retry::parse_retry_after;
 
 /// Graph's limit of requests per `$batch`.
@@ -109,6 +110,15 @@ struct WireRequest<'a> {
     id: &'a str,
     method: &'a str,
     url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<WireHeaders>,
+}
+
+/// An item's own request headers; only contact delta items carry one (their page size).
+#[derive(Serialize)]
+struct WireHeaders {
+    #[serde(rename = "Prefer")]
+    prefer: String,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +197,9 @@ impl GraphClient {
                 id: &r.id,
                 method: &r.method,
                 url: &r.url,
+                headers: is_contacts_delta(&r.url).then(|| WireHeaders {
+                    prefer: contacts_delta_preference(),
+                }),
             })
             .collect();
         let body = serde_json::to_vec(&serde_json::json!({ "requests": wire }))

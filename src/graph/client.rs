@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::error::GraphError;
 use super::mailbox::MailboxLimiter;
+use super::resources::{contacts_delta_preference, is_contacts_delta};
 use super::retry::{backoff, retry_after};
 use crate::entra::{CloudEndpoints, NationalCloud, TokenSource};
 
@@ -360,6 +361,8 @@ impl GraphClient {
                 .delta_page_size
                 .clamp(1, MAX_DELTA_PAGE_SIZE);
             request = request.header("prefer", format!("odata.maxpagesize={size}"));
+        } else if is_contacts_delta(call.url) {
+            request = request.header("prefer", contacts_delta_preference());
         }
         let response = match request.send().await {
             Ok(response) => response,

@@ -20,6 +20,11 @@ pub const DEFAULT_CONTACTS_FOLDER: &str = "contacts";
 pub const MAX_DIRECTORY_TOP: u16 = 999;
 /// `$top` maximum of `/users/{id}/contacts`.
 pub const MAX_CONTACTS_TOP: u16 = 1000;
+/// Contacts per page asked of a contact delta round (`Prefer: odata.maxpagesize`). Without
+/// it Graph pages contact deltas by 10, so a first sync of mailboxes with 20 contacts takes
+/// two requests each; 200 is the largest page Graph serves for contacts (larger asks are
+/// capped to it), and Graph wants the preference on every request of the round.
+pub const CONTACTS_DELTA_PAGE_SIZE: u16 = 200;
 /// Accept of `/photo/$value`: the image itself, or Graph's JSON error.
 const PHOTO_ACCEPT: &str = "image/*, application/json";
 
@@ -152,10 +157,46 @@ pub fn path_segment(s: &str) -> String {
     encoding::percent_encode(s, SEGMENT)
 }
 
+/// Whether `url` (absolute, or relative to the version) is a request of a contact delta
+/// round: the first one, a nextLink or a deltaLink keep the delta function in the path,
+/// short (`/contacts/delta`) or qualified (`/contacts/microsoft.graph.delta()`).
+pub fn is_contacts_delta(url: &str) -> bool {
+    let path = url.split('?').next().unwrap_or(url);
+    path.rsplit_once("/contacts/").is_some_and(|(_, function)| {
+        let function = function.strip_suffix("()").unwrap_or(function);
+        function == "delta" || function == "microsoft.graph.delta"
+    })
+}
+
+/// The `Prefer` header value of a contact delta request.
+pub fn contacts_delta_preference() -> String {
+    format!("odata.maxpagesize={CONTACTS_DELTA_PAGE_SIZE}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::graph::tests::support::client_for;
+
+    #[test]
+    fn contact_delta_requests_are_recognised_in_every_link_form() {
+        let base = "https://graph.microsoft.com/v1.0/users/a%40b/contactFolders/contacts";
+        for url in [
+            format!("{base}/contacts/delta?$select=displayName"),
+            format!("{base}/contacts/delta?$skiptoken=x"),
+            format!("{base}/contacts/microsoft.graph.delta()?$deltatoken=y"),
+            "/users/u1/contactFolders/contacts/contacts/delta()".to_string(),
+        ] {
+            assert!(is_contacts_delta(&url), "{url}");
+        }
+        for url in [
+            format!("{base}/contacts?$top=1000"),
+            "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=z".to_string(),
+            format!("{base}/contacts/AAMk-delta"),
+        ] {
+            assert!(!is_contacts_delta(&url), "{url}");
+        }
+    }
 
     #[tokio::test]
     async fn collection_and_delta_urls() {

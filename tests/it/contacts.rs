@@ -102,6 +102,40 @@ fn new_contact(name: &str) -> NewContact {
     }
 }
 
+/// Graph pages a contact delta by 10 unless asked for more: the gateway asks for 200 on
+/// every request of the round, batched opening or nextLink alike.
+#[tokio::test]
+async fn contact_delta_pages_are_asked_two_hundred_at_a_time() {
+    let (w, ctx) = world("gateway.toml", |t| t, |_| ()).await;
+    w.settings(|s| s.personal_contacts.enabled = true).await;
+    let users = synced(&w).await;
+    let emu = &w.emulator.emulator;
+    let (some, many) = (oid(&users[0]), oid(&users[1]));
+    for i in 0..30 {
+        emu.add_contact(DIRECTORY, &some, new_contact(&format!("Supplier {i:03}")));
+    }
+    for i in 0..250 {
+        emu.add_contact(DIRECTORY, &many, new_contact(&format!("Customer {i:03}")));
+    }
+
+    let before = ctx.graph.stats().by_kind;
+    let report = run(&ctx).await;
+    let after = ctx.graph.stats().by_kind;
+    let sent =
+        |kind: &str| after.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0);
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(
+        sent("contacts"),
+        1,
+        "only the mailbox of more than 200 contacts needs a second page"
+    );
+    assert!(
+        graph_book(&w, &many).len() > 200,
+        "the premise: one mailbox needs two pages"
+    );
+    assert_books_match(&w, &users).await;
+}
+
 #[tokio::test]
 async fn personal_contacts_full_then_delta_and_pbx_edits_overwritten() {
     let (w, ctx) = world("gateway.toml", |t| t, |_| ()).await;
