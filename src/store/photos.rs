@@ -1,8 +1,11 @@
 //! Profile photos of synced users, one row per (tenant, oid): the image as downloaded, its
 //! content type and Graph's `mediaEtag`, so a later run downloads only changed photos.
 
-use sqlx::Row;
+use std::collections::HashMap;
 
+use sqlx::{AssertSqlSafe, Row};
+
+use super::focused::{IDS_PER_STATEMENT, placeholders};
 use super::{Store, StoreError, now_epoch};
 
 /// A stored photo: its `mediaEtag`, content type and bytes.
@@ -14,18 +17,28 @@ pub struct StoredPhoto {
 }
 
 impl Store {
-    /// The `mediaEtag` of the stored photo of `oid`, if any.
-    pub async fn photo_etag(
+    /// The `mediaEtag`s of the stored photos of `oids`, by oid (users without one absent):
+    /// a few statements for a round of users instead of one per user.
+    pub async fn photo_etags(
         &self,
         tenant_id: &str,
-        oid: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT etag FROM user_photos WHERE tenant_id = $1 AND oid = $2")
-            .bind(tenant_id)
-            .bind(oid)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| r.try_get("etag")).transpose()?)
+        oids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let mut etags = HashMap::with_capacity(oids.len());
+        for chunk in oids.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT oid, etag FROM user_photos WHERE tenant_id = $1 AND oid IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant_id);
+            for oid in chunk {
+                q = q.bind(oid);
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                etags.insert(row.try_get("oid")?, row.try_get("etag")?);
+            }
+        }
+        Ok(etags)
     }
 
     /// Stores (or replaces) the photo of `oid`.

@@ -151,9 +151,9 @@ async fn sync_round(
         .map_err(|e| SyncError::PhotoFetch(Box::new(e)))?;
     report.checked += oids.len();
     let mut downloads = Vec::new();
+    let stored = ctx.store.photo_etags(tenant, oids).await?;
     for (oid, answer) in oids.iter().zip(&answers) {
-        let stored = ctx.store.photo_etag(tenant, oid).await?;
-        match decide(answer, stored.as_deref()) {
+        match decide(answer, stored.get(oid).map(String::as_str)) {
             Decision::Unchanged => report.unchanged += 1,
             Decision::Download(p) => downloads.push(Pending {
                 oid: oid.clone(),
