@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{Call, GraphClient, JSON, MAX_JSON_BODY, decode};
 use super::error::GraphError;
-use super::resources::{contacts_delta_preference, is_contacts_delta};
+use super::resources::{CONTACTS_DELTA_PREFERENCE, is_contacts_delta};
 use super::retry::parse_retry_after;
 
 /// Graph's limit of requests per `$batch`.
@@ -118,7 +118,7 @@ struct WireRequest<'a> {
 #[derive(Serialize)]
 struct WireHeaders {
     #[serde(rename = "Prefer")]
-    prefer: String,
+    prefer: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -197,8 +197,8 @@ impl GraphClient {
                 id: &r.id,
                 method: &r.method,
                 url: &r.url,
-                headers: is_contacts_delta(&r.url).then(|| WireHeaders {
-                    prefer: contacts_delta_preference(),
+                headers: is_contacts_delta(&r.url).then_some(WireHeaders {
+                    prefer: CONTACTS_DELTA_PREFERENCE,
                 }),
             })
             .collect();

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::error::GraphError;
 use super::mailbox::MailboxLimiter;
-use super::resources::{contacts_delta_preference, is_contacts_delta};
+use super::resources::{CONTACTS_DELTA_PREFERENCE, is_contacts_delta};
 use super::retry::{backoff, retry_after};
 use crate::entra::{CloudEndpoints, NationalCloud, TokenSource};
 
@@ -362,7 +362,7 @@ impl GraphClient {
                 .clamp(1, MAX_DELTA_PAGE_SIZE);
             request = request.header("prefer", format!("odata.maxpagesize={size}"));
         } else if is_contacts_delta(call.url) {
-            request = request.header("prefer", contacts_delta_preference());
+            request = request.header("prefer", CONTACTS_DELTA_PREFERENCE);
         }
         let response = match request.send().await {
             Ok(response) => response,

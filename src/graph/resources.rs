@@ -20,11 +20,11 @@ pub const DEFAULT_CONTACTS_FOLDER: &str = "contacts";
 pub const MAX_DIRECTORY_TOP: u16 = 999;
 /// `$top` maximum of `/users/{id}/contacts`.
 pub const MAX_CONTACTS_TOP: u16 = 1000;
-/// Contacts per page asked of a contact delta round (`Prefer: odata.maxpagesize`). Without
-/// it Graph pages contact deltas by 10, so a first sync of mailboxes with 20 contacts takes
+/// The `Prefer` header of every contact delta request: 200 contacts a page. Without it
+/// Graph pages contact deltas by 10, so a first sync of mailboxes with 20 contacts takes
 /// two requests each; 200 is the largest page Graph serves for contacts (larger asks are
 /// capped to it), and Graph wants the preference on every request of the round.
-pub const CONTACTS_DELTA_PAGE_SIZE: u16 = 200;
+pub const CONTACTS_DELTA_PREFERENCE: &str = "odata.maxpagesize=200";
 /// Accept of `/photo/$value`: the image itself, or Graph's JSON error.
 const PHOTO_ACCEPT: &str = "image/*, application/json";
 
@@ -166,11 +166,6 @@ pub fn is_contacts_delta(url: &str) -> bool {
         let function = function.strip_suffix("()").unwrap_or(function);
         function == "delta" || function == "microsoft.graph.delta"
     })
-}
-
-/// The `Prefer` header value of a contact delta request.
-pub fn contacts_delta_preference() -> String {
-    format!("odata.maxpagesize={CONTACTS_DELTA_PAGE_SIZE}")
 }
 
 #[cfg(test)]

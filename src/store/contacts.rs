@@ -266,26 +266,14 @@ impl Store {
         contacts: &[(String, ContactFields)],
     ) -> Result<HashMap<String, ContactFields>, StoreError> {
         let (table, owner_col) = (book.table(), book.owner_column());
-        let mut existing = HashMap::new();
-        let ids: Vec<&str> = contacts.iter().map(|(id, _)| id.as_str()).collect();
-        for chunk in ids.chunks(IDS_PER_STATEMENT) {
-            let placeholders = placeholders(3, chunk.len());
-            let sql = format!(
-                "SELECT source_id, {FIELD_COLUMNS} FROM {table}
-                 WHERE tenant_id = $1 AND {owner_col} = $2 AND source_id IN ({placeholders})"
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .bind(tenant_id)
-                .bind(book.owner());
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(self.pool()).await? {
-                let id: String = row.try_get("source_id")?;
-                existing.insert(id, ContactFields::from_row(&row)?);
-            }
-        }
-        Ok(existing)
+        let head = format!(
+            "SELECT source_id, {FIELD_COLUMNS} FROM {table}
+             WHERE tenant_id = $1 AND {owner_col} = $2 AND source_id"
+        );
+        let ids: Vec<String> = contacts.iter().map(|(id, _)| id.clone()).collect();
+        let rows = (self.rows_with_ids(&head, &[tenant_id, book.owner()], &ids)).await?;
+        let fields = |r: &AnyRow| Ok((r.try_get("source_id")?, ContactFields::from_row(r)?));
+        rows.iter().map(fields).collect()
     }
 
     /// Removes contacts of `book` by Graph id; how many were there.

@@ -7,6 +7,7 @@
 //! Oids are compared in lower case, as the sync writes them (and the binding API stores
 //! them).
 
+use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::directory::PBX_USER_COLUMNS;
@@ -26,27 +27,44 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
 // Dynamic SQL here only splices the static column lists and the placeholders; every value
 // is bound.
 impl Store {
+    /// The rows of `head IN (ids)`, a statement per [`IDS_PER_STATEMENT`] ids. `head` ends
+    /// with the compared column and numbers its own values `$1…`, bound from `leading`.
+    pub(super) async fn rows_with_ids(
+        &self,
+        head: &str,
+        leading: &[&str],
+        ids: &[String],
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        let mut rows = Vec::new();
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "{head} IN ({})",
+                placeholders(leading.len() + 1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for value in leading {
+                q = q.bind(*value);
+            }
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            rows.extend(q.fetch_all(self.pool()).await?);
+        }
+        Ok(rows)
+    }
+
     /// The PBX users synced from the given Microsoft users (absent oids are skipped).
     pub async fn pbx_users_by_oids(
         &self,
         tenant_id: &str,
         oids: &[String],
     ) -> Result<Vec<PbxUser>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in oids.chunks(IDS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT {PBX_USER_COLUMNS} FROM pbx_users WHERE tenant_id = $1 AND ms365_oid IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant_id);
-            for oid in chunk {
-                q = q.bind(oid.to_ascii_lowercase());
-            }
-            for row in q.fetch_all(self.pool()).await? {
-                out.push(PbxUser::from_row(&row)?);
-            }
-        }
-        Ok(out)
+        let head =
+            format!("SELECT {PBX_USER_COLUMNS} FROM pbx_users WHERE tenant_id = $1 AND ms365_oid");
+        let rows = self
+            .rows_with_ids(&head, &[tenant_id], &lower(oids))
+            .await?;
+        rows.iter().map(|r| Ok(PbxUser::from_row(r)?)).collect()
     }
 
     /// The directory entries of the given Microsoft users (absent oids are skipped).
@@ -55,22 +73,12 @@ impl Store {
         tenant_id: &str,
         oids: &[String],
     ) -> Result<Vec<DirectoryUser>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in oids.chunks(IDS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role,
-                 enabled, source FROM ms365_users WHERE tenant_id = $1 AND oid IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant_id);
-            for oid in chunk {
-                q = q.bind(oid.to_ascii_lowercase());
-            }
-            for row in q.fetch_all(self.pool()).await? {
-                out.push(DirectoryUser::from_row(&row)?);
-            }
-        }
-        Ok(out)
+        let head = "SELECT tenant_id, oid, upn, pbx_user_id, extension, display_name, email,
+                    role, enabled, source FROM ms365_users WHERE tenant_id = $1 AND oid";
+        let rows = self.rows_with_ids(head, &[tenant_id], &lower(oids)).await?;
+        rows.iter()
+            .map(|r| Ok(DirectoryUser::from_row(r)?))
+            .collect()
     }
 
     /// The links of the given local objects (objects without one are skipped).
@@ -80,24 +88,11 @@ impl Store {
         kind: PbxLinkKind,
         local_ids: &[String],
     ) -> Result<Vec<PbxLink>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in local_ids.chunks(IDS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT kind, local_id, remote_id, created, bound, pushed_hash FROM pbx_links
-                 WHERE tenant_id = $1 AND kind = $2 AND local_id IN ({})",
-                placeholders(3, chunk.len())
-            );
-            let mut q = (sqlx::query(AssertSqlSafe(sql)))
-                .bind(tenant_id)
-                .bind(kind.as_str());
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
-            for row in q.fetch_all(self.pool()).await? {
-                out.push(PbxLink::from_row(&row)?);
-            }
-        }
-        Ok(out)
+        let head = "SELECT kind, local_id, remote_id, created, bound, pushed_hash FROM pbx_links
+                    WHERE tenant_id = $1 AND kind = $2 AND local_id";
+        let leading = [tenant_id, kind.as_str()];
+        let rows = self.rows_with_ids(head, &leading, local_ids).await?;
+        rows.iter().map(|r| Ok(PbxLink::from_row(r)?)).collect()
     }
 
     /// How many links of one kind the tenant has.
@@ -159,6 +154,11 @@ impl Store {
             .map(|r| r.try_get("ms365_oid"))
             .collect::<Result<_, _>>()?)
     }
+}
+
+/// Oids as the sync writes them.
+fn lower(oids: &[String]) -> Vec<String> {
+    oids.iter().map(|o| o.to_ascii_lowercase()).collect()
 }
 
 #[cfg(test)]

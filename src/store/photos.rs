@@ -3,9 +3,8 @@
 
 use std::collections::HashMap;
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 
-use super::focused::{IDS_PER_STATEMENT, placeholders};
 use super::{Store, StoreError, now_epoch};
 
 /// A stored photo: its `mediaEtag`, content type and bytes.
@@ -24,21 +23,10 @@ impl Store {
         tenant_id: &str,
         oids: &[String],
     ) -> Result<HashMap<String, String>, StoreError> {
-        let mut etags = HashMap::with_capacity(oids.len());
-        for chunk in oids.chunks(IDS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT oid, etag FROM user_photos WHERE tenant_id = $1 AND oid IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant_id);
-            for oid in chunk {
-                q = q.bind(oid);
-            }
-            for row in q.fetch_all(self.pool()).await? {
-                etags.insert(row.try_get("oid")?, row.try_get("etag")?);
-            }
-        }
-        Ok(etags)
+        let head = "SELECT oid, etag FROM user_photos WHERE tenant_id = $1 AND oid";
+        let rows = self.rows_with_ids(head, &[tenant_id], oids).await?;
+        let etag = |r: &sqlx::any::AnyRow| Ok((r.try_get("oid")?, r.try_get("etag")?));
+        rows.iter().map(etag).collect()
     }
 
     /// Stores (or replaces) the photo of `oid`.
