@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError, ListenerConfig};
-use crate::edge::conn::{ListenerContext, StopSignals, http_builder};
+use crate::edge::conn::{ListenerContext, ProxyService, ResponseFuture, StopSignals, http_builder};
 use crate::edge::proxy::{Upstream, UpstreamTarget};
 use crate::edge::server::{CertReloader, WatchedListener, accept_loop};
 use crate::edge::tls::{self, CertLoader, TlsError};
@@ -209,7 +209,7 @@ impl Gateway {
                 None => None,
             };
             let socket = bind(l.bind, &format!("listener[{}].bind", l.index)).await?;
-            let router = listener_router(
+            let (router, proxy) = listener_routes(
                 l,
                 &config,
                 upstream.clone(),
@@ -222,6 +222,7 @@ impl Gateway {
                 index: l.index,
                 acceptor,
                 router,
+                proxy,
                 limits: limits.clone(),
                 metrics: metrics.clone(),
                 request_metrics: Arc::new(crate::metrics::ListenerMetrics::new(
@@ -412,15 +413,16 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
         })
 }
 
-/// The routes of one public listener: the gateway's own paths, then the proxy for the rest.
-fn listener_router(
+/// The routes of one public listener (the gateway's own paths, then the proxy for the
+/// rest) and the proxy the edge calls directly for paths that are not the gateway's.
+fn listener_routes(
     listener: &ListenerConfig,
     config: &Config,
     upstream: Upstream,
     sso: Arc<crate::sso::Sso>,
     admin_api: Arc<crate::admin::AdminState>,
     realtime: Arc<crate::realtime::Realtime>,
-) -> Router {
+) -> (Router, Arc<ProxyRoute>) {
     let target = UpstreamTarget::new(listener.upstream.as_ref().unwrap_or(&config.upstream.url));
     let route = Arc::new(ProxyRoute {
         upstream,
@@ -430,17 +432,24 @@ fn listener_router(
     let proxied = Router::new()
         .route("/api/info", axum::routing::get(api_info_handler))
         .fallback(proxy_handler)
-        .with_state(route);
-    crate::sso::routes(sso)
+        .with_state(route.clone());
+    let router = crate::sso::routes(sso)
         .merge(crate::realtime::routes(realtime))
         .merge(crate::admin::router(admin_api))
-        .merge(proxied)
+        .merge(proxied);
+    (router, route)
 }
 
 struct ProxyRoute {
     upstream: Upstream,
     target: UpstreamTarget,
     sso: Arc<crate::sso::Sso>,
+}
+
+impl ProxyService for ProxyRoute {
+    fn call(self: Arc<Self>, req: Request<Body>) -> ResponseFuture {
+        Box::pin(proxy_handler(State(self), req))
+    }
 }
 
 async fn proxy_handler(

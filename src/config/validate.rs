@@ -231,9 +231,16 @@ fn upstream(raw: Option<RawUpstream>, o: &Origin<'_>) -> Result<UpstreamConfig, 
             "upstream.pool_idle_timeout",
             o,
         )?,
-        pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(64),
+        pool_max_idle_per_host: raw.pool_max_idle_per_host.unwrap_or(DEFAULT_POOL_MAX_IDLE),
     })
 }
+
+/// Idle upstream connections kept by default. Each request in flight to the PBX holds an
+/// HTTP/1.1 connection of its own, and one HTTP/2 client alone may have 256 streams open: a
+/// pool smaller than what is in flight closes connections that the next requests open again
+/// (measured: a pool of 64 under 320 streams opened ~7,000 connections a second and cost
+/// the proxy a quarter of its throughput).
+const DEFAULT_POOL_MAX_IDLE: usize = 512;
 
 fn server(raw: RawServer, o: &Origin<'_>) -> Result<ServerLimits, ConfigError> {
     let slow = slow_clients(&raw, o)?;

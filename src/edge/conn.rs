@@ -4,7 +4,9 @@
 //! flight, accept nothing new) and the hard deadline after the shutdown grace period.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::access_log::{InFlight, MeteredBody, RequestRecord, UpstreamLatency};
-use super::headers::request_host;
+use super::headers::{ClientHop, request_host};
 use super::slow::{Activity, ActivityIo, MinRateBody};
 use crate::config::ServerLimits;
 use crate::metrics::{ListenerLabels, ListenerMetrics, Metrics, ResultLabels};
@@ -37,6 +39,39 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// The listener's pre-resolved request metrics.
     pub metrics: Arc<ListenerMetrics>,
+    /// The forwarding headers' per-connection part.
+    pub hop: Arc<ClientHop>,
+}
+
+/// The reverse proxy as the edge calls it: every request whose path the gateway does not
+/// answer itself goes here directly, without a pass through the router (the routes are
+/// matched only for the gateway's own paths, see [`gateway_path`]).
+pub trait ProxyService: Send + Sync + 'static {
+    fn call(self: Arc<Self>, req: Request<Body>) -> ResponseFuture;
+}
+
+/// What a [`ProxyService`] returns.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'static>>;
+
+impl ConnInfo {
+    /// `listener` is the listener's name and index; `trusted` says whether `peer` is one of
+    /// `[server] trusted_proxies`.
+    pub fn new(
+        peer: SocketAddr,
+        listener: (Arc<str>, usize),
+        proto: &'static str,
+        metrics: Arc<ListenerMetrics>,
+        trusted: bool,
+    ) -> Self {
+        ConnInfo {
+            peer,
+            listener: listener.0,
+            listener_index: listener.1,
+            proto,
+            metrics,
+            hop: Arc::new(ClientHop::new(peer, proto, trusted)),
+        }
+    }
 }
 
 /// Everything a listener's connections share.
@@ -45,7 +80,10 @@ pub struct ListenerContext {
     pub index: usize,
     /// `None` on a `tls = false` listener.
     pub acceptor: Option<TlsAcceptor>,
+    /// The gateway's own paths (and the proxy as their fallback).
     pub router: axum::Router,
+    /// Every other path.
+    pub proxy: Arc<dyn ProxyService>,
     pub limits: Arc<ServerLimits>,
     pub metrics: Arc<Metrics>,
     pub request_metrics: Arc<ListenerMetrics>,
@@ -175,13 +213,14 @@ async fn serve_io<I>(
 {
     let activity = Arc::new(Activity::default());
     let in_flight = Arc::new(InFlight::default());
-    let info = ConnInfo {
+    let trusted = (ctx.limits.trusted_proxies.iter()).any(|n| n.contains(peer.ip()));
+    let info = ConnInfo::new(
         peer,
-        listener: ctx.name.clone(),
-        listener_index: ctx.index,
+        (ctx.name.clone(), ctx.index),
         proto,
-        metrics: ctx.request_metrics.clone(),
-    };
+        ctx.request_metrics.clone(),
+        trusted,
+    );
     let service = {
         let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
         hyper::service::service_fn(move |req| {
@@ -245,9 +284,13 @@ async fn handle_request(
             Body::new(MinRateBody::new(body, slow.body_min_rate, slow.body_grace))
         }
     });
-    let response = match ctx.router.clone().oneshot(req).await {
-        Ok(r) => r,
-        Err(never) => match never {},
+    let response = if route == "proxy" && !gateway_path(req.uri().path()) {
+        ctx.proxy.clone().call(req).await
+    } else {
+        match ctx.router.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
     };
     let record = RequestRecord {
         listener: ctx.name.clone(),
@@ -265,13 +308,24 @@ async fn handle_request(
 
 /// Coarse route class for metrics labels (bounded cardinality).
 pub fn route_class(path: &str) -> &'static str {
-    if path.starts_with("/ms365/") || path == "/ms365" {
+    if path.starts_with("/ms365/") || path == "/ms365" || path == "/api/login/by_microsoft" {
         "sso"
-    } else if path.starts_with("/api/ms365") || path.starts_with("/api/admin/") {
+    } else if path.starts_with("/api/ms365")
+        || path.starts_with("/api/admin/")
+        || (path.starts_with("/api/users/") && path.contains("/ms365_binding"))
+    {
         "admin"
     } else {
         "proxy"
     }
+}
+
+/// Whether a path classed `proxy` may still be one of the router's: `/api/info`, which is
+/// proxied with the tenant's sign-in fields added. Together with [`route_class`] this
+/// covers every route the listener's router declares (and some it does not, which then
+/// reach the proxy through the router's fallback: erring that way costs only time).
+fn gateway_path(path: &str) -> bool {
+    path == "/api/info" || path.contains("ms365")
 }
 
 /// Resolves when the connection has moved no bytes for `idle` and no request is pending.
@@ -283,5 +337,69 @@ async fn idle_expired(activity: &Activity, in_flight: &InFlight, idle: Duration)
         }
         // A request is waiting on a slow upstream; that is the upstream timeout's business.
         tokio::time::sleep(idle).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `handle_request` hands `path` to the router.
+    fn routed(path: &str) -> bool {
+        route_class(path) != "proxy" || gateway_path(path)
+    }
+
+    #[test]
+    fn every_path_the_gateway_answers_reaches_the_router() {
+        // One concrete path per route the listener router declares (sso, session, admin
+        // page and API, assets, notifications, the PortSIP endpoints the gateway answers).
+        let owned = [
+            "/ms365",
+            "/ms365/",
+            "/ms365/login",
+            "/ms365/redirect",
+            "/ms365/info",
+            "/ms365/directory/me",
+            "/ms365/directory/users",
+            "/ms365/directory/contacts",
+            "/ms365/photos/3f2c",
+            "/ms365/jwks.json",
+            "/ms365/session",
+            "/ms365/logout",
+            "/ms365/admin",
+            "/ms365/admin/",
+            "/ms365/assets/admin.css",
+            "/ms365/notifications",
+            "/ms365/notifications/lifecycle",
+            "/api/login/by_microsoft",
+            "/api/info",
+            "/api/ms365",
+            "/api/ms365/certificate",
+            "/api/ms365/sync/runs/12/approve",
+            "/api/ms365/openapi.json",
+            "/api/users/7/ms365_binding",
+            "/api/users/7/ms365_binding/destroy",
+            "/api/admin/tenants",
+            "/api/admin/tenants/t1/tokens/k2",
+            "/api/admin/ms365/certificate",
+        ];
+        for path in owned {
+            assert!(routed(path), "{path} must reach the router");
+        }
+    }
+
+    #[test]
+    fn the_pbx_paths_skip_the_router() {
+        for path in [
+            "/",
+            "/index.html",
+            "/api/users",
+            "/api/users/7",
+            "/api/login",
+            "/ws",
+        ] {
+            assert!(!routed(path), "{path} goes straight to the proxy");
+            assert_eq!(route_class(path), "proxy");
+        }
     }
 }

@@ -4,20 +4,23 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{CONNECTION, HOST, HeaderName, TE, UPGRADE};
+use http::header::{
+    CONNECTION, HOST, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, HeaderValue};
 
 /// Hop-by-hop headers always removed, besides those listed in `Connection`.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -48,8 +51,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
@@ -94,46 +97,78 @@ fn claims_identity(name: &str) -> bool {
         .all(|want| folded.next().is_some_and(|b| b.eq_ignore_ascii_case(&want)))
 }
 
-/// What the gateway knows about the hop it received a request on.
-pub struct ForwardContext<'a> {
-    pub peer: SocketAddr,
+/// What the gateway knows about the hop a connection's requests arrive on, worked out once
+/// per connection: the values every proxied request repeats are formatted here, not per
+/// request.
+#[derive(Debug)]
+pub struct ClientHop {
     /// `https`, or `http` on a `tls = false` listener.
-    pub proto: &'static str,
-    /// The `Host` (or HTTP/2 `:authority`) the client used.
-    pub host: Option<&'a str>,
+    proto: &'static str,
+    /// The peer's address as an `X-Forwarded-For` element.
+    address: HeaderValue,
+    /// `for=…;proto=…`: the `Forwarded` element without its `host`.
+    element: String,
     /// Peer is a configured trusted proxy: extend its headers instead of replacing them.
-    pub trusted_peer: bool,
+    trusted: bool,
 }
 
-/// Writes `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream.
-pub fn set_forwarded(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
-    let ip = ctx.peer.ip();
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut element = format!("for={node};proto={}", ctx.proto);
-    if let Some(host) = ctx.host.filter(|h| is_token_safe(h)) {
-        element.push_str(&format!(";host=\"{host}\""));
+impl ClientHop {
+    pub fn new(peer: SocketAddr, proto: &'static str, trusted: bool) -> Self {
+        let ip = match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let address = HeaderValue::from_str(&ip.to_string()).expect("an IP address is ASCII");
+        ClientHop {
+            proto,
+            address,
+            element: format!("for={node};proto={proto}"),
+            trusted,
+        }
     }
-    if ctx.trusted_peer {
-        append_list(headers, X_FORWARDED_FOR, &ip.to_string());
+
+    /// The `Forwarded` element of a request to `host`.
+    fn element(&self, host: Option<&str>) -> String {
+        match host.filter(|h| is_token_safe(h)) {
+            Some(host) => {
+                let mut element = String::with_capacity(self.element.len() + host.len() + 8);
+                element.push_str(&self.element);
+                element.push_str(";host=\"");
+                element.push_str(host);
+                element.push('"');
+                element
+            }
+            None => self.element.clone(),
+        }
+    }
+}
+
+/// Writes `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream; `host` is the
+/// `Host` (or HTTP/2 `:authority`) the client used.
+pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop, host: Option<&str>) {
+    let element = hop.element(host);
+    if hop.trusted {
+        let address = hop.address.to_str().unwrap_or_default();
+        append_list(headers, X_FORWARDED_FOR, address);
         append_list(headers, FORWARDED, &element);
-        set_if_absent(headers, X_FORWARDED_PROTO, ctx.proto);
-        if let Some(host) = ctx.host {
+        set_if_absent(headers, X_FORWARDED_PROTO, hop.proto);
+        if let Some(host) = host {
             set_if_absent(headers, X_FORWARDED_HOST, host);
         }
     } else {
-        set_value(headers, X_FORWARDED_FOR, &ip.to_string());
-        set_value(headers, FORWARDED, &element);
-        set_value(headers, X_FORWARDED_PROTO, ctx.proto);
-        headers.remove(X_FORWARDED_HOST);
-        if let Some(host) = ctx.host {
-            set_value(headers, X_FORWARDED_HOST, host);
+        headers.insert(X_FORWARDED_FOR, hop.address.clone());
+        match HeaderValue::try_from(element) {
+            Ok(element) => headers.insert(FORWARDED, element),
+            Err(_) => headers.remove(FORWARDED),
+        };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
+        match host {
+            Some(host) => set_value(headers, X_FORWARDED_HOST, host),
+            None => drop(headers.remove(X_FORWARDED_HOST)),
         }
     }
 }
@@ -249,13 +284,8 @@ mod tests {
             ("x-forwarded-host", "evil"),
             ("forwarded", "for=6.6.6.6"),
         ]);
-        let ctx = ForwardContext {
-            peer: "192.0.2.7:5000".parse().unwrap(),
-            proto: "https",
-            host: Some("pbx.example.com"),
-            trusted_peer: false,
-        };
-        set_forwarded(&mut h, &ctx);
+        let hop = ClientHop::new("192.0.2.7:5000".parse().unwrap(), "https", false);
+        set_forwarded(&mut h, &hop, Some("pbx.example.com"));
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-host"], "pbx.example.com");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -271,13 +301,8 @@ mod tests {
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "https"),
         ]);
-        let ctx = ForwardContext {
-            peer: "[::1]:5000".parse().unwrap(),
-            proto: "http",
-            host: None,
-            trusted_peer: true,
-        };
-        set_forwarded(&mut h, &ctx);
+        let hop = ClientHop::new("[::1]:5000".parse().unwrap(), "http", true);
+        set_forwarded(&mut h, &hop, None);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, ::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::access_log::UpstreamLatency;
 use super::conn::ConnInfo;
-use super::headers::{self, ForwardContext};
+use super::headers;
 use super::problem::HttpError;
 use super::slow::{Activity, ActivityIo};
 use super::tls::TlsError;
@@ -184,28 +184,22 @@ impl Upstream {
         upgrade: bool,
     ) -> Result<Request<Body>, HttpError> {
         let (mut parts, body) = req.into_parts();
-        let host = headers::request_host(&parts.headers, &parts.uri).map(str::to_string);
         let uri = target
             .uri_for(&parts.uri)
             .map_err(|e| HttpError::BadRequest(format!("bad request target: {e}")))?;
+        // HTTP/2 names the host in `:authority`; the PBX reads `Host`.
+        if !parts.headers.contains_key(HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(HOST, host);
+        }
         let headers = &mut parts.headers;
         headers::remove_hop_by_hop(headers, upgrade);
         headers::strip_identity_headers(headers);
-        let trusted_peer = self
-            .limits
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(conn.peer.ip()));
-        let ctx = ForwardContext {
-            peer: conn.peer,
-            proto: conn.proto,
-            host: host.as_deref(),
-            trusted_peer,
-        };
-        headers::set_forwarded(headers, &ctx);
-        if let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(HOST, host);
-        }
+        let host = headers.get(HOST).cloned();
+        let host = host.as_ref().and_then(|h| h.to_str().ok());
+        headers::set_forwarded(headers, &conn.hop, host);
         parts.uri = uri;
         // The PBX speaks HTTP/1.1; an HTTP/2 client's request is translated.
         parts.version = Version::HTTP_11;

@@ -183,16 +183,11 @@ fn directory_user(tenant_id: &str) -> DirectoryUser {
 async fn serve(sessions: Arc<Sessions>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let info = ConnInfo {
-        peer: addr,
-        listener: Arc::from("pbx#0"),
-        listener_index: 0,
-        proto: "https",
-        metrics: Arc::new(ms365_gateway::ListenerMetrics::new(
-            Arc::new(ms365_gateway::Metrics::new()),
-            "pbx#0",
-        )),
-    };
+    let metrics = Arc::new(ms365_gateway::ListenerMetrics::new(
+        Arc::new(ms365_gateway::Metrics::new()),
+        "pbx#0",
+    ));
+    let info = ConnInfo::new(addr, (Arc::from("pbx#0"), 0), "https", metrics, false);
     let app = routes(sessions).layer(Extension(info));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
