@@ -16,6 +16,11 @@
 #     H2_STREAMS), duration based with a warm-up, interleaved A/B (the proxy that goes first
 #     alternates every round). Latency percentiles come from h2load's --log-file (per-request
 #     microseconds), so h1 and h2 are measured the same way;
+#   * WebSocket (protocol `ws`): bench/ws_load.rs (`cargo bench --bench ws_load --no-run`)
+#     echoes every message behind both proxies (nginx: `location /ws` with the upgrade
+#     headers; the gateway: a second listener whose upstream is the echo server) and drives
+#     CONNECTIONS connections, each sending a WS_SIZE-byte text message and waiting for its
+#     echo before the next (SIP over WSS is request/answer). Messages/s are reported as req/s;
 #   * upstream connections opened per run (upstream nginx stub_status `accepts`): shows
 #     keep-alive pool churn when more requests are in flight than the pool keeps idle;
 #   * memory: idle RSS right after start, and peak RSS (VmHWM) per run, reset before each run
@@ -27,10 +32,16 @@
 # Environment (all optional):
 #   ROUNDS=5 DURATION=10 WARMUP=2 CONNECTIONS=32 H2_STREAMS=10 H2LOAD_THREADS=1
 #   UPSTREAM_WORKERS=1      nginx worker processes of the upstream
-#   UPSTREAM_KEEPALIVE=64   idle upstream connections each proxy keeps (nginx `keepalive`,
-#                           gateway `pool_max_idle_per_host`, whose default is 64 too)
+#   UPSTREAM_KEEPALIVE=     idle upstream connections each proxy keeps. Unset: nginx gets
+#                           `keepalive 64` (the value nginx's documentation shows) and the
+#                           gateway runs on its default (`pool_max_idle_per_host` 512); set:
+#                           both get the same number (nginx `keepalive`, gateway
+#                           `pool_max_idle_per_host`)
 #   GATEWAY_BIN=path        gateway binary (default: target/release/ms365-gateway)
 #   GATEWAY_LOG=info        the gateway's --log filter; `warn` turns the access log off
+#   PROTOCOLS="h1 h2 ws"    which rows to measure
+#   WS_SIZE=600             WebSocket message size in bytes (a SIP INVITE is ~600-1000)
+#   WS_LOAD_BIN=path        the ws_load binary (default: built with cargo bench --no-run)
 #   BUILD=auto|always|never auto: `cargo build --release` only if the binary is missing
 #   KEEP_TMP=1              keep the temporary directory (configs, logs, h2load output)
 #   QUIET_PCT=10            before each run, wait until other processes use at most this
@@ -51,7 +62,10 @@ CONNECTIONS=${CONNECTIONS:-32}
 H2_STREAMS=${H2_STREAMS:-10}
 H2LOAD_THREADS=${H2LOAD_THREADS:-1}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
-UPSTREAM_KEEPALIVE=${UPSTREAM_KEEPALIVE:-64}
+PROTOCOLS=${PROTOCOLS:-h1 h2 ws}
+WS_SIZE=${WS_SIZE:-600}
+UPSTREAM_KEEPALIVE=${UPSTREAM_KEEPALIVE:-}
+NGINX_KEEPALIVE=${UPSTREAM_KEEPALIVE:-64}
 BUILD=${BUILD:-auto}
 KEEP_TMP=${KEEP_TMP:-0}
 QUIET_PCT=${QUIET_PCT:-10}
@@ -68,7 +82,8 @@ GATEWAY_LOG=${GATEWAY_LOG:-info}
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-for v in ROUNDS DURATION WARMUP CONNECTIONS H2_STREAMS H2LOAD_THREADS UPSTREAM_WORKERS UPSTREAM_KEEPALIVE; do
+for p in $PROTOCOLS; do [[ $p == h1 || $p == h2 || $p == ws ]] || die "PROTOCOLS: '$p' is not h1, h2 or ws"; done
+for v in ROUNDS DURATION WARMUP CONNECTIONS H2_STREAMS H2LOAD_THREADS UPSTREAM_WORKERS NGINX_KEEPALIVE WS_SIZE; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 for v in QUIET_PCT QUIET_MAX_WAIT NOISY_PCT RETRIES NOISE_BUDGET; do
@@ -122,6 +137,17 @@ ensure_gateway() {
     fi
 }
 ensure_gateway
+
+ensure_ws_load() {
+    [[ " $PROTOCOLS " == *" ws "* ]] || return 0
+    if [[ -z ${WS_LOAD_BIN:-} ]]; then
+        log "building the WebSocket load tool: cargo bench --bench ws_load --no-run"
+        WS_LOAD_BIN=$REPO/$(cd "$REPO" && cargo bench --bench ws_load --no-run 2>&1 \
+            | grep -o '(target/[^)]*ws_load-[0-9a-f]*)' | tr -d '()' | tail -n1)
+    fi
+    [[ -x $WS_LOAD_BIN ]] || die "ws_load binary not found (WS_LOAD_BIN=$WS_LOAD_BIN)"
+}
+ensure_ws_load
 
 # ---------------------------------------------------------------------------------------------
 # Temporary directory, process bookkeeping, cleanup
@@ -264,6 +290,7 @@ median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (N
 log "work dir $T"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+    -addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=serverAuth \
     -keyout "$T/key.pem" -out "$T/cert.pem" 2>/dev/null
 chmod 600 "$T/key.pem"
 
@@ -271,6 +298,8 @@ UP_PORT=$(pick_port)
 NGX_PORT=$(pick_port "$UP_PORT")
 GW_PORT=$(pick_port "$UP_PORT" "$NGX_PORT")
 ADMIN_PORT=$(pick_port "$UP_PORT" "$NGX_PORT" "$GW_PORT")
+WS_UP_PORT=$(pick_port "$UP_PORT" "$NGX_PORT" "$GW_PORT" "$ADMIN_PORT")
+WS_GW_PORT=$(pick_port "$UP_PORT" "$NGX_PORT" "$GW_PORT" "$ADMIN_PORT" "$WS_UP_PORT")
 
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 
@@ -325,6 +354,12 @@ start_nginx upstream
 UP_PID=$LAST_PID
 wait_port "$UP_PORT" "$UP_PID" "upstream nginx"
 UP_PIDS=$(nginx_pids "$UP_PID" "$UPSTREAM_WORKERS")
+if [[ -n ${WS_LOAD_BIN:-} ]]; then
+    "$WS_LOAD_BIN" echo "127.0.0.1:$WS_UP_PORT" >"$T/ws-echo.log" 2>&1 &
+    PIDS+=("$!")
+    wait_port "$WS_UP_PORT" "$!" "WebSocket echo server"
+    UP_PIDS="$UP_PIDS $!" # its CPU counts as the upstream's
+fi
 [[ $(http_status "$UP_PORT" /) == *" 200 "* ]] || die "upstream does not answer 200"
 
 # nginx >= 1.25.1 wants `http2 on;`; older (Debian 12 has 1.22) `listen ... ssl http2`.
@@ -351,9 +386,12 @@ http {
     # the gateway has no such limit), so both proxies keep their connections for the run.
     keepalive_timeout 300s;
     keepalive_requests 1000000;
+    upstream ws_backend {
+        server 127.0.0.1:$WS_UP_PORT;
+    }
     upstream backend {
         server 127.0.0.1:$UP_PORT;
-        keepalive $UPSTREAM_KEEPALIVE;
+        keepalive $NGINX_KEEPALIVE;
         keepalive_requests 1000000;
         keepalive_timeout 300s;
     }
@@ -363,6 +401,15 @@ http {
         ssl_certificate $T/cert.pem;
         ssl_certificate_key $T/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
+        location /ws {
+            proxy_pass http://ws_backend;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_read_timeout 300s;
+        }
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -392,9 +439,17 @@ public_url = "https://127.0.0.1:$GW_PORT"
 tls_cert = "$T/cert.pem"
 tls_key = "$T/key.pem"
 
+[[listener]]
+kind = "sbc"
+bind = "127.0.0.1:$WS_GW_PORT"
+public_url = "https://127.0.0.1:$WS_GW_PORT"
+tls_cert = "$T/cert.pem"
+tls_key = "$T/key.pem"
+upstream = "http://127.0.0.1:$WS_UP_PORT"
+
 [upstream]
 url = "http://127.0.0.1:$UP_PORT"
-pool_max_idle_per_host = $UPSTREAM_KEEPALIVE
+${UPSTREAM_KEEPALIVE:+pool_max_idle_per_host = $UPSTREAM_KEEPALIVE}
 
 [admin]
 bind = "127.0.0.1:$ADMIN_PORT"
@@ -428,6 +483,14 @@ upstream_accepts() {
 }
 
 port_of() { case $1 in gateway) echo "$GW_PORT" ;; nginx) echo "$NGX_PORT" ;; esac; }
+# What a protocol's load is sent to.
+url_of() { # proxy proto
+    if [[ $2 == ws ]]; then
+        case $1 in gateway) echo "wss://127.0.0.1:$WS_GW_PORT/ws" ;; nginx) echo "wss://127.0.0.1:$NGX_PORT/ws" ;; esac
+    else
+        echo "https://127.0.0.1:$(port_of "$1")/"
+    fi
+}
 
 # Smoke test: both proxies answer 200 with the 1 KiB body over the protocol asked for.
 smoke() { # proxy proto
@@ -442,6 +505,15 @@ smoke() { # proxy proto
 }
 declare -A TLS_INFO
 for p in nginx gateway; do for proto in h1 h2; do TLS_INFO[$p]=$(smoke "$p" "$proto"); done; done
+# Smoke test of the WebSocket path: a short load without errors and with echoes.
+if [[ " $PROTOCOLS " == *" ws "* ]]; then
+    for p in nginx gateway; do
+        out=$("$WS_LOAD_BIN" load "$(url_of "$p" ws)" --ca "$T/cert.pem" -c 2 -D 0.5 --warm-up-time 0 --size "$WS_SIZE" 2>&1) \
+            || die "$p/ws: ws_load failed: $out"
+        grep -q ' 0 errored' <<<"$out" || die "$p/ws: errors: $out"
+        grep -qE '^requests: [1-9]' <<<"$out" || die "$p/ws: no message echoed: $out"
+    done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Load
@@ -501,7 +573,12 @@ run_one() { # round proxy proto may-retry
     # shellcheck disable=SC2086
     reset_hwm $pids || HWM_RESET=0
     a0=$(upstream_accepts)
-    h2load "${args[@]}" "https://127.0.0.1:$(port_of "$proxy")/" >"$out" 2>&1 &
+    if [[ $proto == ws ]]; then
+        "$WS_LOAD_BIN" load "$(url_of "$proxy" ws)" --ca "$T/cert.pem" -c "$CONNECTIONS" -D "$DURATION" \
+            --warm-up-time "$WARMUP" --size "$WS_SIZE" --log-file "$logf" >"$out" 2>&1 &
+    else
+        h2load "${args[@]}" "$(url_of "$proxy" "$proto")" >"$out" 2>&1 &
+    fi
     hpid=$!
     # CPU is sampled inside the measured phase only (after the warm-up, 0.3 s margins).
     sleep "$(awk -v w="$WARMUP" 'BEGIN {print w + 0.3}')"
@@ -555,11 +632,11 @@ run_one() { # round proxy proto may-retry
 
 START=$(date +%s)
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
-log "load: {h1,h2} x $ROUNDS rounds x {nginx,gateway}, ${WARMUP}s warm-up + ${DURATION}s each"
+log "load: {${PROTOCOLS// /,}} x $ROUNDS rounds x {nginx,gateway}, ${WARMUP}s warm-up + ${DURATION}s each"
 REPEATED=0
 # All HTTP/1.1 rounds first, so the HTTP/1.1 peak RSS is not inflated by the HTTP/2 load
 # (freed memory is not necessarily returned to the OS).
-for proto in h1 h2; do
+for proto in $PROTOCOLS; do
     for ((r = 1; r <= ROUNDS; r++)); do
         if ((r % 2)); then order=(nginx gateway); else order=(gateway nginx); fi
         for proxy in "${order[@]}"; do
@@ -601,8 +678,9 @@ cat <<EOF
 - machine: $(nproc) CPUs, $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)
 - software: $GW_VERSION (\`--log $GATEWAY_LOG\`), nginx $NGX_VERSION (upstream: $UPSTREAM_WORKERS worker, proxy: 2 workers), $(h2load --version 2>&1 | head -n1)
 - TLS: nginx: ${TLS_INFO[nginx]:-?}; gateway: ${TLS_INFO[gateway]:-?} (P-256 self-signed certificate, same for both)
+- WebSocket: \`ws_load -c $CONNECTIONS --size $WS_SIZE\`, one message in flight per connection, echoed by bench/ws_load.rs behind both proxies
 - load: \`h2load -c $CONNECTIONS -t $H2LOAD_THREADS -D $DURATION --warm-up-time $WARMUP\`, h1: \`--h1 -m 1\`, h2: \`-m $H2_STREAMS\`; $ROUNDS rounds, interleaved A/B (first proxy alternates); load phase took ${ELAPSED}s ($REPEATED runs repeated because other processes were busy)
-- response: 1 KiB body from an upstream nginx over keep-alive HTTP/1.1; each proxy keeps up to $UPSTREAM_KEEPALIVE idle upstream connections
+- response: 1 KiB body from an upstream nginx over keep-alive HTTP/1.1; idle upstream connections kept: nginx \`keepalive $NGINX_KEEPALIVE\`, gateway ${UPSTREAM_KEEPALIVE:+\`pool_max_idle_per_host = $UPSTREAM_KEEPALIVE\`}${UPSTREAM_KEEPALIVE:-its default (512)}
 
 ### Per run
 
@@ -622,7 +700,7 @@ cat <<EOF
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
 declare -A MED_RPS MED_P99
-for proto in h1 h2; do
+for proto in $PROTOCOLS; do
     for proxy in nginx gateway; do
         rps=$(col "$proxy" "$proto" rps | median)
         lo=$(col "$proxy" "$proto" rps | sort -g | head -n1)
@@ -643,7 +721,7 @@ for proto in h1 h2; do
             rr="$(ratio "$rps" "${MED_RPS[nginx$proto]}")×"
             pr="$(ratio "$p99" "${MED_P99[nginx$proto]}")×"
         fi
-        label=$([[ $proto == h1 ]] && echo "HTTP/1.1" || echo "HTTP/2")
+        label=$(case $proto in h1) echo "HTTP/1.1" ;; h2) echo "HTTP/2" ;; ws) echo "WebSocket ($WS_SIZE B echo)" ;; esac)
         printf '| %s | %s | %.0f | %.0f–%.0f | %s | %s | %s | %.1f | %s | %s | %s | %s | %s |\n' "$label" "$proxy" "$rps" "$lo" "$hi" \
             "$(ms "$p50")" "$(ms "$p99")" "$(mib "$peak")" "$cpu" "$conns" "$h2cpu" "$errs" "$rr" "$pr"
     done
@@ -658,16 +736,22 @@ Memory: idle RSS right after start: gateway $(mib "$IDLE_RSS_GW") MiB, nginx $(m
 
 ### Targets
 
-| target | HTTP/1.1 | HTTP/2 |
-|---|---|---|
 EOF
 verdict() { awk -v v="$1" -v lim="$2" -v op="$3" 'BEGIN {ok = (op == ">=") ? (v >= lim) : (v <= lim); print ok ? "met" : "**not met**"}'; }
-r1=$(ratio "${MED_RPS[gatewayh1]}" "${MED_RPS[nginxh1]}")
-r2=$(ratio "${MED_RPS[gatewayh2]}" "${MED_RPS[nginxh2]}")
-q1=$(ratio "${MED_P99[gatewayh1]}" "${MED_P99[nginxh1]}")
-q2=$(ratio "${MED_P99[gatewayh2]}" "${MED_P99[nginxh2]}")
-echo "| req/s ≥ 1.0× nginx | ${r1}× $(verdict "$r1" 1.0 '>=') | ${r2}× $(verdict "$r2" 1.0 '>=') |"
-echo "| p99 ≤ 1.2× nginx | ${q1}× $(verdict "$q1" 1.2 '<=') | ${q2}× $(verdict "$q2" 1.2 '<=') |"
+head_row="| target |"
+rule="|---|"
+rps_row="| req/s (WebSocket: messages/s) ≥ 1.0× nginx |"
+p99_row="| p99 ≤ 1.2× nginx |"
+for proto in $PROTOCOLS; do
+    head_row+=" $(case $proto in h1) echo HTTP/1.1 ;; h2) echo HTTP/2 ;; ws) echo WebSocket ;; esac) |"
+    rule+="---|"
+    r=$(ratio "${MED_RPS[gateway$proto]}" "${MED_RPS[nginx$proto]}")
+    q=$(ratio "${MED_P99[gateway$proto]}" "${MED_P99[nginx$proto]}")
+    rps_row+=" ${r}× $(verdict "$r" 1.0 '>=') |"
+    p99_row+=" ${q}× $(verdict "$q" 1.2 '<=') |"
+done
+printf '%s\n%s\n%s\n%s\n' "$head_row" "$rule" "$rps_row" "$p99_row"
 idle_mb=$(awk -v k="$IDLE_RSS_GW" 'BEGIN {printf "%.1f", k * 1024 / 1e6}')
-echo "| gateway idle RSS < 30 MB | $(mib "$IDLE_RSS_GW") MiB = ${idle_mb} MB $(verdict "$idle_mb" 29.999 '<=') | (same process) |"
+echo
+echo "Gateway idle RSS < 30 MB: $(mib "$IDLE_RSS_GW") MiB = ${idle_mb} MB, $(verdict "$idle_mb" 29.999 '<=')."
 log "done (load phase ${ELAPSED}s)"
