@@ -16,11 +16,16 @@
 #     H2_STREAMS), duration based with a warm-up, interleaved A/B (the proxy that goes first
 #     alternates every round). Latency percentiles come from h2load's --log-file (per-request
 #     microseconds), so h1 and h2 are measured the same way;
-#   * WebSocket (protocol `ws`): bench/ws_load.rs (`cargo bench --bench ws_load --no-run`)
+#   * WebSocket (protocol `ws`): bench/proxy_load.rs (`cargo bench --bench proxy_load --no-run`)
 #     echoes every message behind both proxies (nginx: `location /ws` with the upgrade
 #     headers; the gateway: a second listener whose upstream is the echo server) and drives
 #     CONNECTIONS connections, each sending a WS_SIZE-byte text message and waiting for its
 #     echo before the next (SIP over WSS is request/answer). Messages/s are reported as req/s;
+#   * with a session (protocols `h1s`, `h2s`, the gateway alone): the same h2load load with a
+#     signed-in session's `__Host-pbx_session` cookie on every request (made by
+#     `proxy_load session` in the gateway's data directory before it starts), so every
+#     request is resolved and gets the identity headers; compared with the gateway's own
+#     figure without a session;
 #   * upstream connections opened per run (upstream nginx stub_status `accepts`): shows
 #     keep-alive pool churn when more requests are in flight than the pool keeps idle;
 #   * memory: idle RSS right after start, and peak RSS (VmHWM) per run, reset before each run
@@ -39,9 +44,9 @@
 #                           `pool_max_idle_per_host`)
 #   GATEWAY_BIN=path        gateway binary (default: target/release/ms365-gateway)
 #   GATEWAY_LOG=info        the gateway's --log filter; `warn` turns the access log off
-#   PROTOCOLS="h1 h2 ws"    which rows to measure
+#   PROTOCOLS="h1 h2 ws h1s h2s"  which rows to measure
 #   WS_SIZE=600             WebSocket message size in bytes (a SIP INVITE is ~600-1000)
-#   WS_LOAD_BIN=path        the ws_load binary (default: built with cargo bench --no-run)
+#   PROXY_LOAD_BIN=path        the proxy_load binary (default: built with cargo bench --no-run)
 #   BUILD=auto|always|never auto: `cargo build --release` only if the binary is missing
 #   KEEP_TMP=1              keep the temporary directory (configs, logs, h2load output)
 #   QUIET_PCT=10            before each run, wait until other processes use at most this
@@ -62,7 +67,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 H2_STREAMS=${H2_STREAMS:-10}
 H2LOAD_THREADS=${H2LOAD_THREADS:-1}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
-PROTOCOLS=${PROTOCOLS:-h1 h2 ws}
+PROTOCOLS=${PROTOCOLS:-h1 h2 ws h1s h2s}
 WS_SIZE=${WS_SIZE:-600}
 UPSTREAM_KEEPALIVE=${UPSTREAM_KEEPALIVE:-}
 NGINX_KEEPALIVE=${UPSTREAM_KEEPALIVE:-64}
@@ -82,7 +87,7 @@ GATEWAY_LOG=${GATEWAY_LOG:-info}
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-for p in $PROTOCOLS; do [[ $p == h1 || $p == h2 || $p == ws ]] || die "PROTOCOLS: '$p' is not h1, h2 or ws"; done
+for p in $PROTOCOLS; do [[ $p =~ ^(h1|h2|ws|h1s|h2s)$ ]] || die "PROTOCOLS: '$p' is not h1, h2, ws, h1s or h2s"; done
 for v in ROUNDS DURATION WARMUP CONNECTIONS H2_STREAMS H2LOAD_THREADS UPSTREAM_WORKERS NGINX_KEEPALIVE WS_SIZE; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
@@ -138,16 +143,16 @@ ensure_gateway() {
 }
 ensure_gateway
 
-ensure_ws_load() {
-    [[ " $PROTOCOLS " == *" ws "* ]] || return 0
-    if [[ -z ${WS_LOAD_BIN:-} ]]; then
-        log "building the WebSocket load tool: cargo bench --bench ws_load --no-run"
-        WS_LOAD_BIN=$REPO/$(cd "$REPO" && cargo bench --bench ws_load --no-run 2>&1 \
-            | grep -o '(target/[^)]*ws_load-[0-9a-f]*)' | tr -d '()' | tail -n1)
+ensure_proxy_load() {
+    [[ $PROTOCOLS =~ ws|h1s|h2s ]] || return 0
+    if [[ -z ${PROXY_LOAD_BIN:-} ]]; then
+        log "building the WebSocket load tool: cargo bench --bench proxy_load --no-run"
+        PROXY_LOAD_BIN=$REPO/$(cd "$REPO" && cargo bench --bench proxy_load --no-run 2>&1 \
+            | grep -o '(target/[^)]*proxy_load-[0-9a-f]*)' | tr -d '()' | tail -n1)
     fi
-    [[ -x $WS_LOAD_BIN ]] || die "ws_load binary not found (WS_LOAD_BIN=$WS_LOAD_BIN)"
+    [[ -x $PROXY_LOAD_BIN ]] || die "proxy_load binary not found (PROXY_LOAD_BIN=$PROXY_LOAD_BIN)"
 }
-ensure_ws_load
+ensure_proxy_load
 
 # ---------------------------------------------------------------------------------------------
 # Temporary directory, process bookkeeping, cleanup
@@ -354,8 +359,8 @@ start_nginx upstream
 UP_PID=$LAST_PID
 wait_port "$UP_PORT" "$UP_PID" "upstream nginx"
 UP_PIDS=$(nginx_pids "$UP_PID" "$UPSTREAM_WORKERS")
-if [[ -n ${WS_LOAD_BIN:-} ]]; then
-    "$WS_LOAD_BIN" echo "127.0.0.1:$WS_UP_PORT" >"$T/ws-echo.log" 2>&1 &
+if [[ -n ${PROXY_LOAD_BIN:-} ]]; then
+    "$PROXY_LOAD_BIN" echo "127.0.0.1:$WS_UP_PORT" >"$T/ws-echo.log" 2>&1 &
     PIDS+=("$!")
     wait_port "$WS_UP_PORT" "$!" "WebSocket echo server"
     UP_PIDS="$UP_PIDS $!" # its CPU counts as the upstream's
@@ -455,6 +460,10 @@ ${UPSTREAM_KEEPALIVE:+pool_max_idle_per_host = $UPSTREAM_KEEPALIVE}
 bind = "127.0.0.1:$ADMIN_PORT"
 EOF
 for v in $(compgen -e | grep '^MS365GW_' || true); do unset "$v"; done
+SESSION_COOKIE=""
+if [[ $PROTOCOLS =~ h1s|h2s ]]; then
+    SESSION_COOKIE=$("$PROXY_LOAD_BIN" session "$T/data") || die "proxy_load session failed"
+fi
 (cd "$T" && exec "$GATEWAY_BIN" --log "$GATEWAY_LOG" run --config "$T/gateway.toml") >"$T/gateway.log" 2>&1 &
 GW_PID=$!
 PIDS+=("$GW_PID")
@@ -505,11 +514,17 @@ smoke() { # proxy proto
 }
 declare -A TLS_INFO
 for p in nginx gateway; do for proto in h1 h2; do TLS_INFO[$p]=$(smoke "$p" "$proto"); done; done
+# The session cookie resolves: the gateway's own session endpoint answers 200 with it.
+if [[ -n $SESSION_COOKIE ]]; then
+    out=$(h2load -n 1 -c 1 --h1 -H "cookie: __Host-pbx_session=$SESSION_COOKIE" \
+        "https://127.0.0.1:$GW_PORT/ms365/session" 2>&1) || die "session check: h2load failed: $out"
+    grep -q 'status codes: 1 2xx' <<<"$out" || die "the bench session does not resolve: $out"
+fi
 # Smoke test of the WebSocket path: a short load without errors and with echoes.
 if [[ " $PROTOCOLS " == *" ws "* ]]; then
     for p in nginx gateway; do
-        out=$("$WS_LOAD_BIN" load "$(url_of "$p" ws)" --ca "$T/cert.pem" -c 2 -D 0.5 --warm-up-time 0 --size "$WS_SIZE" 2>&1) \
-            || die "$p/ws: ws_load failed: $out"
+        out=$("$PROXY_LOAD_BIN" load "$(url_of "$p" ws)" --ca "$T/cert.pem" -c 2 -D 0.5 --warm-up-time 0 --size "$WS_SIZE" 2>&1) \
+            || die "$p/ws: proxy_load failed: $out"
         grep -q ' 0 errored' <<<"$out" || die "$p/ws: errors: $out"
         grep -qE '^requests: [1-9]' <<<"$out" || die "$p/ws: no message echoed: $out"
     done
@@ -569,12 +584,16 @@ run_one() { # round proxy proto may-retry
     out=$T/h2load-$proxy-$proto-$round.txt
     logf=$T/latency-$proxy-$proto-$round.log
     args=(-c "$CONNECTIONS" -t "$H2LOAD_THREADS" -D "$DURATION" --warm-up-time "$WARMUP" --log-file "$logf")
-    if [[ $proto == h1 ]]; then args+=(--h1 -m 1); else args+=(-m "$H2_STREAMS"); fi
+    case $proto in
+        h1 | h1s) args+=(--h1 -m 1) ;;
+        *) args+=(-m "$H2_STREAMS") ;;
+    esac
+    [[ $proto == h?s ]] && args+=(-H "cookie: __Host-pbx_session=$SESSION_COOKIE")
     # shellcheck disable=SC2086
     reset_hwm $pids || HWM_RESET=0
     a0=$(upstream_accepts)
     if [[ $proto == ws ]]; then
-        "$WS_LOAD_BIN" load "$(url_of "$proxy" ws)" --ca "$T/cert.pem" -c "$CONNECTIONS" -D "$DURATION" \
+        "$PROXY_LOAD_BIN" load "$(url_of "$proxy" ws)" --ca "$T/cert.pem" -c "$CONNECTIONS" -D "$DURATION" \
             --warm-up-time "$WARMUP" --size "$WS_SIZE" --log-file "$logf" >"$out" 2>&1 &
     else
         h2load "${args[@]}" "$(url_of "$proxy" "$proto")" >"$out" 2>&1 &
@@ -639,6 +658,7 @@ REPEATED=0
 for proto in $PROTOCOLS; do
     for ((r = 1; r <= ROUNDS; r++)); do
         if ((r % 2)); then order=(nginx gateway); else order=(gateway nginx); fi
+        [[ $proto == h?s ]] && order=(gateway) # nginx has no sessions to compare with
         for proxy in "${order[@]}"; do
             for ((attempt = 0; ; attempt++)); do
                 wait_quiet
@@ -678,7 +698,7 @@ cat <<EOF
 - machine: $(nproc) CPUs, $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)
 - software: $GW_VERSION (\`--log $GATEWAY_LOG\`), nginx $NGX_VERSION (upstream: $UPSTREAM_WORKERS worker, proxy: 2 workers), $(h2load --version 2>&1 | head -n1)
 - TLS: nginx: ${TLS_INFO[nginx]:-?}; gateway: ${TLS_INFO[gateway]:-?} (P-256 self-signed certificate, same for both)
-- WebSocket: \`ws_load -c $CONNECTIONS --size $WS_SIZE\`, one message in flight per connection, echoed by bench/ws_load.rs behind both proxies
+- WebSocket: \`proxy_load -c $CONNECTIONS --size $WS_SIZE\`, one message in flight per connection, echoed by bench/proxy_load.rs behind both proxies
 - load: \`h2load -c $CONNECTIONS -t $H2LOAD_THREADS -D $DURATION --warm-up-time $WARMUP\`, h1: \`--h1 -m 1\`, h2: \`-m $H2_STREAMS\`; $ROUNDS rounds, interleaved A/B (first proxy alternates); load phase took ${ELAPSED}s ($REPEATED runs repeated because other processes were busy)
 - response: 1 KiB body from an upstream nginx over keep-alive HTTP/1.1; idle upstream connections kept: nginx \`keepalive $NGINX_KEEPALIVE\`, gateway ${UPSTREAM_KEEPALIVE:+\`pool_max_idle_per_host = $UPSTREAM_KEEPALIVE\`}${UPSTREAM_KEEPALIVE:-its default (512)}
 
@@ -700,8 +720,18 @@ cat <<EOF
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
 declare -A MED_RPS MED_P99
+proto_label() {
+    case $1 in
+        h1) echo "HTTP/1.1" ;;
+        h2) echo "HTTP/2" ;;
+        ws) echo "WebSocket ($WS_SIZE B echo)" ;;
+        h1s) echo "HTTP/1.1, session cookie" ;;
+        h2s) echo "HTTP/2, session cookie" ;;
+    esac
+}
 for proto in $PROTOCOLS; do
     for proxy in nginx gateway; do
+        [[ $proto == h?s && $proxy == nginx ]] && continue
         rps=$(col "$proxy" "$proto" rps | median)
         lo=$(col "$proxy" "$proto" rps | sort -g | head -n1)
         hi=$(col "$proxy" "$proto" rps | sort -g | tail -n1)
@@ -717,11 +747,15 @@ for proto in $PROTOCOLS; do
         MED_P99[$proxy$proto]=$p99
         rr=""
         pr=""
-        if [[ $proxy == gateway ]]; then
+        if [[ $proto == h?s ]]; then
+            # Against the gateway without a session, not against nginx.
+            rr="$(ratio "$rps" "${MED_RPS[gateway${proto%s}]:-0}")× of no session"
+            pr="$(ratio "$p99" "${MED_P99[gateway${proto%s}]:-0}")× of no session"
+        elif [[ $proxy == gateway ]]; then
             rr="$(ratio "$rps" "${MED_RPS[nginx$proto]}")×"
             pr="$(ratio "$p99" "${MED_P99[nginx$proto]}")×"
         fi
-        label=$(case $proto in h1) echo "HTTP/1.1" ;; h2) echo "HTTP/2" ;; ws) echo "WebSocket ($WS_SIZE B echo)" ;; esac)
+        label=$(proto_label "$proto")
         printf '| %s | %s | %.0f | %.0f–%.0f | %s | %s | %s | %.1f | %s | %s | %s | %s | %s |\n' "$label" "$proxy" "$rps" "$lo" "$hi" \
             "$(ms "$p50")" "$(ms "$p99")" "$(mib "$peak")" "$cpu" "$conns" "$h2cpu" "$errs" "$rr" "$pr"
     done
@@ -742,7 +776,13 @@ head_row="| target |"
 rule="|---|"
 rps_row="| req/s (WebSocket: messages/s) ≥ 1.0× nginx |"
 p99_row="| p99 ≤ 1.2× nginx |"
+session_lines=""
 for proto in $PROTOCOLS; do
+    if [[ $proto == h?s ]]; then
+        r=$(ratio "${MED_RPS[gateway$proto]}" "${MED_RPS[gateway${proto%s}]:-0}")
+        session_lines+="With a session cookie on every request ($(proto_label "${proto%s}")): ${r}× of the figure without, target ≥ 0.95×: $(verdict "$r" 0.95 '>=')."$'\n'
+        continue
+    fi
     head_row+=" $(case $proto in h1) echo HTTP/1.1 ;; h2) echo HTTP/2 ;; ws) echo WebSocket ;; esac) |"
     rule+="---|"
     r=$(ratio "${MED_RPS[gateway$proto]}" "${MED_RPS[nginx$proto]}")
@@ -751,6 +791,7 @@ for proto in $PROTOCOLS; do
     p99_row+=" ${q}× $(verdict "$q" 1.2 '<=') |"
 done
 printf '%s\n%s\n%s\n%s\n' "$head_row" "$rule" "$rps_row" "$p99_row"
+[[ -z $session_lines ]] || printf '\n%s' "$session_lines"
 idle_mb=$(awk -v k="$IDLE_RSS_GW" 'BEGIN {printf "%.1f", k * 1024 / 1e6}')
 echo
 echo "Gateway idle RSS < 30 MB: $(mib "$IDLE_RSS_GW") MiB = ${idle_mb} MB, $(verdict "$idle_mb" 29.999 '<=')."

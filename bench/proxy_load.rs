@@ -1,9 +1,11 @@
-//! WebSocket load for `bench/proxy/run.sh`: the echo server behind both proxies, and the
-//! load generator that measures them the way h2load measures HTTP.
+//! What `bench/proxy/run.sh` needs besides nginx and h2load: the WebSocket echo server
+//! behind both proxies, the WebSocket load generator that measures them the way h2load
+//! measures HTTP, and a signed-in session for the "with a session cookie" rows.
 //!
 //! ```text
-//! ws_load echo ADDR
-//! ws_load load URL --ca CERT [-c 32] [-D 10] [--warm-up-time 2] [--size 600] [--log-file F]
+//! proxy_load echo ADDR
+//! proxy_load load URL --ca CERT [-c 32] [-D 10] [--warm-up-time 2] [--size 600] [--log-file F]
+//! proxy_load session DATA_DIR
 //! ```
 //!
 //! `echo` answers every text or binary message with the same message (the PBX's SIP-over-
@@ -14,6 +16,11 @@
 //! `status codes:`), counting one echoed message as one request, and writes one line per
 //! measured message to `--log-file` in h2load's format (start µs, status, latency µs), so
 //! `run.sh` reads both tools the same way. A connection that fails counts as errored.
+//!
+//! `session` prepares a gateway data directory (SQLite, before the gateway starts) the way
+//! a sign-in leaves it: a tenant, a synced user, the master key and session keys, and a
+//! live portal session, and prints the session cookie's value. The gateway then resolves
+//! that cookie like any other (its session cache, identity headers for the PBX).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,19 +39,22 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = match args.first().map(String::as_str) {
         Some("echo") if args.len() == 2 => runtime.block_on(echo(&args[1])),
+        Some("session") if args.len() == 2 => runtime.block_on(session(&args[1])),
         Some("load") => match LoadArgs::parse(&args[1..]) {
             Ok(load) => runtime.block_on(run_load(load)),
             Err(e) => Err(e),
         },
         // `cargo bench` runs every bench target with `--bench`: nothing to do alone.
         Some("--bench") | None => {
-            eprintln!("ws_load: started by bench/proxy/run.sh (see its header)");
+            eprintln!("proxy_load: started by bench/proxy/run.sh (see its header)");
             Ok(())
         }
-        _ => Err("usage: ws_load echo ADDR | ws_load load URL --ca CERT [options]".into()),
+        _ => Err(
+            "usage: proxy_load echo ADDR | load URL --ca CERT [options] | session DATA_DIR".into(),
+        ),
     };
     if let Err(e) = result {
-        eprintln!("ws_load: {e}");
+        eprintln!("proxy_load: {e}");
         std::process::exit(1);
     }
 }
@@ -70,6 +80,50 @@ async fn echo(addr: &str) -> Result<(), Failure> {
             }
         });
     }
+}
+
+async fn session(data_dir: &str) -> Result<(), Failure> {
+    use ms365_gateway::config::TenantSeed;
+    use ms365_gateway::keyring::{GENERATED_KEY_FILE, Keyring, MasterKeySource};
+    use ms365_gateway::sso::session::{ClientKind, Sessions};
+    use ms365_gateway::sso::session_keys::SessionKeys;
+    use ms365_gateway::store::{DirectoryUser, Role, Store};
+
+    ms365_gateway::edge::install_default_crypto_provider();
+    let dir = std::path::Path::new(data_dir);
+    std::fs::create_dir_all(dir)?;
+    let store = Store::open_sqlite(dir, 2).await?;
+    let seed = TenantSeed {
+        pbx_login: None,
+        id: "bench".into(),
+        domain: "127.0.0.1".into(),
+        name: "Bench".into(),
+    };
+    let tenant = store.upsert_tenant(&seed).await?;
+    let user = DirectoryUser {
+        tenant_id: tenant.id.clone(),
+        oid: "00000000-0000-0000-0000-00000000b001".into(),
+        upn: "bench.user@bench.test".into(),
+        pbx_user_id: "bench-101".into(),
+        extension: Some("101".into()),
+        display_name: "Bench User".into(),
+        email: Some("bench.user@bench.test".into()),
+        role: Role::User,
+        enabled: true,
+        source: "sync".into(),
+    };
+    store.upsert_directory_user(&user).await?;
+    // The gateway generates `master.key` in its data directory on first start; made here
+    // first, it is the key the gateway then opens.
+    let source = MasterKeySource::Generated(dir.join(GENERATED_KEY_FILE));
+    let keyring = Keyring::open(store.clone(), &source).await?;
+    let keys = Arc::new(SessionKeys::load_or_create(&keyring).await?);
+    let lifetime = Duration::from_secs(8 * 3600);
+    let sessions = Sessions::new(store.clone(), keys, lifetime, "https://127.0.0.1".into());
+    let (cookie, _) = (sessions.create(&tenant, &user, ClientKind::Portal, "pbx#0")).await?;
+    store.close().await;
+    println!("{cookie}");
+    Ok(())
 }
 
 struct LoadArgs {
@@ -136,7 +190,7 @@ async fn run_load(load: LoadArgs) -> Result<(), Failure> {
         match task.await? {
             Ok(mut s) => samples.append(&mut s),
             Err(e) => {
-                eprintln!("ws_load: connection failed: {e}");
+                eprintln!("proxy_load: connection failed: {e}");
                 errored += 1;
             }
         }
