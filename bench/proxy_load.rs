@@ -22,6 +22,7 @@
 //! live portal session, and prints the session cookie's value. The gateway then resolves
 //! that cookie like any other (its session cache, identity headers for the PBX).
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -213,7 +214,7 @@ fn report(load: &LoadArgs, samples: &Samples, errored: usize) -> Result<(), Fail
     if let Some(path) = &load.log_file {
         let mut text = String::with_capacity(n * 24);
         for (start, latency) in samples {
-            text.push_str(&format!("{start}\t101\t{latency}\n"));
+            let _ = writeln!(text, "{start}\t101\t{latency}");
         }
         std::fs::write(path, text)?;
     }

@@ -46,7 +46,7 @@
 #   GATEWAY_LOG=info        the gateway's --log filter; `warn` turns the access log off
 #   PROTOCOLS="h1 h2 ws h1s h2s"  which rows to measure
 #   WS_SIZE=600             WebSocket message size in bytes (a SIP INVITE is ~600-1000)
-#   PROXY_LOAD_BIN=path        the proxy_load binary (default: built with cargo bench --no-run)
+#   PROXY_LOAD_BIN=path     the proxy_load binary (default: built with cargo bench --no-run)
 #   BUILD=auto|always|never auto: `cargo build --release` only if the binary is missing
 #   KEEP_TMP=1              keep the temporary directory (configs, logs, h2load output)
 #   QUIET_PCT=10            before each run, wait until other processes use at most this
@@ -146,7 +146,7 @@ ensure_gateway
 ensure_proxy_load() {
     [[ $PROTOCOLS =~ ws|h1s|h2s ]] || return 0
     if [[ -z ${PROXY_LOAD_BIN:-} ]]; then
-        log "building the WebSocket load tool: cargo bench --bench proxy_load --no-run"
+        log "building the bench helper: cargo bench --bench proxy_load --no-run"
         PROXY_LOAD_BIN=$REPO/$(cd "$REPO" && cargo bench --bench proxy_load --no-run 2>&1 \
             | grep -o '(target/[^)]*proxy_load-[0-9a-f]*)' | tr -d '()' | tail -n1)
     fi
@@ -783,7 +783,7 @@ for proto in $PROTOCOLS; do
         session_lines+="With a session cookie on every request ($(proto_label "${proto%s}")): ${r}× of the figure without, target ≥ 0.95×: $(verdict "$r" 0.95 '>=')."$'\n'
         continue
     fi
-    head_row+=" $(case $proto in h1) echo HTTP/1.1 ;; h2) echo HTTP/2 ;; ws) echo WebSocket ;; esac) |"
+    head_row+=" $(proto_label "$proto") |"
     rule+="---|"
     r=$(ratio "${MED_RPS[gateway$proto]}" "${MED_RPS[nginx$proto]}")
     q=$(ratio "${MED_P99[gateway$proto]}" "${MED_P99[nginx$proto]}")

@@ -229,6 +229,13 @@ pub struct ServerLimits {
     pub slow: SlowClientLimits,
 }
 
+impl ServerLimits {
+    /// Whether `ip` is one of `[server] trusted_proxies`.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+}
+
 /// How slow a client may be before its connection is closed (so that a few dripping or
 /// non-reading clients cannot hold every `max_connections` permit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

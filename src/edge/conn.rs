@@ -45,7 +45,7 @@ pub struct ConnInfo {
 
 /// The reverse proxy as the edge calls it: every request whose path the gateway does not
 /// answer itself goes here directly, without a pass through the router (the routes are
-/// matched only for the gateway's own paths, see [`gateway_path`]).
+/// matched only for the gateway's own paths, see `skips_router`).
 pub trait ProxyService: Send + Sync + 'static {
     fn call(self: Arc<Self>, req: Request<Body>) -> ResponseFuture;
 }
@@ -54,19 +54,19 @@ pub trait ProxyService: Send + Sync + 'static {
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'static>>;
 
 impl ConnInfo {
-    /// `listener` is the listener's name and index; `trusted` says whether `peer` is one of
-    /// `[server] trusted_proxies`.
+    /// `trusted` says whether `peer` is one of `[server] trusted_proxies`.
     pub fn new(
         peer: SocketAddr,
-        listener: (Arc<str>, usize),
+        listener: Arc<str>,
+        listener_index: usize,
         proto: &'static str,
         metrics: Arc<ListenerMetrics>,
         trusted: bool,
     ) -> Self {
         ConnInfo {
             peer,
-            listener: listener.0,
-            listener_index: listener.1,
+            listener,
+            listener_index,
             proto,
             metrics,
             hop: Arc::new(ClientHop::new(peer, proto, trusted)),
@@ -178,13 +178,7 @@ async fn client_address(
     peer: SocketAddr,
     ctx: &ListenerContext,
 ) -> Option<SocketAddr> {
-    let trusted = || {
-        ctx.limits
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(peer.ip()))
-    };
-    if !ctx.proxy_protocol || !trusted() {
+    if !ctx.proxy_protocol || !ctx.limits.trusts(peer.ip()) {
         return Some(peer);
     }
     let header = super::proxy_protocol::read_header(stream);
@@ -213,13 +207,13 @@ async fn serve_io<I>(
 {
     let activity = Arc::new(Activity::default());
     let in_flight = Arc::new(InFlight::default());
-    let trusted = (ctx.limits.trusted_proxies.iter()).any(|n| n.contains(peer.ip()));
     let info = ConnInfo::new(
         peer,
-        (ctx.name.clone(), ctx.index),
+        ctx.name.clone(),
+        ctx.index,
         proto,
         ctx.request_metrics.clone(),
-        trusted,
+        ctx.limits.trusts(peer.ip()),
     );
     let service = {
         let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
@@ -284,7 +278,7 @@ async fn handle_request(
             Body::new(MinRateBody::new(body, slow.body_min_rate, slow.body_grace))
         }
     });
-    let response = if route == "proxy" && !gateway_path(req.uri().path()) {
+    let response = if skips_router(route, req.uri().path()) {
         ctx.proxy.clone().call(req).await
     } else {
         match ctx.router.clone().oneshot(req).await {
@@ -320,12 +314,13 @@ pub fn route_class(path: &str) -> &'static str {
     }
 }
 
-/// Whether a path classed `proxy` may still be one of the router's: `/api/info`, which is
-/// proxied with the tenant's sign-in fields added. Together with [`route_class`] this
-/// covers every route the listener's router declares (and some it does not, which then
-/// reach the proxy through the router's fallback: erring that way costs only time).
-fn gateway_path(path: &str) -> bool {
-    path == "/api/info" || path.contains("ms365")
+/// Whether a request (`route` is its [`route_class`]) goes straight to the proxy: its path
+/// is none of the router's. Every
+/// route the listener's router declares is classed `sso` or `admin`, or is `/api/info`
+/// (proxied with the tenant's sign-in fields added), or names `ms365`; the rule errs
+/// towards the router, whose fallback is the proxy, so a miss costs only time.
+fn skips_router(route: &str, path: &str) -> bool {
+    route == "proxy" && path != "/api/info" && !path.contains("ms365")
 }
 
 /// Resolves when the connection has moved no bytes for `idle` and no request is pending.
@@ -343,11 +338,6 @@ async fn idle_expired(activity: &Activity, in_flight: &InFlight, idle: Duration)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Whether `handle_request` hands `path` to the router.
-    fn routed(path: &str) -> bool {
-        route_class(path) != "proxy" || gateway_path(path)
-    }
 
     #[test]
     fn every_path_the_gateway_answers_reaches_the_router() {
@@ -384,7 +374,10 @@ mod tests {
             "/api/admin/ms365/certificate",
         ];
         for path in owned {
-            assert!(routed(path), "{path} must reach the router");
+            assert!(
+                !skips_router(route_class(path), path),
+                "{path} must reach the router"
+            );
         }
     }
 
@@ -398,7 +391,10 @@ mod tests {
             "/api/login",
             "/ws",
         ] {
-            assert!(!routed(path), "{path} goes straight to the proxy");
+            assert!(
+                skips_router(route_class(path), path),
+                "{path} goes straight to the proxy"
+            );
             assert_eq!(route_class(path), "proxy");
         }
     }

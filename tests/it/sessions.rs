@@ -187,7 +187,7 @@ async fn serve(sessions: Arc<Sessions>) -> SocketAddr {
         Arc::new(ms365_gateway::Metrics::new()),
         "pbx#0",
     ));
-    let info = ConnInfo::new(addr, (Arc::from("pbx#0"), 0), "https", metrics, false);
+    let info = ConnInfo::new(addr, Arc::from("pbx#0"), 0, "https", metrics, false);
     let app = routes(sessions).layer(Extension(info));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
