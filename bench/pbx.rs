@@ -23,13 +23,18 @@ use ms365_gateway::pbx::PbxClient;
 use ms365_gateway::store::{
     DirectoryUser, DirectoryWrite, PbxProfile, PbxUser, PbxUserSource, Store,
 };
-use ms365_gateway::sync::pbx_push::{PbxTarget, TenantRecord, push_to_pbx};
-use ms365_gateway::sync::pbx_read::read_pbx;
+use ms365_gateway::sync::read_pbx;
+use ms365_gateway::sync::{PbxTarget, TenantRecord, push_to_pbx};
+use ms365_gateway::{ObjectId, TenantId};
 
 const TENANT: &str = "bench";
 const DOMAIN: &str = "bench.pbx.test";
 const ADMIN: &str = "bench-admin";
 const PASSWORD: &str = "Bench-Admin-Pass-1";
+
+fn tenant() -> TenantId {
+    TenantId::from_static(TENANT)
+}
 
 /// The stand-in's process; killed when dropped.
 struct StandIn {
@@ -72,7 +77,7 @@ fn start_stand_in() -> StandIn {
 /// `n` synced users written into the store in transactions of 1,000.
 async fn seed_store(store: &Store, n: usize) {
     let seed = TenantSeed {
-        id: TENANT.into(),
+        id: tenant(),
         domain: DOMAIN.into(),
         name: "Bench".into(),
         pbx_login: None,
@@ -80,7 +85,10 @@ async fn seed_store(store: &Store, n: usize) {
     store.upsert_tenant(&seed).await.unwrap();
     let writes: Vec<DirectoryWrite> = (0..n).map(synced_user).collect();
     for chunk in writes.chunks(1000) {
-        store.apply_directory_writes(TENANT, chunk).await.unwrap();
+        store
+            .apply_directory_writes(&tenant(), chunk)
+            .await
+            .unwrap();
     }
 }
 
@@ -100,21 +108,21 @@ fn synced_user(i: usize) -> DirectoryWrite {
     let id = uuid::Uuid::new_v4().to_string();
     let user = PbxUser {
         id: id.clone(),
-        tenant_id: TENANT.into(),
+        tenant_id: tenant(),
         extension_number: ext.clone(),
         username: name.clone(),
         profile: profile.clone(),
         enabled: true,
         source: PbxUserSource::Ms365,
-        ms365_oid: Some(oid.clone()),
+        ms365_oid: Some(ObjectId::new(oid.clone())),
         sync_disabled: None,
         sync_disabled_at: None,
         created_at: 0,
         updated_at: 0,
     };
     let directory = DirectoryUser {
-        tenant_id: TENANT.into(),
-        oid,
+        tenant_id: tenant(),
+        oid: ObjectId::new(oid),
         upn: format!("{name}@bench.example"),
         pbx_user_id: id,
         extension: Some(ext),
@@ -133,7 +141,7 @@ fn synced_user(i: usize) -> DirectoryWrite {
 /// Changes the display name of every hundredth user, as a users phase would.
 async fn change_one_percent(store: &Store, n: usize) -> usize {
     let mut writes = Vec::new();
-    let synced = (store.pbx_users(TENANT).await.unwrap().into_iter())
+    let synced = (store.pbx_users(&tenant()).await.unwrap().into_iter())
         .filter(|u| u.source == PbxUserSource::Ms365);
     for user in synced.take(n).step_by(100) {
         let profile = PbxProfile {
@@ -147,7 +155,10 @@ async fn change_one_percent(store: &Store, n: usize) -> usize {
             disabled: None,
         });
     }
-    store.apply_directory_writes(TENANT, &writes).await.unwrap();
+    store
+        .apply_directory_writes(&tenant(), &writes)
+        .await
+        .unwrap();
     writes.len()
 }
 
@@ -207,7 +218,7 @@ fn main() {
         let target = PbxTarget { client, keyring };
         let record = TenantRecord {
             store: store.clone(),
-            tenant_id: TENANT.into(),
+            tenant_id: tenant(),
         };
         let pid = stand_in.child.id();
         println!("{} users, {} requests in flight, {}", users, concurrency, db.label());

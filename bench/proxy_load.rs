@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use ms365_gateway::TenantId;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
@@ -86,8 +87,8 @@ async fn echo(addr: &str) -> Result<(), Failure> {
 async fn session(data_dir: &str) -> Result<(), Failure> {
     use ms365_gateway::config::TenantSeed;
     use ms365_gateway::keyring::{GENERATED_KEY_FILE, Keyring, MasterKeySource};
-    use ms365_gateway::sso::session::{ClientKind, Sessions};
-    use ms365_gateway::sso::session_keys::SessionKeys;
+    use ms365_gateway::sso::SessionKeys;
+    use ms365_gateway::sso::{ClientKind, Sessions};
     use ms365_gateway::store::{DirectoryUser, Role, Store};
 
     ms365_gateway::edge::install_default_crypto_provider();
@@ -96,7 +97,7 @@ async fn session(data_dir: &str) -> Result<(), Failure> {
     let store = Store::open_sqlite(dir, 2).await?;
     let seed = TenantSeed {
         pbx_login: None,
-        id: "bench".into(),
+        id: TenantId::from_static("bench"),
         domain: "127.0.0.1".into(),
         name: "Bench".into(),
     };

@@ -30,13 +30,18 @@ use ms365_gateway::entra::KeyBits;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
 use ms365_gateway::store::{RunTrigger, Store};
 use ms365_gateway::tenant_keys::TenantKeys;
-use ms365_gateway::{Config, Gateway};
+use ms365_gateway::{Config, Gateway, ObjectId, TenantId};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const DIRECTORY: &str = "3f0a1b2c-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 const DOMAIN: &str = "big.pbx.test";
 const PBX_PASSWORD: &str = "Bench-Admin-Pass-1";
+
+/// The tenant the bench fills.
+fn big() -> TenantId {
+    TenantId::from_static("big")
+}
 
 /// A CA and a leaf for `pbx.test`, written as PEM files; returns (CA PEM, cert, key).
 fn certificates(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
@@ -62,7 +67,7 @@ struct World {
     http: reqwest::Client,
     store: Store,
     pbx: DemoUpstream,
-    gateway: ms365_gateway::sync::worker::SyncHandle,
+    gateway: ms365_gateway::sync::SyncHandle,
     shutdown: CancellationToken,
     run: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -153,7 +158,7 @@ async fn setup(db: &Database, users: usize, contacts: usize, debounce: u32) -> W
     let keyring = db.open_keyring(&data, &store).await;
     let seed = TenantSeed {
         pbx_login: None,
-        id: "big".into(),
+        id: big(),
         domain: DOMAIN.into(),
         name: "Big".into(),
     };
@@ -195,7 +200,7 @@ async fn setup(db: &Database, users: usize, contacts: usize, debounce: u32) -> W
     settings.realtime.debounce_seconds = debounce;
     world
         .store
-        .save_ms365_settings("big", &settings)
+        .save_ms365_settings(&big(), &settings)
         .await
         .unwrap();
     let cert = TenantKeys::new(world.store.clone(), keyring)
@@ -233,7 +238,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// One change and the time until the store and the PBX show it (ms).
-async fn one_change(w: &World, i: usize, users: &[String], shared: &str) -> (f64, f64) {
+async fn one_change(w: &World, i: usize, users: &[ObjectId], shared: &str) -> (f64, f64) {
     let started = Instant::now();
     if i % 5 == 4 {
         let name = format!("Realtime contact {i}");
@@ -242,7 +247,7 @@ async fn one_change(w: &World, i: usize, users: &[String], shared: &str) -> (f64
         let stored = until("the contact in the store", || async {
             let book = w
                 .store
-                .company_contacts("big", None, 100_000)
+                .company_contacts(&big(), None, 100_000)
                 .await
                 .unwrap();
             book.iter().any(|c| c.fields.name == name)
@@ -261,13 +266,13 @@ async fn one_change(w: &World, i: usize, users: &[String], shared: &str) -> (f64
     let path = format!("/tenants/{DIRECTORY}/users/{oid}");
     w.patch(&path, json!({"displayName": name})).await;
     until("the rename in the store", || async {
-        let entry = w.store.directory_user("big", oid).await.unwrap();
+        let entry = w.store.directory_user(&big(), oid).await.unwrap();
         entry.is_some_and(|d| d.display_name == name)
     })
     .await;
     let in_store = started.elapsed();
     until("the rename on the PBX", || async {
-        let user = w.pbx.pbx.user_bound_to(DOMAIN, oid);
+        let user = w.pbx.pbx.user_bound_to(DOMAIN, oid.as_str());
         user.is_some_and(|u| u["display_name"] == name.as_str())
     })
     .await;
@@ -291,24 +296,24 @@ fn main() {
         let db = Database::from_env().await;
         let w = setup(&db, users, contacts, debounce).await;
         let started = Instant::now();
-        let first = w.gateway.request("big", RunTrigger::Api).unwrap().wait().await;
+        let first = w.gateway.request(&big(), RunTrigger::Api).unwrap().wait().await;
         let first = first.as_ref().as_ref().expect("the first run");
         assert!(first.pbx_error.is_none(), "{first:#?}");
         eprintln!("first run {:.1} s", started.elapsed().as_secs_f64());
         until("the subscriptions", || async {
-            let subs = w.store.subscriptions("big").await.unwrap();
+            let subs = w.store.subscriptions(&big()).await.unwrap();
             subs.iter().filter(|s| s.active).count() >= 2
         })
         .await;
-        let oids: Vec<String> = (w.store.directory_users("big").await.unwrap())
+        let oids: Vec<ObjectId> = (w.store.directory_users(&big()).await.unwrap())
             .into_iter()
             .filter(|d| d.enabled)
             .map(|d| d.oid)
             .collect();
-        let settings = w.store.ms365_settings("big").await.unwrap();
+        let settings = w.store.ms365_settings(&big()).await.unwrap();
         let shared = settings.shared_mailbox.selected_users[0].clone();
         let graph_before = w.graph_requests().await;
-        let runs_before = w.store.sync_runs("big", 10_000).await.unwrap().len();
+        let runs_before = w.store.sync_runs(&big(), 10_000).await.unwrap().len();
         let (mut store_ms, mut pbx_ms) = (Vec::new(), Vec::new());
         for i in 0..changes {
             let (s, p) = one_change(&w, i, &oids, &shared).await;
@@ -316,7 +321,7 @@ fn main() {
             pbx_ms.push(p);
         }
         let graph = w.graph_requests().await - graph_before;
-        let runs = w.store.sync_runs("big", 10_000).await.unwrap();
+        let runs = w.store.sync_runs(&big(), 10_000).await.unwrap();
         let targeted = runs.len() - runs_before;
         for v in [&mut store_ms, &mut pbx_ms] {
             v.sort_by(f64::total_cmp);
@@ -344,11 +349,11 @@ fn main() {
         );
 
         // The comparison: no notifications, 1 % renamed, one scheduled run.
-        let mut off = w.store.ms365_settings("big").await.unwrap();
+        let mut off = w.store.ms365_settings(&big()).await.unwrap();
         off.realtime.enabled = false;
-        w.store.save_ms365_settings("big", &off).await.unwrap();
+        w.store.save_ms365_settings(&big(), &off).await.unwrap();
         until("the subscriptions deleted", || async {
-            w.store.subscriptions("big").await.unwrap().is_empty()
+            w.store.subscriptions(&big()).await.unwrap().is_empty()
         })
         .await;
         let step = 100;
@@ -358,7 +363,7 @@ fn main() {
         }
         let graph_before = w.graph_requests().await;
         let started = Instant::now();
-        let result = w.gateway.request("big", RunTrigger::Schedule).unwrap().wait().await;
+        let result = w.gateway.request(&big(), RunTrigger::Schedule).unwrap().wait().await;
         let secs = started.elapsed().as_secs_f64();
         assert!(result.as_ref().is_ok(), "{result:?}");
         println!(

@@ -22,6 +22,7 @@ use ms365_gateway::entra::KeyBits;
 use ms365_gateway::settings::Ms365Settings;
 use ms365_gateway::store::DirectoryUser;
 use ms365_gateway::tenant_keys::TenantKeys;
+use ms365_gateway::{ObjectId, TenantId};
 use ms365_stand_ins::emulator::{AppRegistration, Emulator, EmulatorConfig, TenantSpec};
 
 use common::{Database, cpu_seconds, env_num, free_port, peak_rss_mb};
@@ -133,7 +134,7 @@ async fn prepare_store(
     let store = db.open_store(data, 2).await;
     let seed = ms365_gateway::config::TenantSeed {
         pbx_login: None,
-        id: "acme".into(),
+        id: TenantId::from_static("acme"),
         domain: "acme.test".into(),
         name: "Acme".into(),
     };
@@ -144,7 +145,10 @@ async fn prepare_store(
         ..Default::default()
     };
     settings.sign_in_as_standard_user.enabled = true;
-    store.save_ms365_settings("acme", &settings).await.unwrap();
+    store
+        .save_ms365_settings(&TenantId::from_static("acme"), &settings)
+        .await
+        .unwrap();
     // On SQLite the gateway's own default (the master key generated into data_dir); on
     // PostgreSQL the key file `store_toml` wrote and named.
     let keyring = db.open_keyring(data, &store).await;
@@ -163,8 +167,8 @@ async fn prepare_store(
         .enumerate()
     {
         let entry = DirectoryUser {
-            tenant_id: "acme".into(),
-            oid: u.id.clone(),
+            tenant_id: TenantId::from_static("acme"),
+            oid: ObjectId::new(u.id.clone()),
             upn: u.user_principal_name.clone(),
             pbx_user_id: format!("u{i}"),
             extension: Some(format!("{}", 1000 + i)),

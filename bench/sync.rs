@@ -22,14 +22,15 @@ use common::{
     Database, EmulatorProcess, env_num, own_peak_rss_mb, own_rss_mb, peak_rss_mb,
     reset_own_peak_rss, start_emulator,
 };
+use ms365_gateway::TenantId;
 use ms365_gateway::config::TenantSeed;
 use ms365_gateway::entra::KeyBits;
 use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::{Ms365Settings, SyncType};
 use ms365_gateway::store::Store;
-use ms365_gateway::sync::contacts::{ContactOptions, sync_contacts};
-use ms365_gateway::sync::photos::{PhotoOptions, sync_photos};
-use ms365_gateway::sync::{SyncContext, SyncOptions, context, sync_users};
+use ms365_gateway::sync::{ContactOptions, sync_contacts};
+use ms365_gateway::sync::{PhotoOptions, sync_photos};
+use ms365_gateway::sync::{SyncContext, SyncOptions, context_for_tenant, sync_users};
 use ms365_gateway::tenant_keys::TenantKeys;
 use serde_json::{Value, json};
 
@@ -91,7 +92,7 @@ async fn setup(db: &Database, users: usize, contacts: usize) -> World {
     let store = Store::open(&config).await.unwrap();
     let seed = TenantSeed {
         pbx_login: None,
-        id: "big".into(),
+        id: TenantId::from_static("big"),
         domain: "big.test".into(),
         name: "Big".into(),
     };
@@ -106,7 +107,10 @@ async fn setup(db: &Database, users: usize, contacts: usize) -> World {
     settings.users.sync_photo = true;
     settings.personal_contacts.enabled = true;
     settings.personal_contacts.sync_type = SyncType::All;
-    store.save_ms365_settings("big", &settings).await.unwrap();
+    store
+        .save_ms365_settings(&TenantId::from_static("big"), &settings)
+        .await
+        .unwrap();
     let keyring = Keyring::open_configured(store.clone(), &config)
         .await
         .unwrap();
@@ -124,7 +128,7 @@ async fn setup(db: &Database, users: usize, contacts: usize) -> World {
     .unwrap()
     .error_for_status()
     .unwrap();
-    let ctx = context::for_tenant(&config, &store, &keyring, "big")
+    let ctx = context_for_tenant(&config, &store, &keyring, &TenantId::from_static("big"))
         .await
         .unwrap();
     World {

@@ -32,6 +32,7 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`check`]: what `check-config` prints.
 //! - [`clock`]: Unix-seconds wall-clock time.
+//! - `ids`: [`TenantId`] and [`ObjectId`], the identifiers every layer passes along.
 //! - [`signals`]: SIGTERM/SIGINT to shutdown, SIGHUP to certificate reload.
 //! - [`fsutil`]: owner-only files for secrets.
 //! - `log_writer`: log lines queued to one writer thread, never blocking a request.
@@ -52,6 +53,7 @@ pub mod entra;
 pub(crate) mod fsutil;
 pub(crate) mod gateway;
 pub mod graph;
+pub(crate) mod ids;
 pub mod keyring;
 pub(crate) mod log_writer;
 pub(crate) mod metrics;
@@ -73,6 +75,7 @@ pub(crate) mod web;
 pub use check::describe as describe_config;
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayHandle, StartError};
+pub use ids::{InvalidTenantId, ObjectId, TenantId};
 pub use log_writer::{DEFAULT_BUFFER_BYTES, LogFlush, QueuedWriter, spawn as spawn_log_writer};
 pub use metrics::{ListenerMetrics, Metrics};
 pub use seal::Sealer;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ms365_gateway::{Config, Gateway, forward_signals};
+use ms365_gateway::{Config, Gateway, TenantId, forward_signals};
 use tokio_util::sync::CancellationToken;
 
 /// Microsoft 365 sign-in and directory sync in front of an IP-PBX.
@@ -58,7 +58,7 @@ enum Command {
         config: PathBuf,
         /// Tenant id (as in [[tenant]] or created through the admin API).
         #[arg(long)]
-        tenant: String,
+        tenant: TenantId,
         /// Where to write the certificate; standard output when left out.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -99,7 +99,7 @@ enum Command {
         config: PathBuf,
         /// Tenant id.
         #[arg(long)]
-        tenant: String,
+        tenant: TenantId,
         /// Show what would change and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -223,12 +223,17 @@ fn demo(opts: ms365_gateway::demo::DemoOptions) -> ExitCode {
     }
 }
 
-fn sync_now(config: &Config, tenant: &str, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+fn sync_now(
+    config: &Config,
+    tenant: &TenantId,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
 
     use ms365_gateway::keyring::Keyring;
     use ms365_gateway::store::{RunStatus, RunTrigger, Store};
-    use ms365_gateway::sync::{SyncOptions, context, run_phases};
+    use ms365_gateway::sync::{SyncOptions, context_for_tenant, run_phases};
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let store = Store::open(config).await?;
@@ -236,7 +241,7 @@ fn sync_now(config: &Config, tenant: &str, dry_run: bool, json: bool) -> anyhow:
             store.upsert_tenant(seed).await?;
         }
         let keyring = Keyring::open_configured(store.clone(), config).await?;
-        let ctx = context::for_tenant(config, &store, &keyring, tenant).await?;
+        let ctx = context_for_tenant(config, &store, &keyring, tenant).await?;
         let mut options = SyncOptions {
             trigger: RunTrigger::Cli,
             dry_run,
@@ -303,7 +308,7 @@ fn print_report(r: &ms365_gateway::sync::RunReport) {
 
 fn keygen(
     config: Config,
-    tenant: &str,
+    tenant: &TenantId,
     out: Option<&std::path::Path>,
     bits: u32,
     days: u32,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::entra::credential::{self, CertificateInfo, KeyBits, TenantCredential};
 use crate::entra::token::KeysFuture;
 use crate::entra::{OidcError, SigningKeys};
+use crate::ids::TenantId;
 use crate::keyring::{Keyring, KeyringError};
 use crate::store::{CredentialRecord, CredentialState, Store, StoreError, Tenant};
 
@@ -48,7 +49,7 @@ impl From<TenantKeyError> for OidcError {
 pub const DEFAULT_VALID_DAYS: u32 = 365;
 
 /// The keyring name of a tenant's private key.
-pub fn key_name(tenant_id: &str, thumbprint_sha1: &str) -> String {
+pub fn key_name(tenant_id: &TenantId, thumbprint_sha1: &str) -> String {
     format!("tenant-key:{tenant_id}:{thumbprint_sha1}")
 }
 
@@ -103,7 +104,7 @@ impl TenantKeys {
     /// The credentials that may sign, in the order to try them: pending (newest) first.
     pub async fn signing_credentials(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
     ) -> Result<Vec<Arc<TenantCredential>>, TenantKeyError> {
         let records = self.store.usable_credentials(tenant_id).await?;
         let mut out = Vec::with_capacity(records.len());
@@ -153,7 +154,7 @@ impl TenantKeys {
             for r in self.store.usable_credentials(&tenant.id).await? {
                 let name = key_name(&tenant.id, &r.info.thumbprint_sha1);
                 let file = root
-                    .join(&tenant.id)
+                    .join(tenant.id.as_str())
                     .join("credentials")
                     .join(format!("{}.key", r.info.thumbprint_sha1));
                 if !file.is_file() || self.keyring.get(&name).await?.is_some() {
@@ -172,7 +173,7 @@ impl TenantKeys {
     /// The certificate to hand out as `public_key.pem`: the newest usable one.
     pub async fn current_certificate(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
     ) -> Result<Option<CertificateInfo>, TenantKeyError> {
         Ok(self
             .store
@@ -184,7 +185,11 @@ impl TenantKeys {
     }
 
     /// Called after Microsoft accepted `thumbprint`: promotes it if it was pending.
-    pub async fn confirm(&self, tenant_id: &str, thumbprint: &str) -> Result<(), TenantKeyError> {
+    pub async fn confirm(
+        &self,
+        tenant_id: &TenantId,
+        thumbprint: &str,
+    ) -> Result<(), TenantKeyError> {
         self.store
             .activate_credential(tenant_id, thumbprint)
             .await?;
@@ -195,12 +200,12 @@ impl TenantKeys {
 impl SigningKeys for TenantKeys {
     fn signing_credentials<'a>(
         &'a self,
-        tenant_id: &'a str,
+        tenant_id: &'a TenantId,
     ) -> KeysFuture<'a, Vec<Arc<TenantCredential>>> {
         Box::pin(async move { Ok(TenantKeys::signing_credentials(self, tenant_id).await?) })
     }
 
-    fn confirm<'a>(&'a self, tenant_id: &'a str, thumbprint: &'a str) -> KeysFuture<'a, ()> {
+    fn confirm<'a>(&'a self, tenant_id: &'a TenantId, thumbprint: &'a str) -> KeysFuture<'a, ()> {
         Box::pin(async move { Ok(TenantKeys::confirm(self, tenant_id, thumbprint).await?) })
     }
 }

@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use ms365_gateway::Sealer;
 use ms365_gateway::sso::strip_gateway_cookies;
-use ms365_gateway::sso::session::{SESSION_COOKIE, session_cookie};
+use ms365_gateway::sso::{SESSION_COOKIE, session_cookie};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = HeaderValue::from_bytes(data) {

@@ -19,6 +19,7 @@ use http::{HeaderMap, Method};
 use super::AdminState;
 use super::error::ApiError;
 use crate::edge::conn::ConnInfo;
+use crate::ids::TenantId;
 use crate::store::Tenant;
 use crate::web::clients::ClientMap;
 
@@ -36,7 +37,7 @@ pub enum Caller {
     System,
     /// Bound to one tenant; `via` says which credential (`token` or `session`).
     TenantAdmin {
-        tenant_id: String,
+        tenant_id: TenantId,
         via: &'static str,
     },
 }
@@ -203,7 +204,9 @@ fn named_tenant(parts: &Parts) -> Option<String> {
 }
 
 async fn find_tenant(state: &AdminState, name: &str) -> Result<Option<Tenant>, ApiError> {
-    if let Some(t) = state.store.tenant(name).await? {
+    if let Ok(id) = TenantId::parse(name)
+        && let Some(t) = state.store.tenant(&id).await?
+    {
         return Ok(Some(t));
     }
     Ok(state.store.tenant_by_domain(name).await?)
@@ -232,7 +235,7 @@ impl FromRequestParts<Arc<AdminState>> for TenantScope {
                     ApiError::Forbidden("the tenant of this credential no longer exists".into())
                 })?;
                 if let Some(name) = named
-                    && !name.eq_ignore_ascii_case(&own.id)
+                    && !name.eq_ignore_ascii_case(own.id.as_str())
                     && !name.eq_ignore_ascii_case(&own.domain)
                 {
                     return Err(ApiError::Forbidden(

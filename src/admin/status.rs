@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::sync_api::run_json;
 use crate::entra::OidcError;
 use crate::graph::{GraphClient, GraphError, Page, User};
+use crate::ids::TenantId;
 use crate::settings::SyncMode;
 use crate::store::{CredentialRecord, CredentialState, RunStatus, Store};
 
@@ -84,7 +85,7 @@ const REALTIME_SILENCE: i64 = 4 * 86_400;
 /// renewal, in a line the page shows as is.
 async fn realtime_json(
     store: &Store,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     settings: &crate::settings::Ms365Settings,
     now: DateTime<Utc>,
 ) -> Result<Value, ApiError> {
@@ -170,7 +171,7 @@ fn pbx_json(config: &crate::config::Config, status: Option<crate::store::PbxStat
 /// what each state means, so the page can say why the PBX does not know some users.
 async fn pbx_sign_in_json(
     state: &AdminState,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     settings: &crate::settings::Ms365Settings,
 ) -> Result<Value, ApiError> {
     let states = (state.store)
@@ -264,7 +265,7 @@ async fn refresh_expiry(store: &Store, state: &AdminState) -> Result<(), ApiErro
         };
         state
             .metrics
-            .set_certificate_days_left(&tenant.id, days_left(c.info.not_after, now));
+            .set_certificate_days_left(tenant.id.as_str(), days_left(c.info.not_after, now));
         for warning in expiry_warnings(&credentials, now) {
             tracing::warn!(tenant = %tenant.id, "{warning}");
         }
@@ -275,12 +276,12 @@ async fn refresh_expiry(store: &Store, state: &AdminState) -> Result<(), ApiErro
 /// Sets the gauge of one tenant now (after a new key pair).
 pub(super) async fn refresh_tenant_expiry(
     state: &AdminState,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<(), ApiError> {
     if let Some(c) = state.store.usable_credentials(tenant_id).await?.first() {
         state
             .metrics
-            .set_certificate_days_left(tenant_id, days_left(c.info.not_after, Utc::now()));
+            .set_certificate_days_left(tenant_id.as_str(), days_left(c.info.not_after, Utc::now()));
     }
     Ok(())
 }
@@ -330,7 +331,7 @@ pub async fn test_connection(
     Ok(axum::Json(json!({ "ok": ok, "checks": checks })))
 }
 
-async fn run_checks(state: &AdminState, tenant_id: &str) -> Vec<Check> {
+async fn run_checks(state: &AdminState, tenant_id: &TenantId) -> Vec<Check> {
     let ctx = match crate::sync::context::for_tenant(
         &state.config,
         &state.store,
@@ -362,10 +363,10 @@ async fn run_checks(state: &AdminState, tenant_id: &str) -> Vec<Check> {
     let who = user
         .user_principal_name
         .clone()
-        .unwrap_or_else(|| user.id.clone());
+        .unwrap_or_else(|| user.id.to_string());
     checks.push(Check::pass("users", format!("read user {who}")));
-    checks.push(photo_check(graph, &user.id, &who).await);
-    checks.push(contacts_check(graph, &user.id, &who).await);
+    checks.push(photo_check(graph, user.id.as_str(), &who).await);
+    checks.push(contacts_check(graph, user.id.as_str(), &who).await);
     if let Some(target) = &ctx.pbx {
         let check = pbx_check(&target.client).await;
         let _ = (state.store)
@@ -440,7 +441,7 @@ mod tests {
 
     fn record(not_after: i64, state: CredentialState) -> CredentialRecord {
         CredentialRecord {
-            tenant_id: "t".into(),
+            tenant_id: TenantId::from_static("t"),
             info: CertificateInfo {
                 thumbprint_sha1: format!("T{not_after}"),
                 thumbprint_sha256: String::new(),

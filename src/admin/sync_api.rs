@@ -16,6 +16,7 @@ use super::AdminState;
 use super::auth::TenantScope;
 use super::error::ApiError;
 use crate::graph::{GraphError, User};
+use crate::ids::TenantId;
 use crate::store::{DirectoryUser, RunTrigger, StoreError, SyncRun};
 use crate::sync::worker::RequestOutcome;
 use crate::sync::{SyncError, SyncOptions};
@@ -147,7 +148,7 @@ pub async fn approve(
 
 async fn tenant_graph(
     state: &AdminState,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<crate::graph::GraphClient, ApiError> {
     let ctx =
         crate::sync::context::for_tenant(&state.config, &state.store, &state.keyring, tenant_id)
@@ -201,7 +202,7 @@ pub async fn bind_user(
     let user = lookup_ms365_user(&state, &tenant.id, account).await?;
     let entry = DirectoryUser {
         tenant_id: tenant.id.clone(),
-        oid: user.id.to_ascii_lowercase(),
+        oid: user.id.clone(),
         upn: user.user_principal_name.clone().unwrap_or_default(),
         pbx_user_id: pbx.id.clone(),
         extension: Some(pbx.extension_number.clone()),
@@ -229,7 +230,7 @@ pub async fn bind_user(
 /// The Microsoft 365 user with this OID or UPN, read from Graph.
 async fn lookup_ms365_user(
     state: &AdminState,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     account: &str,
 ) -> Result<User, ApiError> {
     let graph = tenant_graph(state, tenant_id).await?;

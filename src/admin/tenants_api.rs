@@ -16,7 +16,8 @@ use super::auth::{Caller, SystemAdmin, TenantScope};
 use super::error::ApiError;
 use super::settings_api;
 use crate::config::TenantSeed;
-use crate::config::validate::{server_name, tenant_id_ok};
+use crate::config::validate::server_name;
+use crate::ids::TenantId;
 use crate::store::{StoreError, Tenant};
 
 fn tenant_json(t: &Tenant) -> Value {
@@ -41,17 +42,12 @@ pub async fn create_tenant(
             .map_err(|e| ApiError::validation(e.path().to_string(), e.into_inner().to_string()))?;
     let domain = server_name(&new.domain).map_err(|m| ApiError::validation("domain", m))?;
     let id = new.id.unwrap_or_else(|| domain.replace('.', "-"));
-    if !tenant_id_ok(&id) {
-        return Err(ApiError::validation(
-            "id",
-            "use 1-64 letters, digits, '-' or '_'",
-        ));
-    }
+    let id = TenantId::parse(&id).map_err(|_| ApiError::validation("id", TenantId::RULE))?;
     if state.store.tenant(&id).await?.is_some() {
         return Err(ApiError::Conflict(format!("tenant {id} exists")));
     }
     let seed = TenantSeed {
-        name: new.name.unwrap_or_else(|| id.clone()),
+        name: new.name.unwrap_or_else(|| id.to_string()),
         id,
         domain,
         pbx_login: None,

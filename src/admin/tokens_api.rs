@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::AdminState;
 use super::auth::{SystemAdmin, TenantScope, hash_token, new_tenant_token};
 use super::error::ApiError;
+use crate::ids::TenantId;
 use crate::store::{AdminToken, Tenant};
 
 /// Longest lifetime a token may be given.
@@ -39,8 +40,13 @@ fn token_json(t: &AdminToken) -> Value {
     })
 }
 
+/// The tenant named in the path; an id that breaks the rule names no tenant.
 async fn tenant(state: &AdminState, id: &str) -> Result<Tenant, ApiError> {
-    (state.store.tenant(id).await?).ok_or_else(|| ApiError::NotFound(format!("no tenant {id}")))
+    let found = match TenantId::parse(id) {
+        Ok(id) => state.store.tenant(&id).await?,
+        Err(_) => None,
+    };
+    found.ok_or_else(|| ApiError::NotFound(format!("no tenant {id}")))
 }
 
 /// `POST /api/admin/tenants/{id}/tokens {label?, expires_in_days?}`.

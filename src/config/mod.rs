@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::ids::TenantId;
 use http::Uri;
 
 pub use database::{DATABASE_URL_KEY, DatabaseTransport, DatabaseUrl, redact_url};
@@ -287,9 +288,9 @@ pub struct CloudOverride {
 }
 
 /// `[[tenant]]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TenantSeed {
-    pub id: String,
+    pub id: TenantId,
     pub domain: String,
     pub name: String,
     /// `pbx_username` + `pbx_password_file`: how the PBX connector signs in.
@@ -299,9 +300,9 @@ pub struct TenantSeed {
 impl Config {
     /// The PBX administrator sign-in configured for tenant `tenant_id` (`pbx_username` +
     /// `pbx_password_file`), if any.
-    pub fn pbx_login(&self, tenant_id: &str) -> Option<&PbxLogin> {
+    pub fn pbx_login(&self, tenant_id: &TenantId) -> Option<&PbxLogin> {
         (self.tenants.iter())
-            .find(|t| t.id == tenant_id)
+            .find(|t| &t.id == tenant_id)
             .and_then(|t| t.pbx_login.as_ref().map(|l| &l.login))
     }
 

@@ -422,25 +422,15 @@ fn clouds(
 }
 
 /// Tenant ids: 1-64 letters, digits, '-' or '_' (they appear in paths and file names).
-pub(crate) fn tenant_id_ok(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 fn tenants(raw: Vec<RawTenant>, o: &Origin<'_>) -> Result<Vec<TenantSeed>, ConfigError> {
     let (mut ids, mut domains) = (HashSet::new(), HashSet::new());
     let mut out = Vec::with_capacity(raw.len());
     for (i, t) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("tenant[{i}].{k}");
-        if !tenant_id_ok(&t.id) {
-            return Err(o.invalid(&key("id"), "use 1-64 letters, digits, '-' or '_'"));
-        }
+        let id = TenantId::parse(&t.id).map_err(|_| o.invalid(&key("id"), TenantId::RULE))?;
         let domain = server_name(&t.domain).map_err(|m| o.invalid(&key("domain"), m))?;
-        if !ids.insert(t.id.clone()) {
-            return Err(o.invalid(&key("id"), format!("`{}` appears twice", t.id)));
+        if !ids.insert(id.clone()) {
+            return Err(o.invalid(&key("id"), format!("`{id}` appears twice")));
         }
         if !domains.insert(domain.clone()) {
             return Err(o.invalid(&key("domain"), format!("`{domain}` appears twice")));
@@ -448,7 +438,7 @@ fn tenants(raw: Vec<RawTenant>, o: &Origin<'_>) -> Result<Vec<TenantSeed>, Confi
         let pbx_login = super::pbx::tenant_login(&t, i, o)?;
         let name = t.name.unwrap_or_else(|| t.id.clone());
         out.push(TenantSeed {
-            id: t.id,
+            id,
             domain,
             name,
             pbx_login,

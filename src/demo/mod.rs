@@ -37,6 +37,11 @@ pub use upstream::{DemoUpstream, PBX_ADMIN};
 
 /// The demo tenant's id in the gateway.
 pub const TENANT_ID: &str = "contoso";
+
+/// [`TENANT_ID`] as the type the store and the sync take.
+pub(crate) fn demo_tenant() -> crate::TenantId {
+    crate::TenantId::from_static(TENANT_ID)
+}
 /// The demo tenant's SIP domain (what users type on the sign-in page).
 pub const SIP_DOMAIN: &str = "contoso.demo";
 

@@ -16,7 +16,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{DemoError, TENANT_ID};
+use super::{DemoError, TENANT_ID, demo_tenant};
 use crate::config::Config;
 use crate::entra::credential::KeyBits;
 use crate::keyring::Keyring;
@@ -74,13 +74,13 @@ pub async fn prepare(
 }
 
 async fn save_settings(store: &Store, emulator: &Emulator) -> Result<(), DemoError> {
-    let mut settings = store.ms365_settings(TENANT_ID).await?;
+    let mut settings = store.ms365_settings(&demo_tenant()).await?;
     if !settings.is_configured() {
         settings = demo_settings(shared_mailbox(emulator));
     }
     settings.directory_id = DEMO_TENANT_ID.into();
     settings.application_id = DEMO_APP_ID.into();
-    store.save_ms365_settings(TENANT_ID, &settings).await?;
+    store.save_ms365_settings(&demo_tenant(), &settings).await?;
     Ok(())
 }
 
@@ -122,12 +122,12 @@ fn shared_mailbox(emulator: &Emulator) -> Option<String> {
 /// another day.
 async fn key_pair(store: &Store, keyring: &Keyring) -> Result<Vec<String>, DemoError> {
     let tomorrow = crate::store::now_epoch() + 86_400;
-    let usable = store.usable_credentials(TENANT_ID).await?;
+    let usable = store.usable_credentials(&demo_tenant()).await?;
     if usable.iter().any(|c| c.info.not_after > tomorrow) {
         return Ok(usable.into_iter().map(|c| c.info.certificate_pem).collect());
     }
     let tenant = store
-        .tenant(TENANT_ID)
+        .tenant(&demo_tenant())
         .await?
         .ok_or_else(|| DemoError::Setup(format!("tenant `{TENANT_ID}` is missing")))?;
     let info = TenantKeys::new(store.clone(), keyring.clone())
@@ -138,14 +138,14 @@ async fn key_pair(store: &Store, keyring: &Keyring) -> Result<Vec<String>, DemoE
 
 async fn forget_delta_links(store: &Store, emulator: &Emulator) -> Result<(), DemoError> {
     store
-        .clear_sync_cursor(TENANT_ID, crate::sync::USERS_KIND)
+        .clear_sync_cursor(&demo_tenant(), crate::sync::USERS_KIND)
         .await?;
     for user in emulator.users(DEMO_TENANT_ID) {
         for kind in [
             crate::sync::contacts::personal_kind(&user.id),
             crate::sync::contacts::shared_kind(&user.id),
         ] {
-            store.clear_sync_cursor(TENANT_ID, &kind).await?;
+            store.clear_sync_cursor(&demo_tenant(), &kind).await?;
         }
     }
     Ok(())
@@ -158,7 +158,7 @@ pub async fn first_sync(
     shutdown: &CancellationToken,
 ) -> Result<Option<FirstSync>, DemoError> {
     let ticket = worker
-        .request(TENANT_ID, RunTrigger::Cli)
+        .request(&demo_tenant(), RunTrigger::Cli)
         .map_err(|e| DemoError::Sync(e.to_string()))?;
     let result = tokio::select! {
         r = ticket.wait() => r,
@@ -207,7 +207,7 @@ async fn summarise(store: &Store, summary: &RunSummary) -> Result<FirstSync, Dem
         out.mailboxes = c.personal_mailboxes + c.shared_mailboxes;
     }
     let mut synced: Vec<_> = store
-        .pbx_users(TENANT_ID)
+        .pbx_users(&demo_tenant())
         .await?
         .into_iter()
         .filter(|u| u.enabled && u.ms365_oid.is_some())
@@ -216,8 +216,11 @@ async fn summarise(store: &Store, summary: &RunSummary) -> Result<FirstSync, Dem
     out.extensions = synced.len();
     for user in synced {
         let Some(oid) = user.ms365_oid else { continue };
-        if store.photo(TENANT_ID, &oid).await?.is_some() {
-            out.example_upn = store.directory_user(TENANT_ID, &oid).await?.map(|d| d.upn);
+        if store.photo(&demo_tenant(), &oid).await?.is_some() {
+            out.example_upn = store
+                .directory_user(&demo_tenant(), &oid)
+                .await?
+                .map(|d| d.upn);
             break;
         }
     }

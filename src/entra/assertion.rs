@@ -96,6 +96,7 @@ impl ClientAssertion {
 
 #[cfg(test)]
 mod tests {
+    use crate::ids::TenantId;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -111,7 +112,7 @@ mod tests {
 
     #[test]
     fn assertion_has_microsofts_header_and_claims() {
-        let cred = generate("t", "T", KeyBits::Rsa2048, 30)
+        let cred = generate(&TenantId::from_static("t"), "T", KeyBits::Rsa2048, 30)
             .unwrap()
             .credential()
             .unwrap();

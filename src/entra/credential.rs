@@ -18,6 +18,7 @@ use rustls_pki_types::pem::PemObject;
 
 use super::error::OidcError;
 use crate::encoding::hex_upper;
+use crate::ids::TenantId;
 
 /// RSA modulus sizes offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,7 +139,7 @@ impl fmt::Debug for GeneratedPair {
 
 /// Generates an RSA key and a self-signed certificate naming the PBX tenant.
 pub fn generate(
-    tenant_id: &str,
+    tenant_id: &TenantId,
     tenant_name: &str,
     bits: KeyBits,
     valid_days: u32,
@@ -217,7 +218,13 @@ mod tests {
 
     #[test]
     fn generated_pair_is_a_year_long_rsa_certificate_with_consistent_thumbprints() {
-        let pair = generate("acme", "Acme Ltd", KeyBits::Rsa2048, 365).unwrap();
+        let pair = generate(
+            &TenantId::from_static("acme"),
+            "Acme Ltd",
+            KeyBits::Rsa2048,
+            365,
+        )
+        .unwrap();
         let info = &pair.info;
         assert!(
             info.certificate_pem

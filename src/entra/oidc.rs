@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::error::OidcError;
 use super::token::transport;
+use crate::ids::ObjectId;
 
 /// How long a fetched key set is trusted.
 pub const JWKS_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -175,7 +176,7 @@ pub struct IdTokenExpectations<'a> {
 /// The claims the gateway uses.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct IdTokenClaims {
-    pub oid: String,
+    pub oid: ObjectId,
     pub tid: String,
     pub sub: String,
     #[serde(default)]
@@ -277,7 +278,7 @@ pub fn validate_id_token_with_key(
         .ok_or_else(|| bad("no sub claim"))?;
     let text = |k: &str| raw.rest.get(k).and_then(|v| v.as_str()).map(str::to_string);
     Ok(IdTokenClaims {
-        oid,
+        oid: ObjectId::new(oid),
         tid: expect.directory_id.to_string(),
         sub,
         name: text("name"),

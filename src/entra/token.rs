@@ -14,6 +14,7 @@ use super::assertion::{AssertionAlg, ClientAssertion};
 use super::cloud::CloudEndpoints;
 use super::credential::TenantCredential;
 use super::error::{AadError, OidcError};
+use crate::ids::TenantId;
 
 /// A tenant's app registration as its settings name it.
 #[derive(Debug, Clone, Copy)]
@@ -62,10 +63,10 @@ pub trait SigningKeys: Send + Sync {
     /// The tenant's usable credentials, a pending (newest) pair first.
     fn signing_credentials<'a>(
         &'a self,
-        tenant_id: &'a str,
+        tenant_id: &'a TenantId,
     ) -> KeysFuture<'a, Vec<Arc<TenantCredential>>>;
     /// Microsoft accepted `thumbprint`: promote it if it was pending.
-    fn confirm<'a>(&'a self, tenant_id: &'a str, thumbprint: &'a str) -> KeysFuture<'a, ()>;
+    fn confirm<'a>(&'a self, tenant_id: &'a TenantId, thumbprint: &'a str) -> KeysFuture<'a, ()>;
 }
 
 /// Refresh this long before Microsoft's expiry, so a token never dies mid-request.
@@ -92,7 +93,7 @@ pub struct AppTokenClient {
     credentials: Vec<Arc<TenantCredential>>,
     alg: AssertionAlg,
     /// Where to report the pair Microsoft accepted, so a pending pair becomes active.
-    rollover: Option<(Arc<dyn SigningKeys>, String)>,
+    rollover: Option<(Arc<dyn SigningKeys>, TenantId)>,
     /// Thumbprint last reported through `rollover`.
     confirmed: std::sync::Mutex<Option<String>>,
     /// The token and when to fetch the next one.
@@ -134,7 +135,7 @@ impl AppTokenClient {
         http: reqwest::Client,
         endpoints: CloudEndpoints,
         keys: Arc<dyn SigningKeys>,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         app: TenantApp<'_>,
     ) -> Result<Self, OidcError> {
         let credentials = keys.signing_credentials(tenant_id).await?;
@@ -150,8 +151,8 @@ impl AppTokenClient {
     }
 
     /// Reports the pair that obtained a token to `keys`, promoting a pending pair.
-    pub fn with_rollover(mut self, keys: Arc<dyn SigningKeys>, tenant_id: &str) -> Self {
-        self.rollover = Some((keys, tenant_id.to_string()));
+    pub fn with_rollover(mut self, keys: Arc<dyn SigningKeys>, tenant_id: &TenantId) -> Self {
+        self.rollover = Some((keys, tenant_id.clone()));
         self
     }
 

@@ -4,6 +4,7 @@
 //! carry only `id` and `@removed` for removed objects, so decoding must never fail for a
 //! missing field. The `*_FIELDS` lists are the `$select` that fills exactly these structs.
 
+use crate::ids::ObjectId;
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +49,7 @@ pub const CONTACT_FIELDS: &[&str] = &[
 #[serde(rename_all = "camelCase", default)]
 pub struct User {
     #[serde(deserialize_with = "null_as_default")]
-    pub id: String,
+    pub id: ObjectId,
     pub user_principal_name: Option<String>,
     pub display_name: Option<String>,
     pub given_name: Option<String>,

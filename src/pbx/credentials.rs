@@ -4,6 +4,7 @@
 //! PortSIP's PIN rules: 6–10 digits, no digit three times in a row ("111"), no three
 //! consecutive digits up or down ("012", "987").
 
+use crate::ids::TenantId;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 const LETTERS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
@@ -34,7 +35,7 @@ fn draw(alphabet: &[u8], n: usize) -> String {
 /// Keyring name of the PBX login password the gateway set for one of its users (`local_id`
 /// is the user's id in the gateway's record): written by the connector when it creates the
 /// user, read at the user's Microsoft sign-in to open their own PBX session.
-pub fn user_password_secret(tenant_id: &str, local_id: &str) -> String {
+pub fn user_password_secret(tenant_id: &TenantId, local_id: &str) -> String {
     format!("pbx-user-password/{tenant_id}/{local_id}")
 }
 

@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::wire::{LifecycleEvent, Notification};
+use crate::ids::TenantId;
 use crate::keyring::Keyring;
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::store::{Store, StoreError, StoredSubscription, client_state_name};
@@ -33,9 +34,9 @@ pub struct Batch {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Effects {
     /// Tenants with newly queued targets.
-    pub queued: BTreeSet<String>,
+    pub queued: BTreeSet<TenantId>,
     /// Tenants whose subscriptions need reconciling (reauthorize, recreate).
-    pub maintenance: BTreeSet<String>,
+    pub maintenance: BTreeSet<TenantId>,
 }
 
 /// Verifies and acts on a batch; see the module documentation.

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::session::ClientKind;
+use crate::ids::TenantId;
 use crate::seal::Sealer;
 use crate::store::{Store, StoreError};
 
@@ -30,7 +31,7 @@ pub struct FlowState {
     pub state: String,
     pub nonce: String,
     pub verifier: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub domain: String,
     pub client: ClientKind,
     pub return_to: Option<String>,
@@ -44,7 +45,7 @@ pub struct FlowState {
 impl FlowState {
     /// A new flow with fresh random `state`, `nonce` and PKCE verifier.
     pub fn new(
-        tenant_id: &str,
+        tenant_id: &TenantId,
         domain: &str,
         client: ClientKind,
         return_to: Option<String>,
@@ -55,7 +56,7 @@ impl FlowState {
             state: random_token(),
             nonce: random_token(),
             verifier: random_token(),
-            tenant_id: tenant_id.to_string(),
+            tenant_id: tenant_id.clone(),
             domain: domain.to_string(),
             client,
             return_to,
@@ -229,7 +230,7 @@ mod tests {
     fn a_flow_round_trips_through_its_cookie() {
         let s = sealer();
         let flow = FlowState::new(
-            "acme",
+            &TenantId::from_static("acme"),
             "acme.test",
             ClientKind::Webrtc,
             Some("/webrtc/".into()),
@@ -257,7 +258,13 @@ mod tests {
     #[test]
     fn expired_flows_are_refused() {
         let s = sealer();
-        let mut flow = FlowState::new("acme", "acme.test", ClientKind::Portal, None, 0);
+        let mut flow = FlowState::new(
+            &TenantId::from_static("acme"),
+            "acme.test",
+            ClientKind::Portal,
+            None,
+            0,
+        );
         flow.expires_at = crate::store::now_epoch() - 1;
         let headers = request_with(&[set_cookie(&s, &flow)]);
         assert_eq!(take(&s, &headers, &flow.state), Err(FlowProblem::Expired));
@@ -268,7 +275,13 @@ mod tests {
         let s = sealer();
         let flows: Vec<FlowState> = (0..MAX_FLOW_COOKIES)
             .map(|i| {
-                let mut f = FlowState::new("acme", "acme.test", ClientKind::Portal, None, 0);
+                let mut f = FlowState::new(
+                    &TenantId::from_static("acme"),
+                    "acme.test",
+                    ClientKind::Portal,
+                    None,
+                    0,
+                );
                 f.created_at -= (MAX_FLOW_COOKIES - i) as i64;
                 f
             })

@@ -100,7 +100,7 @@ fn identity_headers(info: &SessionInfo) -> HeaderMap {
             h.insert(name, v);
         }
     };
-    set(X_PBX_TENANT, &info.tenant_id);
+    set(X_PBX_TENANT, info.tenant_id.as_str());
     set(X_PBX_DOMAIN, &info.domain);
     set(X_PBX_USER, &info.pbx_user_id);
     set(X_PBX_EXTENSION, info.extension.as_deref().unwrap_or(""));

@@ -161,7 +161,9 @@ async fn start(
     );
     response
         .extensions_mut()
-        .insert(super::pages::SignInEvent::Started { tenant: tenant.id });
+        .insert(super::pages::SignInEvent::Started {
+            tenant: tenant.id.into(),
+        });
     Ok(response)
 }
 

@@ -21,7 +21,7 @@
 
 pub(crate) mod directory_api;
 pub(crate) mod flow;
-pub mod flow_keys;
+pub(crate) mod flow_keys;
 pub(crate) mod identity;
 pub(crate) mod login;
 pub(crate) mod login_page;
@@ -32,9 +32,9 @@ pub(crate) mod pbx_state;
 pub(crate) mod photos_route;
 pub(crate) mod ratelimit;
 pub(crate) mod redirect;
-pub mod session;
-pub mod session_keys;
-pub mod session_routes;
+pub(crate) mod session;
+pub(crate) mod session_keys;
+pub(crate) mod session_routes;
 pub(crate) mod state;
 
 use std::sync::Arc;
@@ -42,8 +42,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 
+pub use flow_keys::{FlowKeys, NAME_PREFIX as FLOW_KEY_PREFIX};
 pub use identity::strip_gateway_cookies;
 pub use pbx_state::PbxState;
+pub use session::{
+    ClientKind, Clock, DEFAULT_LIFETIME, SESSION_COOKIE, SessionClaims, Sessions, hash_cookie,
+    session_cookie,
+};
+pub use session_keys::{NAME_PREFIX as SESSION_KEY_PREFIX, SessionKeys};
+pub use session_routes::routes as session_routes;
 pub use state::Sso;
 
 /// The `/ms365` routes of a public listener (and PortSIP's `/api/login/by_microsoft`).

@@ -104,7 +104,7 @@ async fn finish(
     }
     match complete(sso, conn, headers, &flow, p).await {
         Ok(response) => response,
-        Err(problem) => with_cleared(problem.for_tenant(&flow.tenant_id), headers, &state),
+        Err(problem) => with_cleared(problem.for_tenant(flow.tenant_id.as_str()), headers, &state),
     }
 }
 
@@ -235,7 +235,7 @@ async fn complete(
     );
     let seconds = (crate::store::now_epoch() - flow.created_at).max(0) as f64;
     response.extensions_mut().insert(SignInEvent::Completed {
-        tenant: tenant.id.clone(),
+        tenant: tenant.id.to_string(),
         seconds,
     });
     Ok(response)
@@ -349,8 +349,14 @@ async fn authorize_user(
     // The synced UPN, never the token's `preferred_username` (mutable; a guest's home
     // address): anyone could otherwise pick a name that matches a selected user.
     let upn = user.upn.clone();
-    let is_admin = settings.sign_in_as_administrator.covers(&claims.oid, &upn);
-    if !is_admin && !settings.sign_in_as_standard_user.covers(&claims.oid, &upn) {
+    let is_admin = settings
+        .sign_in_as_administrator
+        .covers(claims.oid.as_str(), &upn);
+    if !is_admin
+        && !settings
+            .sign_in_as_standard_user
+            .covers(claims.oid.as_str(), &upn)
+    {
         return Err(refuse(
             "OUT_OF_SCOPE",
             "Microsoft 365 sign-in is not enabled for your account.",

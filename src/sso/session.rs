@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pbx_session::PbxSessions;
 use super::session_keys::SessionKeys;
+use crate::ids::{ObjectId, TenantId};
 use crate::store::{DirectoryUser, SessionRecord, Store, StoreError, Tenant};
 
 /// Name of the session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no
@@ -94,11 +95,11 @@ pub const PURGE_KEEP: Duration = Duration::from_secs(7 * 86_400);
 pub struct SessionInfo {
     /// Lower-case hex SHA-256 of the cookie value; the token's `sid`.
     pub id_hash: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// The tenant's SIP domain.
     pub domain: String,
     pub pbx_user_id: String,
-    pub oid: String,
+    pub oid: ObjectId,
     pub extension: Option<String>,
     pub display_name: String,
     pub email: Option<String>,
@@ -351,7 +352,11 @@ impl Sessions {
     }
 
     /// Ends every session of Microsoft user `oid` in `tenant_id`; returns how many.
-    pub async fn end_user_sessions(&self, tenant_id: &str, oid: &str) -> Result<u64, SessionError> {
+    pub async fn end_user_sessions(
+        &self,
+        tenant_id: &TenantId,
+        oid: &ObjectId,
+    ) -> Result<u64, SessionError> {
         let ended = self.store.revoke_user_sessions(tenant_id, oid).await?;
         self.cache().remove_user(tenant_id, oid);
         if let Some(pbx) = &self.pbx {
@@ -397,7 +402,7 @@ impl Sessions {
             iss: self.issuer.clone(),
             aud: info.client.as_str().to_string(),
             sub: info.pbx_user_id.clone(),
-            tenant: info.tenant_id.clone(),
+            tenant: info.tenant_id.to_string(),
             domain: info.domain.clone(),
             extension: info.extension.clone(),
             name: info.display_name.clone(),
@@ -440,7 +445,7 @@ impl Sessions {
         let mut user = user;
         if settings
             .sign_in_as_administrator
-            .covers(&user.oid, &user.upn)
+            .covers(user.oid.as_str(), &user.upn)
         {
             user.role = crate::store::Role::Admin;
         }
@@ -544,10 +549,10 @@ impl ResolveCache {
         self.entries.remove(id_hash);
     }
 
-    fn remove_user(&mut self, tenant_id: &str, oid: &str) {
+    fn remove_user(&mut self, tenant_id: &TenantId, oid: &ObjectId) {
         self.generation += 1;
         self.entries
-            .retain(|_, c| !(c.info.tenant_id == tenant_id && c.info.oid == oid));
+            .retain(|_, c| !(&c.info.tenant_id == tenant_id && &c.info.oid == oid));
     }
 }
 
@@ -591,10 +596,10 @@ mod tests {
     fn info(id: &str) -> SessionInfo {
         SessionInfo {
             id_hash: id.to_string(),
-            tenant_id: "t".into(),
+            tenant_id: TenantId::from_static("t"),
             domain: "t.example".into(),
             pbx_user_id: "u".into(),
-            oid: format!("oid-{id}"),
+            oid: ObjectId::new(format!("oid-{id}")),
             extension: None,
             display_name: "U".into(),
             email: None,
@@ -663,7 +668,7 @@ mod tests {
             cache.get("h", t0, ttl).is_none(),
             "stale generation refused"
         );
-        cache.remove_user("t", "oid-f");
+        cache.remove_user(&TenantId::from_static("t"), &ObjectId::new("oid-f"));
         assert!(cache.get("f", t0 + Duration::from_secs(6), ttl).is_none());
     }
 

@@ -5,6 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_epoch};
+use crate::ids::TenantId;
 
 pub(super) const MIGRATION: &str = "
 CREATE TABLE admin_tokens (
@@ -24,7 +25,7 @@ pub(super) const EXPIRY_MIGRATION: &str = "ALTER TABLE admin_tokens ADD COLUMN e
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminToken {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub label: String,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
@@ -49,14 +50,14 @@ impl Store {
     /// Records a token by its hash.
     pub async fn insert_admin_token(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         token_hash: &str,
         label: &str,
         expires_at: Option<i64>,
     ) -> Result<AdminToken, StoreError> {
         let token = AdminToken {
             id: uuid::Uuid::new_v4().to_string(),
-            tenant_id: tenant_id.to_string(),
+            tenant_id: tenant_id.clone(),
             label: label.to_string(),
             created_at: now_epoch(),
             last_used_at: None,
@@ -95,7 +96,7 @@ impl Store {
     }
 
     /// A tenant's tokens (never the tokens themselves), oldest first.
-    pub async fn admin_tokens(&self, tenant_id: &str) -> Result<Vec<AdminToken>, StoreError> {
+    pub async fn admin_tokens(&self, tenant_id: &TenantId) -> Result<Vec<AdminToken>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, tenant_id, label, created_at, last_used_at, expires_at FROM admin_tokens
              WHERE tenant_id = $1 ORDER BY created_at, id",
@@ -110,7 +111,11 @@ impl Store {
     }
 
     /// Withdraws a token; true when it existed.
-    pub async fn revoke_admin_token(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+    pub async fn revoke_admin_token(
+        &self,
+        tenant_id: &TenantId,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM admin_tokens WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)

@@ -12,6 +12,7 @@
 use sqlx::Row;
 
 use super::{Store, StoreError, now_epoch};
+use crate::ids::TenantId;
 
 pub(super) const MIGRATION: &str = "
 CREATE TABLE sync_leases (
@@ -46,7 +47,7 @@ impl Store {
     /// another owner holds an unexpired lease.
     pub async fn acquire_sync_lease(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         owner: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
@@ -67,7 +68,7 @@ impl Store {
     /// Extends a lease `owner` still holds; false when it was lost (expired and taken).
     pub async fn renew_sync_lease(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         owner: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
@@ -83,7 +84,11 @@ impl Store {
     }
 
     /// Gives a lease back (a no-op when `owner` no longer holds it).
-    pub async fn release_sync_lease(&self, tenant_id: &str, owner: &str) -> Result<(), StoreError> {
+    pub async fn release_sync_lease(
+        &self,
+        tenant_id: &TenantId,
+        owner: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sync_leases WHERE tenant_id = $1 AND owner = $2")
             .bind(tenant_id)
             .bind(owner)
@@ -92,7 +97,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn sync_lease(&self, tenant_id: &str) -> Result<Option<LeaseHolder>, StoreError> {
+    pub async fn sync_lease(
+        &self,
+        tenant_id: &TenantId,
+    ) -> Result<Option<LeaseHolder>, StoreError> {
         let row = sqlx::query("SELECT owner, expires_at FROM sync_leases WHERE tenant_id = $1")
             .bind(tenant_id)
             .fetch_optional(self.pool())
@@ -111,7 +119,7 @@ impl Store {
     /// true for exactly one caller per slot across all instances.
     pub async fn claim_schedule_slot(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         slot: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(

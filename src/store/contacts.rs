@@ -12,6 +12,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::focused::{IDS_PER_STATEMENT, placeholders};
 use super::{Store, StoreError, now_epoch};
+use crate::ids::TenantId;
 
 /// Schema of migration 7 (the same SQL on SQLite and PostgreSQL).
 pub(super) const MIGRATION: &str = "
@@ -196,7 +197,7 @@ impl Store {
     /// left alone.
     pub async fn upsert_contacts(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         book: &ContactBook,
         contacts: &[(String, ContactFields)],
     ) -> Result<UpsertCounts, StoreError> {
@@ -261,7 +262,7 @@ impl Store {
     /// another writer (SQLITE_BUSY), one that only writes can.
     async fn stored_fields(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         book: &ContactBook,
         contacts: &[(String, ContactFields)],
     ) -> Result<HashMap<String, ContactFields>, StoreError> {
@@ -271,7 +272,7 @@ impl Store {
              WHERE tenant_id = $1 AND {owner_col} = $2 AND source_id"
         );
         let ids: Vec<String> = contacts.iter().map(|(id, _)| id.clone()).collect();
-        let rows = (self.rows_with_ids(&head, &[tenant_id, book.owner()], &ids)).await?;
+        let rows = (self.rows_with_ids(&head, &[tenant_id.as_str(), book.owner()], &ids)).await?;
         let fields = |r: &AnyRow| Ok((r.try_get("source_id")?, ContactFields::from_row(r)?));
         rows.iter().map(fields).collect()
     }
@@ -279,7 +280,7 @@ impl Store {
     /// Removes contacts of `book` by Graph id; how many were there.
     pub async fn delete_contacts(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         book: &ContactBook,
         source_ids: &[String],
     ) -> Result<usize, StoreError> {
@@ -307,7 +308,7 @@ impl Store {
     /// The Graph ids of every contact of `book`.
     pub async fn contact_source_ids(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         book: &ContactBook,
     ) -> Result<Vec<String>, StoreError> {
         let sql = format!(
@@ -330,7 +331,7 @@ impl Store {
     /// compare); how many were removed.
     pub async fn delete_contacts_except(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         book: &ContactBook,
         keep: &HashSet<String>,
     ) -> Result<usize, StoreError> {
@@ -346,7 +347,7 @@ impl Store {
     /// The owners (PBX user ids, or mailbox ids for company contacts) that have contacts.
     pub async fn contact_owners(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         company: bool,
     ) -> Result<Vec<String>, StoreError> {
         let book = if company {
@@ -372,7 +373,7 @@ impl Store {
     /// Removes a whole book; how many contacts it had.
     pub async fn delete_contact_book(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         book: &ContactBook,
     ) -> Result<usize, StoreError> {
         let sql = format!(
@@ -391,7 +392,7 @@ impl Store {
     /// Personal contacts of a PBX user, by name, optionally searched with `q`.
     pub async fn personal_contacts(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         owner_pbx_user_id: &str,
         q: Option<&str>,
         limit: usize,
@@ -408,7 +409,7 @@ impl Store {
     /// The tenant's company contacts (all shared mailboxes), by name, optionally searched.
     pub async fn company_contacts(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         q: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredContact>, StoreError> {
@@ -419,7 +420,7 @@ impl Store {
     /// Personal books filter by owner; the company book of an empty owner lists all mailboxes.
     async fn list_contacts(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         book: &ContactBook,
         q: Option<&str>,
         limit: usize,
@@ -507,7 +508,7 @@ mod tests {
         let store = db.open(2).await.unwrap();
         let seed = crate::config::TenantSeed {
             pbx_login: None,
-            id: "t".into(),
+            id: TenantId::from_static("t"),
             domain: "t.test".into(),
             name: "T".into(),
         };
@@ -535,12 +536,18 @@ mod tests {
             .map(|i| contact(i, "+1 555 0100"))
             .collect();
         page.push(contact(7, "+1 555 0177"));
-        let counts = store.upsert_contacts("t", &book, &page).await.unwrap();
+        let counts = store
+            .upsert_contacts(&TenantId::from_static("t"), &book, &page)
+            .await
+            .unwrap();
         assert_eq!(
             (counts.created, counts.updated, counts.unchanged),
             (250, 1, 0)
         );
-        let stored = store.company_contacts("t", None, 1000).await.unwrap();
+        let stored = store
+            .company_contacts(&TenantId::from_static("t"), None, 1000)
+            .await
+            .unwrap();
         assert_eq!(stored.len(), 250);
         let seventh = stored.iter().find(|c| c.source_id == "c7").unwrap();
         assert_eq!(
@@ -549,7 +556,7 @@ mod tests {
         );
         assert_eq!(seventh.fields.notes, "it's 100% \"quoted\"");
         let again = store
-            .upsert_contacts("t", &book, &page[..10])
+            .upsert_contacts(&TenantId::from_static("t"), &book, &page[..10])
             .await
             .unwrap();
         assert_eq!((again.created, again.updated, again.unchanged), (0, 1, 9));
@@ -567,7 +574,7 @@ mod tests {
         };
         let first = store
             .upsert_contacts(
-                "t",
+                &TenantId::from_static("t"),
                 &book,
                 &[
                     ("a".into(), c("Ada 100%", "+1 555")),
@@ -579,7 +586,7 @@ mod tests {
         assert_eq!((first.created, first.updated), (2, 0));
         let again = store
             .upsert_contacts(
-                "t",
+                &TenantId::from_static("t"),
                 &book,
                 &[
                     ("a".into(), c("Ada 100%", "+1 555")),
@@ -590,14 +597,14 @@ mod tests {
             .unwrap();
         assert_eq!((again.created, again.updated, again.unchanged), (0, 1, 1));
         let found = store
-            .personal_contacts("t", "u1", Some("BOB"), 10)
+            .personal_contacts(&TenantId::from_static("t"), "u1", Some("BOB"), 10)
             .await
             .unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].fields.name, "Bobby");
         assert_eq!(
             store
-                .personal_contacts("t", "u1", Some("0%"), 10)
+                .personal_contacts(&TenantId::from_static("t"), "u1", Some("0%"), 10)
                 .await
                 .unwrap()
                 .len(),
@@ -605,7 +612,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .personal_contacts("t", "u1", Some("x%"), 10)
+                .personal_contacts(&TenantId::from_static("t"), "u1", Some("x%"), 10)
                 .await
                 .unwrap()
                 .len(),
@@ -613,7 +620,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .personal_contacts("t", "u2", None, 10)
+                .personal_contacts(&TenantId::from_static("t"), "u2", None, 10)
                 .await
                 .unwrap()
                 .len(),
@@ -622,36 +629,47 @@ mod tests {
         let keep = HashSet::from(["a".to_string()]);
         assert_eq!(
             store
-                .delete_contacts_except("t", &book, &keep)
+                .delete_contacts_except(&TenantId::from_static("t"), &book, &keep)
                 .await
                 .unwrap(),
             1
         );
         assert_eq!(
             store
-                .delete_contacts("t", &book, &["a".into()])
+                .delete_contacts(&TenantId::from_static("t"), &book, &["a".into()])
                 .await
                 .unwrap(),
             1
         );
         assert!(
             store
-                .personal_contacts("t", "u1", None, 10)
+                .personal_contacts(&TenantId::from_static("t"), "u1", None, 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
         let company = ContactBook::Company("m1".into());
         store
-            .upsert_contacts("t", &company, &[("x".into(), c("Xena", ""))])
+            .upsert_contacts(
+                &TenantId::from_static("t"),
+                &company,
+                &[("x".into(), c("Xena", ""))],
+            )
             .await
             .unwrap();
         assert_eq!(
-            store.company_contacts("t", None, 10).await.unwrap().len(),
+            store
+                .company_contacts(&TenantId::from_static("t"), None, 10)
+                .await
+                .unwrap()
+                .len(),
             1
         );
         assert_eq!(
-            store.contact_owners("t", true).await.unwrap(),
+            store
+                .contact_owners(&TenantId::from_static("t"), true)
+                .await
+                .unwrap(),
             vec!["m1".to_string()]
         );
     }

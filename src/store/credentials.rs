@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_epoch};
 use crate::entra::credential::CertificateInfo;
+use crate::ids::TenantId;
 
 /// Rollover state of a credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,7 @@ impl CredentialState {
 /// A stored credential (public half).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialRecord {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub info: CertificateInfo,
     pub state: CredentialState,
     pub created_at: i64,
@@ -69,7 +70,7 @@ impl Store {
     /// Records a new credential in `state`.
     pub async fn insert_credential(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         info: &CertificateInfo,
         state: CredentialState,
     ) -> Result<(), StoreError> {
@@ -96,7 +97,7 @@ impl Store {
     /// The tenant's pending and active credentials: pending first, then newest first.
     pub async fn usable_credentials(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
     ) -> Result<Vec<CredentialRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant_id, thumbprint_sha1, thumbprint_sha256, not_before, not_after, state, certificate_pem,
@@ -116,7 +117,7 @@ impl Store {
     /// Makes `thumbprint` the active credential and retires the one it replaces, atomically.
     pub async fn activate_credential(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         thumbprint: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
@@ -140,7 +141,7 @@ impl Store {
         tx.commit().await?;
         if updated.rows_affected() > 0 {
             tracing::info!(
-                tenant = tenant_id,
+                tenant = %tenant_id,
                 thumbprint,
                 "certificate credential is now active"
             );

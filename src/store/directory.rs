@@ -9,6 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{DirectoryUser, Store, StoreError, now_epoch};
+use crate::ids::{ObjectId, TenantId};
 
 /// The synced profile fields of a PBX user (PortSIP names where PortSIP has them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -47,14 +48,14 @@ impl PbxUserSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PbxUser {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub extension_number: String,
     /// PortSIP's `name`: the login name.
     pub username: String,
     pub profile: PbxProfile,
     pub enabled: bool,
     pub source: PbxUserSource,
-    pub ms365_oid: Option<String>,
+    pub ms365_oid: Option<ObjectId>,
     /// Why the sync disabled the user (`account_disabled`, `removed`, `out_of_scope`).
     pub sync_disabled: Option<String>,
     pub sync_disabled_at: Option<i64>,
@@ -115,15 +116,15 @@ pub enum DirectoryWrite {
     },
     /// New profile and state of the user with `oid`; `disabled` says why it is disabled.
     Update {
-        oid: String,
+        oid: ObjectId,
         upn: String,
         profile: Box<PbxProfile>,
         disabled: Option<String>,
     },
     /// Disables the user with `oid` (only its directory entry when its PBX row is gone).
-    Disable { oid: String, reason: String },
+    Disable { oid: ObjectId, reason: String },
     /// Deletes both rows (grace period over).
-    Delete { oid: String },
+    Delete { oid: ObjectId },
     /// Binds `directory.oid` to an existing user of the PBX's own (`directory.pbx_user_id`,
     /// source `adopted`): the user signs in as it, and the sync never changes it.
     Adopt { directory: Box<DirectoryUser> },
@@ -148,7 +149,7 @@ macro_rules! select_pbx_users {
 
 impl Store {
     /// Every PBX user of the tenant, by extension number.
-    pub async fn pbx_users(&self, tenant_id: &str) -> Result<Vec<PbxUser>, StoreError> {
+    pub async fn pbx_users(&self, tenant_id: &TenantId) -> Result<Vec<PbxUser>, StoreError> {
         let rows = sqlx::query(select_pbx_users!(
             "WHERE tenant_id = $1 ORDER BY extension_number"
         ))
@@ -165,7 +166,7 @@ impl Store {
     /// (case-insensitive), by extension, at most `limit`.
     pub async fn search_pbx_users(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         q: &str,
         limit: i64,
     ) -> Result<Vec<PbxUser>, StoreError> {
@@ -186,7 +187,11 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    pub async fn pbx_user(&self, tenant_id: &str, id: &str) -> Result<Option<PbxUser>, StoreError> {
+    pub async fn pbx_user(
+        &self,
+        tenant_id: &TenantId,
+        id: &str,
+    ) -> Result<Option<PbxUser>, StoreError> {
         let row = sqlx::query(select_pbx_users!("WHERE tenant_id = $1 AND id = $2"))
             .bind(tenant_id)
             .bind(id)
@@ -198,12 +203,12 @@ impl Store {
     /// The PBX user synced from Microsoft user `oid`.
     pub async fn pbx_user_by_oid(
         &self,
-        tenant_id: &str,
-        oid: &str,
+        tenant_id: &TenantId,
+        oid: &ObjectId,
     ) -> Result<Option<PbxUser>, StoreError> {
         let row = sqlx::query(select_pbx_users!("WHERE tenant_id = $1 AND ms365_oid = $2"))
             .bind(tenant_id)
-            .bind(oid.to_ascii_lowercase())
+            .bind(oid)
             .fetch_optional(self.pool())
             .await?;
         Ok(row.as_ref().map(PbxUser::from_row).transpose()?)
@@ -213,7 +218,7 @@ impl Store {
     /// username is a conflict.
     pub async fn create_local_pbx_user(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         extension_number: &str,
         username: &str,
         profile: &PbxProfile,
@@ -221,7 +226,7 @@ impl Store {
         let now = now_epoch();
         let user = PbxUser {
             id: uuid::Uuid::new_v4().to_string(),
-            tenant_id: tenant_id.to_string(),
+            tenant_id: tenant_id.clone(),
             extension_number: extension_number.to_string(),
             username: username.to_string(),
             profile: profile.clone(),
@@ -245,7 +250,11 @@ impl Store {
 
     /// Deletes a PBX user on the PBX side. A synced user's directory entry (and with it
     /// the user's extension number) stays: the next sync brings the user back.
-    pub async fn delete_pbx_user(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete_pbx_user(
+        &self,
+        tenant_id: &TenantId,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM pbx_users WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
@@ -255,7 +264,10 @@ impl Store {
     }
 
     /// Every Microsoft 365 directory entry of the tenant (synced and bound), by oid.
-    pub async fn directory_users(&self, tenant_id: &str) -> Result<Vec<DirectoryUser>, StoreError> {
+    pub async fn directory_users(
+        &self,
+        tenant_id: &TenantId,
+    ) -> Result<Vec<DirectoryUser>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled,
              source FROM ms365_users WHERE tenant_id = $1 ORDER BY oid",
@@ -272,7 +284,7 @@ impl Store {
     /// Applies `writes` in one transaction: all of them or none.
     pub async fn apply_directory_writes(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         writes: &[DirectoryWrite],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
@@ -287,7 +299,7 @@ impl Store {
     /// The stored cursor of delta rounds of `kind`.
     pub async fn sync_cursor(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         kind: &str,
     ) -> Result<Option<SyncCursor>, StoreError> {
         let row = sqlx::query(
@@ -310,7 +322,7 @@ impl Store {
     /// changes are committed.
     pub async fn save_sync_cursor(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         kind: &str,
         delta_link: &str,
         fingerprint: &str,
@@ -332,7 +344,11 @@ impl Store {
     }
 
     /// Forgets the cursor: the next run of `kind` is a full one.
-    pub async fn clear_sync_cursor(&self, tenant_id: &str, kind: &str) -> Result<(), StoreError> {
+    pub async fn clear_sync_cursor(
+        &self,
+        tenant_id: &TenantId,
+        kind: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sync_state WHERE tenant_id = $1 AND kind = $2")
             .bind(tenant_id)
             .bind(kind)
@@ -352,7 +368,7 @@ fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
 
 async fn apply_write(
     tx: &mut Transaction<'static, Any>,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     write: &DirectoryWrite,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -453,8 +469,8 @@ async fn upsert_directory(
 
 async fn update_user(
     tx: &mut Transaction<'static, Any>,
-    tenant_id: &str,
-    oid: &str,
+    tenant_id: &TenantId,
+    oid: &ObjectId,
     upn: &str,
     p: &PbxProfile,
     disabled: Option<&str>,
@@ -493,8 +509,8 @@ async fn update_user(
 /// sign-in always finds a synced user. A binding made by an administrator is left alone.
 async fn mirror_directory(
     tx: &mut Transaction<'static, Any>,
-    tenant_id: &str,
-    oid: &str,
+    tenant_id: &TenantId,
+    oid: &ObjectId,
     upn: &str,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -520,8 +536,8 @@ async fn mirror_directory(
 
 async fn disable_user(
     tx: &mut Transaction<'static, Any>,
-    tenant_id: &str,
-    oid: &str,
+    tenant_id: &TenantId,
+    oid: &ObjectId,
     reason: &str,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -550,8 +566,8 @@ async fn disable_user(
 
 async fn delete_user(
     tx: &mut Transaction<'static, Any>,
-    tenant_id: &str,
-    oid: &str,
+    tenant_id: &TenantId,
+    oid: &ObjectId,
 ) -> Result<(), StoreError> {
     for sql in [
         "DELETE FROM pbx_users WHERE tenant_id = $1 AND ms365_oid = $2 AND source = 'ms365'",

@@ -12,6 +12,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::directory::PBX_USER_COLUMNS;
 use super::{DirectoryUser, PbxLink, PbxLinkKind, PbxUser, Store, StoreError};
+use crate::ids::{ObjectId, TenantId};
 
 /// Values bound per `IN (...)` statement (SQLite allows 32,766; PostgreSQL 65,535).
 pub(super) const IDS_PER_STATEMENT: usize = 200;
@@ -33,7 +34,7 @@ impl Store {
         &self,
         head: &str,
         leading: &[&str],
-        ids: &[String],
+        ids: &[impl AsRef<str>],
     ) -> Result<Vec<AnyRow>, StoreError> {
         let mut rows = Vec::new();
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
@@ -46,7 +47,7 @@ impl Store {
                 q = q.bind(*value);
             }
             for id in chunk {
-                q = q.bind(id.as_str());
+                q = q.bind(id.as_ref());
             }
             rows.extend(q.fetch_all(self.pool()).await?);
         }
@@ -56,13 +57,13 @@ impl Store {
     /// The PBX users synced from the given Microsoft users (absent oids are skipped).
     pub async fn pbx_users_by_oids(
         &self,
-        tenant_id: &str,
-        oids: &[String],
+        tenant_id: &TenantId,
+        oids: &[ObjectId],
     ) -> Result<Vec<PbxUser>, StoreError> {
         let head =
             format!("SELECT {PBX_USER_COLUMNS} FROM pbx_users WHERE tenant_id = $1 AND ms365_oid");
         let rows = self
-            .rows_with_ids(&head, &[tenant_id], &lower(oids))
+            .rows_with_ids(&head, &[tenant_id.as_str()], oids)
             .await?;
         rows.iter().map(|r| Ok(PbxUser::from_row(r)?)).collect()
     }
@@ -70,12 +71,14 @@ impl Store {
     /// The directory entries of the given Microsoft users (absent oids are skipped).
     pub async fn directory_users_by_oids(
         &self,
-        tenant_id: &str,
-        oids: &[String],
+        tenant_id: &TenantId,
+        oids: &[ObjectId],
     ) -> Result<Vec<DirectoryUser>, StoreError> {
         let head = "SELECT tenant_id, oid, upn, pbx_user_id, extension, display_name, email,
                     role, enabled, source FROM ms365_users WHERE tenant_id = $1 AND oid";
-        let rows = self.rows_with_ids(head, &[tenant_id], &lower(oids)).await?;
+        let rows = self
+            .rows_with_ids(head, &[tenant_id.as_str()], oids)
+            .await?;
         rows.iter()
             .map(|r| Ok(DirectoryUser::from_row(r)?))
             .collect()
@@ -84,13 +87,13 @@ impl Store {
     /// The links of the given local objects (objects without one are skipped).
     pub async fn pbx_links_for(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         kind: PbxLinkKind,
         local_ids: &[String],
     ) -> Result<Vec<PbxLink>, StoreError> {
         let head = "SELECT kind, local_id, remote_id, created, bound, pushed_hash FROM pbx_links
                     WHERE tenant_id = $1 AND kind = $2 AND local_id";
-        let leading = [tenant_id, kind.as_str()];
+        let leading = [tenant_id.as_str(), kind.as_str()];
         let rows = self.rows_with_ids(head, &leading, local_ids).await?;
         rows.iter().map(|r| Ok(PbxLink::from_row(r)?)).collect()
     }
@@ -98,7 +101,7 @@ impl Store {
     /// How many links of one kind the tenant has.
     pub async fn count_pbx_links(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         kind: PbxLinkKind,
     ) -> Result<u64, StoreError> {
         let row =
@@ -112,7 +115,7 @@ impl Store {
 
     /// Whether some synced user who may sign in has no PBX user (deleted on the PBX side):
     /// only a full users round brings such a user back.
-    pub async fn synced_user_lost_on_pbx(&self, tenant_id: &str) -> Result<bool, StoreError> {
+    pub async fn synced_user_lost_on_pbx(&self, tenant_id: &TenantId) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM ms365_users d
              WHERE d.tenant_id = $1 AND d.source = 'sync' AND d.enabled = 1
@@ -129,10 +132,10 @@ impl Store {
     /// candidates for deletion once the grace period is over.
     pub async fn retired_oids(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         reasons: &[&str],
         cutoff: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<ObjectId>, StoreError> {
         if reasons.is_empty() {
             return Ok(Vec::new());
         }
@@ -154,11 +157,6 @@ impl Store {
             .map(|r| r.try_get("ms365_oid"))
             .collect::<Result<_, _>>()?)
     }
-}
-
-/// Oids as the sync writes them.
-fn lower(oids: &[String]) -> Vec<String> {
-    oids.iter().map(|o| o.to_ascii_lowercase()).collect()
 }
 
 #[cfg(test)]

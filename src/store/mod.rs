@@ -13,6 +13,7 @@ mod contacts;
 mod credentials;
 mod directory;
 mod focused;
+mod id_columns;
 mod migrations;
 mod ms365;
 mod pbx_links;

@@ -7,6 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_epoch};
+use crate::ids::{ObjectId, TenantId};
 use crate::settings::Ms365Settings;
 
 /// What a signed-in user may do at the gateway: `user`, or `admin` (the tenant's
@@ -46,8 +47,8 @@ impl std::fmt::Display for Role {
 /// A Microsoft 365 user as the PBX knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryUser {
-    pub tenant_id: String,
-    pub oid: String,
+    pub tenant_id: TenantId,
+    pub oid: ObjectId,
     pub upn: String,
     pub pbx_user_id: String,
     pub extension: Option<String>,
@@ -78,7 +79,7 @@ impl DirectoryUser {
 
 impl Store {
     /// The tenant's settings, or the defaults when none were saved.
-    pub async fn ms365_settings(&self, tenant_id: &str) -> Result<Ms365Settings, StoreError> {
+    pub async fn ms365_settings(&self, tenant_id: &TenantId) -> Result<Ms365Settings, StoreError> {
         let row = sqlx::query("SELECT settings_json FROM ms365_settings WHERE tenant_id = $1")
             .bind(tenant_id)
             .fetch_optional(self.pool())
@@ -96,7 +97,7 @@ impl Store {
 
     pub async fn save_ms365_settings(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         settings: &Ms365Settings,
     ) -> Result<(), StoreError> {
         let json =
@@ -116,8 +117,8 @@ impl Store {
     /// The PBX identity of Microsoft user `oid` in `tenant_id`.
     pub async fn directory_user(
         &self,
-        tenant_id: &str,
-        oid: &str,
+        tenant_id: &TenantId,
+        oid: &ObjectId,
     ) -> Result<Option<DirectoryUser>, StoreError> {
         let row = sqlx::query(
             "SELECT tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled, source
@@ -149,7 +150,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         for row in &taken {
-            let (oid, source): (String, String) = (row.try_get("oid")?, row.try_get("source")?);
+            let (oid, source): (ObjectId, String) = (row.try_get("oid")?, row.try_get("source")?);
             if source == "sync" {
                 return Err(StoreError::Conflict(format!(
                     "{oid} is managed by the Microsoft 365 sync; it cannot be bound by hand"
@@ -173,9 +174,9 @@ impl Store {
     /// Removes an administrator's binding of PBX user `pbx_user_id`; the unbound oid, if any.
     pub async fn unbind_directory_user(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         pbx_user_id: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<ObjectId>, StoreError> {
         let row = sqlx::query(
             "DELETE FROM ms365_users WHERE tenant_id = $1 AND pbx_user_id = $2 AND source = 'binding'
              RETURNING oid",

@@ -9,6 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_epoch};
+use crate::ids::TenantId;
 
 /// Schema of migration 10 (the same SQL on SQLite and PostgreSQL).
 pub(super) const MIGRATION: &str = "
@@ -95,7 +96,7 @@ impl Store {
     /// Every link of one kind of the tenant.
     pub async fn pbx_links(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         kind: PbxLinkKind,
     ) -> Result<Vec<PbxLink>, StoreError> {
         let rows = sqlx::query(
@@ -115,7 +116,7 @@ impl Store {
     /// The link of one local object.
     pub async fn pbx_link(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         kind: PbxLinkKind,
         local_id: &str,
     ) -> Result<Option<PbxLink>, StoreError> {
@@ -133,7 +134,11 @@ impl Store {
 
     /// Writes (or replaces) the link of `link.local_id`; a remote id linked to another local
     /// object moves to this one.
-    pub async fn save_pbx_link(&self, tenant_id: &str, link: &PbxLink) -> Result<(), StoreError> {
+    pub async fn save_pbx_link(
+        &self,
+        tenant_id: &TenantId,
+        link: &PbxLink,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "DELETE FROM pbx_links WHERE tenant_id = $1 AND kind = $2 AND remote_id = $3
@@ -169,7 +174,7 @@ impl Store {
     /// Forgets the link of one local object.
     pub async fn delete_pbx_link(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         kind: PbxLinkKind,
         local_id: &str,
     ) -> Result<(), StoreError> {
@@ -185,7 +190,7 @@ impl Store {
     /// Records how the last conversation with the tenant's PBX went.
     pub async fn set_pbx_status(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         ok: bool,
         message: &str,
     ) -> Result<(), StoreError> {
@@ -203,7 +208,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn pbx_status(&self, tenant_id: &str) -> Result<Option<PbxStatus>, StoreError> {
+    pub async fn pbx_status(&self, tenant_id: &TenantId) -> Result<Option<PbxStatus>, StoreError> {
         let row =
             sqlx::query("SELECT ok, message, updated_at FROM pbx_status WHERE tenant_id = $1")
                 .bind(tenant_id)
@@ -246,7 +251,7 @@ impl Store {
     /// record is a conflict.
     pub async fn import_pbx_user(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         user: &ImportedPbxUser,
     ) -> Result<String, StoreError> {
         let kind = PbxLinkKind::User;
@@ -319,7 +324,11 @@ impl Store {
 
     /// Forgets a user of the PBX's own that is gone from the PBX: its link, and its
     /// `local` row unless a Microsoft user is bound to it (the binding then shows the gap).
-    pub async fn forget_pbx_user(&self, tenant_id: &str, local_id: &str) -> Result<(), StoreError> {
+    pub async fn forget_pbx_user(
+        &self,
+        tenant_id: &TenantId,
+        local_id: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "DELETE FROM pbx_users WHERE tenant_id = $1 AND id = $2 AND source = 'local'

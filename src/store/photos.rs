@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::{Store, StoreError, now_epoch};
+use crate::ids::{ObjectId, TenantId};
 
 /// A stored photo: its `mediaEtag`, content type and bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +21,13 @@ impl Store {
     /// a few statements for a round of users instead of one per user.
     pub async fn photo_etags(
         &self,
-        tenant_id: &str,
-        oids: &[String],
-    ) -> Result<HashMap<String, String>, StoreError> {
+        tenant_id: &TenantId,
+        oids: &[ObjectId],
+    ) -> Result<HashMap<ObjectId, String>, StoreError> {
         let head = "SELECT oid, etag FROM user_photos WHERE tenant_id = $1 AND oid";
-        let rows = self.rows_with_ids(head, &[tenant_id], oids).await?;
+        let rows = self
+            .rows_with_ids(head, &[tenant_id.as_str()], oids)
+            .await?;
         let etag = |r: &sqlx::any::AnyRow| Ok((r.try_get("oid")?, r.try_get("etag")?));
         rows.iter().map(etag).collect()
     }
@@ -32,8 +35,8 @@ impl Store {
     /// Stores (or replaces) the photo of `oid`.
     pub async fn save_photo(
         &self,
-        tenant_id: &str,
-        oid: &str,
+        tenant_id: &TenantId,
+        oid: &ObjectId,
         etag: &str,
         content_type: &str,
         bytes: &[u8],
@@ -57,7 +60,11 @@ impl Store {
     }
 
     /// Removes the photo of `oid`; whether there was one.
-    pub async fn remove_photo(&self, tenant_id: &str, oid: &str) -> Result<bool, StoreError> {
+    pub async fn remove_photo(
+        &self,
+        tenant_id: &TenantId,
+        oid: &ObjectId,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM user_photos WHERE tenant_id = $1 AND oid = $2")
             .bind(tenant_id)
             .bind(oid)
@@ -69,8 +76,8 @@ impl Store {
     /// The stored photo of `oid`.
     pub async fn photo(
         &self,
-        tenant_id: &str,
-        oid: &str,
+        tenant_id: &TenantId,
+        oid: &ObjectId,
     ) -> Result<Option<StoredPhoto>, StoreError> {
         let row = sqlx::query(
             "SELECT etag, content_type, bytes FROM user_photos WHERE tenant_id = $1 AND oid = $2",

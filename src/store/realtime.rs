@@ -11,6 +11,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_epoch};
+use crate::ids::TenantId;
 
 /// Schema of migration 13 (the same SQL on SQLite and PostgreSQL).
 pub(super) const MIGRATION: &str = "
@@ -47,7 +48,7 @@ CREATE TABLE realtime_status (
 pub struct StoredSubscription {
     /// Graph's subscription id (`failed:` + a random id for a failed attempt).
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub target: String,
     pub resource: String,
     /// False for a failed attempt, whose `expires_at` is when to try again.
@@ -124,7 +125,7 @@ impl Store {
     /// Every subscription and failed attempt of the tenant.
     pub async fn subscriptions(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
     ) -> Result<Vec<StoredSubscription>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -220,7 +221,7 @@ impl Store {
 
     /// Enabled users the sync created from Microsoft 365 (an upper bound of the personal
     /// mailboxes in scope), counted without reading them.
-    pub async fn count_synced_users(&self, tenant_id: &str) -> Result<u64, StoreError> {
+    pub async fn count_synced_users(&self, tenant_id: &TenantId) -> Result<u64, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM pbx_users
              WHERE tenant_id = $1 AND enabled = 1 AND source = 'ms365' AND ms365_oid IS NOT NULL",
@@ -235,7 +236,7 @@ impl Store {
     /// first time, so the debounce window counts from the first notification.
     pub async fn queue_realtime(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         target: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -252,7 +253,7 @@ impl Store {
     }
 
     /// The tenants with queued targets and when their oldest was queued (epoch ms).
-    pub async fn realtime_due(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn realtime_due(&self) -> Result<Vec<(TenantId, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant_id, MIN(first_ms) AS first_ms FROM realtime_queue GROUP BY tenant_id",
         )
@@ -265,7 +266,10 @@ impl Store {
     }
 
     /// Takes the tenant's queued targets (the caller holds the tenant's sync lease).
-    pub async fn take_realtime_queue(&self, tenant_id: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn take_realtime_queue(
+        &self,
+        tenant_id: &TenantId,
+    ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("DELETE FROM realtime_queue WHERE tenant_id = $1 RETURNING target")
             .bind(tenant_id)
             .fetch_all(self.pool())
@@ -279,7 +283,7 @@ impl Store {
     /// How the last reconciliation went (keeps the notification and renewal times).
     pub async fn set_realtime_status(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         ok: bool,
         message: &str,
         renewed: bool,
@@ -304,7 +308,7 @@ impl Store {
     }
 
     /// A trusted notification arrived for the tenant.
-    pub async fn note_notification(&self, tenant_id: &str) -> Result<(), StoreError> {
+    pub async fn note_notification(&self, tenant_id: &TenantId) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO realtime_status (tenant_id, ok, message, checked_at, last_notification, last_renewal)
              VALUES ($1, 1, '', $2, $2, 0)
@@ -319,7 +323,7 @@ impl Store {
 
     pub async fn realtime_status(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
     ) -> Result<Option<RealtimeStatus>, StoreError> {
         let row = sqlx::query(
             "SELECT ok, message, checked_at, last_notification, last_renewal
@@ -349,7 +353,7 @@ mod tests {
         let db = TestDb::new().await;
         let store = db.open(1).await.unwrap();
         let seed = TenantSeed {
-            id: "t1".into(),
+            id: TenantId::from_static("t1"),
             domain: "t1.test".into(),
             name: "T1".into(),
             pbx_login: None,
@@ -361,20 +365,35 @@ mod tests {
     #[tokio::test]
     async fn queued_targets_coalesce_and_are_taken_once() {
         let (_db, store) = store_with_tenant().await;
-        store.queue_realtime("t1", "users", 1_000).await.unwrap();
-        store.queue_realtime("t1", "users", 2_000).await.unwrap();
         store
-            .queue_realtime("t1", "shared:abc", 3_000)
+            .queue_realtime(&TenantId::from_static("t1"), "users", 1_000)
+            .await
+            .unwrap();
+        store
+            .queue_realtime(&TenantId::from_static("t1"), "users", 2_000)
+            .await
+            .unwrap();
+        store
+            .queue_realtime(&TenantId::from_static("t1"), "shared:abc", 3_000)
             .await
             .unwrap();
         assert_eq!(
             store.realtime_due().await.unwrap(),
-            vec![("t1".to_string(), 1_000)]
+            vec![(TenantId::from_static("t1"), 1_000)]
         );
-        let mut taken = store.take_realtime_queue("t1").await.unwrap();
+        let mut taken = store
+            .take_realtime_queue(&TenantId::from_static("t1"))
+            .await
+            .unwrap();
         taken.sort();
         assert_eq!(taken, vec!["shared:abc".to_string(), "users".to_string()]);
-        assert!(store.take_realtime_queue("t1").await.unwrap().is_empty());
+        assert!(
+            store
+                .take_realtime_queue(&TenantId::from_static("t1"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.realtime_due().await.unwrap().is_empty());
     }
 
@@ -383,7 +402,7 @@ mod tests {
         let (_db, store) = store_with_tenant().await;
         let mut s = StoredSubscription {
             id: "sub-1".into(),
-            tenant_id: "t1".into(),
+            tenant_id: TenantId::from_static("t1"),
             target: "users".into(),
             resource: "users".into(),
             active: true,
@@ -415,22 +434,36 @@ mod tests {
             "replaced"
         );
         assert!(store.subscription("failed:x").await.unwrap().is_none());
-        assert_eq!(store.subscriptions("t1").await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .subscriptions(&TenantId::from_static("t1"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
     async fn status_keeps_notification_and_renewal_times() {
         let (_db, store) = store_with_tenant().await;
         store
-            .set_realtime_status("t1", true, "ok", true)
+            .set_realtime_status(&TenantId::from_static("t1"), true, "ok", true)
             .await
             .unwrap();
-        store.note_notification("t1").await.unwrap();
         store
-            .set_realtime_status("t1", false, "cannot", false)
+            .note_notification(&TenantId::from_static("t1"))
             .await
             .unwrap();
-        let s = store.realtime_status("t1").await.unwrap().unwrap();
+        store
+            .set_realtime_status(&TenantId::from_static("t1"), false, "cannot", false)
+            .await
+            .unwrap();
+        let s = store
+            .realtime_status(&TenantId::from_static("t1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!s.ok);
         assert_eq!(s.message, "cannot");
         assert!(s.last_notification > 0 && s.last_renewal > 0);

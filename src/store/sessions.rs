@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_epoch};
+use crate::ids::{ObjectId, TenantId};
 
 /// The user's own PBX session beside the gateway session: its token, sealed under the master
 /// key (`pbx_token`), and in words why there is none (`pbx_state`).
@@ -39,9 +40,9 @@ impl std::fmt::Debug for SessionPbx {
 pub struct SessionRecord {
     /// Lower-case hex SHA-256 of the cookie value.
     pub id_hash: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// The Microsoft user (`oid`) the session was issued to.
-    pub oid: String,
+    pub oid: ObjectId,
     pub pbx_user_id: String,
     /// `portal` or `webrtc`.
     pub client_kind: String,
@@ -206,7 +207,7 @@ impl Store {
     /// `not_managed`, …; empty for sessions without a PBX), most common first.
     pub async fn session_pbx_states(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         now: i64,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let rows = sqlx::query(
@@ -254,8 +255,8 @@ impl Store {
     /// Revokes every live session of Microsoft user `oid` in `tenant_id`; returns their ids.
     pub async fn revoke_user_sessions(
         &self,
-        tenant_id: &str,
-        oid: &str,
+        tenant_id: &TenantId,
+        oid: &ObjectId,
     ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "UPDATE sessions SET revoked_at = $3

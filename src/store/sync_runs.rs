@@ -11,6 +11,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_epoch};
+use crate::ids::TenantId;
 
 /// Per-item errors kept on a run; the total is counted on.
 pub const MAX_RUN_ERRORS: usize = 100;
@@ -143,7 +144,7 @@ pub struct PhaseOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncRun {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub trigger: RunTrigger,
     /// `full` or `delta` once known.
     pub mode: Option<String>,
@@ -245,7 +246,7 @@ impl Store {
     /// Records a new run as `running` in phase `start`; returns its id.
     pub async fn create_sync_run(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         trigger: RunTrigger,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
@@ -389,7 +390,11 @@ impl Store {
     }
 
     /// The tenant's latest runs, newest first.
-    pub async fn sync_runs(&self, tenant_id: &str, limit: u32) -> Result<Vec<SyncRun>, StoreError> {
+    pub async fn sync_runs(
+        &self,
+        tenant_id: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<SyncRun>, StoreError> {
         let rows = sqlx::query(select_runs!(
             "WHERE tenant_id = $1 ORDER BY seq DESC LIMIT $2"
         ))
@@ -435,7 +440,7 @@ impl Store {
     /// so such a run belongs to a process that died. Returns how many rows changed.
     pub async fn close_stale_sync_runs(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         by_run: &str,
     ) -> Result<u64, StoreError> {
         let now = now_epoch();

@@ -5,11 +5,12 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_epoch};
 use crate::config::TenantSeed;
+use crate::ids::TenantId;
 
 /// A PBX tenant as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
-    pub id: String,
+    pub id: TenantId,
     /// The tenant's SIP domain (what users type on the login page).
     pub domain: String,
     pub name: String,
@@ -67,7 +68,7 @@ impl Store {
         })
     }
 
-    pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+    pub async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
         let row = sqlx::query(select_tenants!("WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())

@@ -13,6 +13,7 @@ use super::plan::{ADOPTED, BOUND, Change, DisableReason, Effect, FetchMode, Plan
 use super::run::{MAX_PREVIEW, RunReport, Tracker};
 use super::username::Usernames;
 use super::{SyncError, SyncOptions, USERS_KIND};
+use crate::ids::{ObjectId, TenantId};
 use crate::settings::Ms365Settings;
 use crate::store::{
     DirectoryUser, DirectoryWrite, ItemError, ItemOutcome, PbxLink, PbxLinkKind, PbxProfile,
@@ -21,7 +22,7 @@ use crate::store::{
 
 /// Who a write is about, for counts and error reports.
 struct Meta {
-    oid: String,
+    oid: ObjectId,
     name: String,
     effect: Effect,
 }
@@ -35,9 +36,9 @@ struct Writes {
 
 /// The store's users of the tenant, as assigning needs them.
 struct Current<'a> {
-    tenant_id: &'a str,
-    rows: HashMap<String, &'a PbxUser>,
-    dirs: HashMap<String, &'a DirectoryUser>,
+    tenant_id: &'a TenantId,
+    rows: HashMap<ObjectId, &'a PbxUser>,
+    dirs: HashMap<ObjectId, &'a DirectoryUser>,
     numbers: Allocator,
     names: Usernames,
     /// Users of the PBX's own that the connector found on the PBX and nobody is bound to,
@@ -49,28 +50,25 @@ struct Current<'a> {
 
 impl<'a> Current<'a> {
     fn new(
-        tenant_id: &'a str,
+        tenant_id: &'a TenantId,
         range: ExtensionRange,
         pbx: &'a [PbxUser],
         dir: &'a [DirectoryUser],
         found_on_pbx: &HashSet<&str>,
     ) -> Self {
-        // Oids compare in lower case everywhere in the sync.
-        let remembered: Vec<(String, &str)> = (dir.iter())
-            .filter_map(|d| Some((d.oid.to_ascii_lowercase(), d.extension.as_deref()?)))
+        let remembered: Vec<(&str, &str)> = (dir.iter())
+            .filter_map(|d| Some((d.oid.as_str(), d.extension.as_deref()?)))
             .collect();
         Current {
             tenant_id,
             rows: (pbx.iter())
-                .filter_map(|p| Some((p.ms365_oid.as_deref()?.to_ascii_lowercase(), p)))
+                .filter_map(|p| Some((p.ms365_oid.clone()?, p)))
                 .collect(),
-            dirs: (dir.iter())
-                .map(|d| (d.oid.to_ascii_lowercase(), d))
-                .collect(),
+            dirs: (dir.iter()).map(|d| (d.oid.clone(), d)).collect(),
             numbers: Allocator::new(
                 range,
                 pbx.iter().map(|p| p.extension_number.as_str()),
-                remembered.iter().map(|(oid, ext)| (oid.as_str(), *ext)),
+                remembered.iter().copied(),
             ),
             names: Usernames::new(pbx.iter().map(|p| p.username.as_str())),
             adoptable: adoptable(pbx, dir, found_on_pbx),
@@ -94,15 +92,15 @@ impl<'a> Current<'a> {
     /// Binds `oid` to the PBX's own user `local`; the user stays as the PBX has it.
     fn adopt(
         &self,
-        oid: &str,
+        oid: &ObjectId,
         upn: &str,
         profile: &PbxProfile,
         disabled: bool,
         local: &PbxUser,
     ) -> DirectoryWrite {
         let directory = DirectoryUser {
-            tenant_id: self.tenant_id.to_string(),
-            oid: oid.to_string(),
+            tenant_id: self.tenant_id.clone(),
+            oid: oid.clone(),
             upn: upn.to_string(),
             pbx_user_id: local.id.clone(),
             extension: Some(local.extension_number.clone()),
@@ -121,7 +119,7 @@ impl<'a> Current<'a> {
     /// oid bound meanwhile by an administrator is skipped; a full range fails the user.
     fn upsert(
         &mut self,
-        oid: &str,
+        oid: &ObjectId,
         upn: &str,
         profile: &PbxProfile,
         disabled: Option<DisableReason>,
@@ -145,7 +143,7 @@ impl<'a> Current<'a> {
                 effect
             };
             let write = DirectoryWrite::Update {
-                oid: oid.to_string(),
+                oid: oid.clone(),
                 upn: upn.to_string(),
                 profile: Box::new(profile.clone()),
                 disabled: disabled.map(|d| d.as_str().to_string()),
@@ -162,7 +160,7 @@ impl<'a> Current<'a> {
         }
     }
 
-    fn name_of(&self, oid: &str) -> String {
+    fn name_of(&self, oid: &ObjectId) -> String {
         self.dirs
             .get(oid)
             .map_or_else(|| oid.to_string(), |d| d.upn.clone())
@@ -171,12 +169,12 @@ impl<'a> Current<'a> {
     /// A new PBX user for `oid` (a number and a username), or `None` when the range is full.
     fn create(
         &mut self,
-        oid: &str,
+        oid: &ObjectId,
         upn: &str,
         profile: &PbxProfile,
         disabled: Option<DisableReason>,
     ) -> Option<DirectoryWrite> {
-        let extension = self.numbers.assign(oid)?;
+        let extension = self.numbers.assign(oid.as_str())?;
         let earlier = self.dirs.get(oid);
         // The same id as before a PBX-side deletion: the user comes back as itself.
         let id = earlier.map_or_else(
@@ -185,21 +183,21 @@ impl<'a> Current<'a> {
         );
         let user = PbxUser {
             id: id.clone(),
-            tenant_id: self.tenant_id.to_string(),
+            tenant_id: self.tenant_id.clone(),
             extension_number: extension.clone(),
             username: self.names.claim(upn),
             profile: profile.clone(),
             enabled: disabled.is_none(),
             source: PbxUserSource::Ms365,
-            ms365_oid: Some(oid.to_string()),
+            ms365_oid: Some(oid.clone()),
             sync_disabled: disabled.map(|d| d.as_str().to_string()),
             sync_disabled_at: disabled.map(|_| self.now),
             created_at: self.now,
             updated_at: self.now,
         };
         let directory = DirectoryUser {
-            tenant_id: self.tenant_id.to_string(),
-            oid: oid.to_string(),
+            tenant_id: self.tenant_id.clone(),
+            oid: oid.clone(),
             upn: upn.to_string(),
             pbx_user_id: id,
             extension: Some(extension),
@@ -243,7 +241,7 @@ fn adoptable<'a>(
 fn assign(changes: &[Change], current: &mut Current<'_>, run: &mut Tracker) -> Writes {
     let mut out = Writes::default();
     for change in changes {
-        let oid = change.oid().to_string();
+        let oid = change.oid().clone();
         let (name, effect, write) = match change {
             Change::Upsert {
                 upn,
@@ -310,7 +308,7 @@ fn is_item_error(e: &StoreError) -> bool {
 
 async fn write_batches(
     store: &Store,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     w: Writes,
     batch: usize,
     run: &mut Tracker,
@@ -336,7 +334,7 @@ async fn write_batches(
 
 async fn one_by_one(
     store: &Store,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     meta: &[Meta],
     writes: &[DirectoryWrite],
     run: &mut Tracker,
@@ -344,7 +342,7 @@ async fn one_by_one(
     for (m, write) in meta.iter().zip(writes) {
         match (store.apply_directory_writes(tenant_id, std::slice::from_ref(write))).await {
             Ok(()) => run.count(m.effect),
-            Err(e) if is_item_error(&e) => run.fail_item(&m.oid, &m.name, e.to_string()),
+            Err(e) if is_item_error(&e) => run.fail_item(m.oid.as_str(), &m.name, e.to_string()),
             Err(e) => return Err(e.into()),
         }
     }
@@ -354,7 +352,7 @@ async fn one_by_one(
 /// Assigns and writes the plan's changes (a dry run only assigns, for the preview).
 async fn apply_plan(
     store: &Store,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     settings: &Ms365Settings,
     opts: &SyncOptions,
     plan: &Plan,
@@ -387,13 +385,13 @@ async fn apply_plan(
 /// username, and the PBX's own users it could adopt).
 async fn stored_rows(
     store: &Store,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     plan: &Plan,
 ) -> Result<(Vec<PbxUser>, Vec<DirectoryUser>, Vec<PbxLink>), StoreError> {
     if plan.mode == FetchMode::Delta {
-        let oids: Vec<String> = plan.changes.iter().map(|c| c.oid().to_string()).collect();
+        let oids: Vec<ObjectId> = plan.changes.iter().map(|c| c.oid().clone()).collect();
         let pbx = store.pbx_users_by_oids(tenant_id, &oids).await?;
-        let stored: HashSet<&str> = pbx.iter().filter_map(|p| p.ms365_oid.as_deref()).collect();
+        let stored: HashSet<&ObjectId> = pbx.iter().filter_map(|p| p.ms365_oid.as_ref()).collect();
         let creates = (plan.changes.iter())
             .any(|c| matches!(c, Change::Upsert { .. }) && !stored.contains(c.oid()));
         if !creates {
@@ -412,7 +410,7 @@ async fn stored_rows(
 /// records the end of the run.
 pub(crate) async fn apply_and_finish(
     store: &Store,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     settings: &Ms365Settings,
     opts: &SyncOptions,
     plan: &Plan,

@@ -23,6 +23,7 @@ use super::{SyncContext, SyncError};
 use crate::graph::model::{Contact, Page, PhysicalAddress, User};
 use crate::graph::resources::{MAX_CONTACTS_TOP, path_segment};
 use crate::graph::{GraphError, MAX_BATCH};
+use crate::ids::ObjectId;
 use crate::store::{ContactBook, ContactFields, PbxUserSource, StoreError};
 
 /// Default number of mailboxes synced at once.
@@ -139,7 +140,7 @@ pub async fn sync_contacts(
             "contacts mailbox_concurrency and page_size must be positive".into(),
         ));
     }
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let settings = ctx.store.ms365_settings(tenant).await?;
     let before = ctx.graph.stats().requests;
     let mut report = ContactReport::default();
@@ -154,7 +155,7 @@ pub async fn sync_contacts(
     // Personal contacts of in-scope users; books of users out of scope go.
     let users = ctx.store.pbx_users(tenant).await?;
     // One read of the directory, not one query per user (50,000 on a large tenant).
-    let upns: HashMap<String, String> = ctx
+    let upns: HashMap<ObjectId, String> = ctx
         .store
         .directory_users(tenant)
         .await?
@@ -163,7 +164,7 @@ pub async fn sync_contacts(
         .collect();
     let mut owners = HashSet::new();
     for u in &users {
-        let Some(oid) = u.ms365_oid.as_deref() else {
+        let Some(oid) = u.ms365_oid.as_ref().map(ObjectId::as_str) else {
             continue;
         };
         if !u.enabled || u.source != PbxUserSource::Ms365 {
@@ -196,7 +197,7 @@ pub async fn sync_contacts(
         if let Some(oid) = users
             .iter()
             .find(|u| u.id == owner)
-            .and_then(|u| u.ms365_oid.as_deref())
+            .and_then(|u| u.ms365_oid.as_ref().map(ObjectId::as_str))
         {
             ctx.store
                 .clear_sync_cursor(tenant, &personal_kind(oid))
@@ -216,11 +217,12 @@ pub async fn sync_contacts(
             let path = format!("/users/{}?$select=id", path_segment(entry));
             match ctx.graph.get_json::<User>(&path, "user").await {
                 Ok(user) if !user.id.is_empty() => {
-                    if mailboxes.insert(user.id.clone()) {
+                    let mailbox = user.id.to_string();
+                    if mailboxes.insert(mailbox.clone()) {
                         jobs.push(Job {
-                            mailbox: user.id.clone(),
-                            book: ContactBook::Company(user.id.clone()),
-                            kind: shared_kind(&user.id),
+                            kind: shared_kind(&mailbox),
+                            book: ContactBook::Company(mailbox.clone()),
+                            mailbox,
                         });
                     }
                 }
@@ -264,7 +266,7 @@ pub async fn sync_contacts(
     report.graph_requests = ctx.graph.stats().requests - before;
     result?;
     tracing::info!(
-        tenant,
+        tenant = %tenant,
         personal = report.personal_mailboxes,
         shared = report.shared_mailboxes,
         created = report.created,
@@ -284,7 +286,7 @@ async fn targeted_jobs(
     targets: &super::Targets,
     report: &mut ContactReport,
 ) -> Result<Vec<Job>, SyncError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let mut jobs = Vec::new();
     if settings.personal_contacts.enabled && !targets.personal.is_empty() {
         for oid in &targets.personal {
@@ -294,11 +296,11 @@ async fn targeted_jobs(
             let upn = ctx.store.directory_user(tenant, oid).await?.map(|d| d.upn);
             let upn = upn.as_deref().unwrap_or(&user.username);
             let synced = user.enabled && user.source == PbxUserSource::Ms365;
-            if synced && settings.personal_contacts.covers(oid, upn) {
+            if synced && settings.personal_contacts.covers(oid.as_str(), upn) {
                 jobs.push(Job {
-                    mailbox: oid.clone(),
+                    mailbox: oid.to_string(),
                     book: ContactBook::Personal(user.id.clone()),
-                    kind: personal_kind(oid),
+                    kind: personal_kind(oid.as_str()),
                 });
             }
         }
@@ -307,9 +309,9 @@ async fn targeted_jobs(
     if settings.shared_mailbox.enabled {
         for oid in &targets.shared {
             jobs.push(Job {
-                mailbox: oid.clone(),
-                book: ContactBook::Company(oid.clone()),
-                kind: shared_kind(oid),
+                mailbox: oid.to_string(),
+                book: ContactBook::Company(oid.to_string()),
+                kind: shared_kind(oid.as_str()),
             });
         }
         report.shared_mailboxes = targets.shared.len();
@@ -507,7 +509,7 @@ async fn apply_page(
     seen: &mut HashSet<String>,
     out: &mut Outcome,
 ) -> Result<(), MailboxError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let mut upserts = Vec::with_capacity(page.value.len());
     let mut removed = Vec::new();
     for c in page.value {

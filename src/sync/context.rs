@@ -13,6 +13,7 @@ use crate::config::{Config, PbxKind};
 use crate::entra::CloudEndpoints;
 use crate::entra::token::{AppTokenClient, TenantApp};
 use crate::graph::{GraphClient, GraphOptions};
+use crate::ids::TenantId;
 use crate::keyring::Keyring;
 use crate::pbx::PbxClient;
 use crate::store::Store;
@@ -24,7 +25,7 @@ pub async fn for_tenant(
     config: &Config,
     store: &Store,
     keyring: &Keyring,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<SyncContext, SyncError> {
     let Some(tenant) = store.tenant(tenant_id).await? else {
         return Err(SyncError::InvalidOptions(format!(
@@ -52,7 +53,7 @@ pub async fn for_tenant(
     Ok(SyncContext {
         store: store.clone(),
         graph,
-        tenant_id: tenant_id.to_string(),
+        tenant_id: tenant_id.clone(),
         pbx: pbx_target(config, keyring, tenant_id, &tenant.domain)?,
     })
 }
@@ -62,7 +63,7 @@ pub async fn for_tenant(
 pub fn pbx_target(
     config: &Config,
     keyring: &Keyring,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     domain: &str,
 ) -> Result<Option<PbxTarget>, SyncError> {
     if config.pbx.kind != PbxKind::PortSip {

@@ -37,7 +37,7 @@ pub fn figures(s: &RunSummary) -> RunFigures<'_> {
         rejected: (s.pbx.as_ref()).map_or(0, |r| r.users.failed + r.contacts.failed),
     });
     RunFigures {
-        tenant: &s.tenant_id,
+        tenant: s.tenant_id.as_str(),
         trigger: s.trigger.as_str(),
         status: report.status.as_str(),
         succeeded_at: (report.status == RunStatus::Succeeded).then_some(report.finished_at),

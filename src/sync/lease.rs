@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::ids::TenantId;
 use crate::store::{Store, StoreError, now_epoch};
 
 /// The lease owner suffix of subscription maintenance ([`super::subscriptions`]): a short
@@ -71,7 +72,7 @@ fn expiry(ttl: Duration) -> i64 {
 /// dropped when the lease is lost, the lease released when `work` ends.
 pub async fn run_leased<F: Future>(
     store: &Store,
-    tenant: &str,
+    tenant: &TenantId,
     lease: &LeaseConfig,
     work: F,
 ) -> Result<F::Output, LeaseError> {
@@ -81,13 +82,13 @@ pub async fn run_leased<F: Future>(
         lost = keep_renewed(store, tenant, lease) => Err(lost),
     };
     if let Err(e) = store.release_sync_lease(tenant, &lease.owner).await {
-        tracing::warn!(tenant, error = %e, "cannot release the sync lease; it expires by itself");
+        tracing::warn!(tenant = %tenant, error = %e, "cannot release the sync lease; it expires by itself");
     }
     result
 }
 
 /// Takes the lease, waiting out another instance's subscription maintenance (seconds).
-async fn acquire(store: &Store, tenant: &str, lease: &LeaseConfig) -> Result<(), LeaseError> {
+async fn acquire(store: &Store, tenant: &TenantId, lease: &LeaseConfig) -> Result<(), LeaseError> {
     let started = tokio::time::Instant::now();
     loop {
         if store
@@ -108,7 +109,7 @@ async fn acquire(store: &Store, tenant: &str, lease: &LeaseConfig) -> Result<(),
 }
 
 /// Renews the lease every third of its lifetime; returns only when it was lost.
-async fn keep_renewed(store: &Store, tenant: &str, lease: &LeaseConfig) -> LeaseError {
+async fn keep_renewed(store: &Store, tenant: &TenantId, lease: &LeaseConfig) -> LeaseError {
     let period = (lease.ttl / 3).max(Duration::from_millis(100));
     let mut last_renewed = tokio::time::Instant::now();
     loop {
@@ -121,7 +122,7 @@ async fn keep_renewed(store: &Store, tenant: &str, lease: &LeaseConfig) -> Lease
             Ok(false) => return LeaseError::Lost,
             // A database hiccup: keep trying while the lease can still be valid.
             Err(e) if last_renewed.elapsed() < lease.ttl => {
-                tracing::warn!(tenant, error = %e, "cannot renew the sync lease; retrying");
+                tracing::warn!(tenant = %tenant, error = %e, "cannot renew the sync lease; retrying");
             }
             Err(_) => return LeaseError::Lost,
         }
@@ -130,7 +131,7 @@ async fn keep_renewed(store: &Store, tenant: &str, lease: &LeaseConfig) -> Lease
 
 /// Whether a tenant's interrupted run needs another instance to finish it: its newest run
 /// is still `running` and nobody holds a live lease.
-pub async fn is_orphaned(store: &Store, tenant: &str) -> Result<bool, StoreError> {
+pub async fn is_orphaned(store: &Store, tenant: &TenantId) -> Result<bool, StoreError> {
     let newest = store.sync_runs(tenant, 1).await?;
     if !newest
         .first()

@@ -24,15 +24,15 @@
 
 pub(crate) mod apply;
 mod contact_batch;
-pub mod contacts;
-pub mod context;
+pub(crate) mod contacts;
+pub(crate) mod context;
 pub(crate) mod extensions;
 pub(crate) mod figures;
-pub mod lease;
+pub(crate) mod lease;
 pub(crate) mod orchestrate;
-pub mod pbx_push;
-pub mod pbx_read;
-pub mod photos;
+pub(crate) mod pbx_push;
+pub(crate) mod pbx_read;
+pub(crate) mod photos;
 pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod scope;
@@ -40,20 +40,28 @@ pub(crate) mod subscriptions;
 mod targets;
 pub(crate) mod username;
 pub(crate) mod users;
-pub mod worker;
+pub(crate) mod worker;
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use apply::approve_run;
+pub use contacts::{ContactOptions, ContactReport, personal_kind, shared_kind, sync_contacts};
+pub use context::for_tenant as context_for_tenant;
+pub use lease::LeaseConfig;
 pub use orchestrate::{Phase, RunSummary, run_phases};
+pub use pbx_push::{PbxTarget, PushFocus, TenantRecord, push_to_pbx};
+pub use pbx_read::{LISTED_KIND, read_pbx};
+pub use photos::{PhotoOptions, PhotoReport, sync_photos};
 pub use run::{Progress, RunReport};
 pub use targets::{Targets, retry_of};
+pub use worker::{RequestOutcome, RunResult, SyncHandle, SyncWorker};
 
 pub use users::sync_users;
 
 use crate::graph::{GraphClient, GraphError};
+use crate::ids::TenantId;
 pub use crate::store::{EntityCounts, ItemError, ItemOutcome, RunStatus, RunTrigger};
 use crate::store::{Store, StoreError};
 
@@ -71,7 +79,7 @@ pub struct SyncContext {
     pub store: Store,
     pub graph: GraphClient,
     /// The PBX tenant id (its settings name the Microsoft directory).
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// `[pbx] kind = "portsip"`: the PBX's REST API; `None` keeps the sync in the store.
     pub pbx: Option<pbx_push::PbxTarget>,
 }

@@ -17,6 +17,7 @@ use super::pbx_read::{PbxListing, ReadReport, read_pbx};
 use super::photos::{PhotoOptions, PhotoReport, sync_photos};
 use super::run::Tracker;
 use super::{RunReport, RunTrigger, SyncContext, SyncError, SyncOptions, sync_users};
+use crate::ids::TenantId;
 use crate::settings::Ms365Settings;
 use crate::store::{EntityCounts, ItemError, ItemOutcome, PhaseOutcome, RunStatus, now_epoch};
 
@@ -60,7 +61,7 @@ impl Phase {
 /// What a finished run did.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub trigger: RunTrigger,
     /// The run as a whole: its status is the run's, its counts hold every phase.
     pub users: RunReport,

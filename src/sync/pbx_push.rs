@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use super::pbx_read::{PbxListing, relist_next_run};
 use super::{SyncContext, SyncError};
+use crate::ids::{ObjectId, TenantId};
 use crate::keyring::Keyring;
 use crate::pbx::wire::{ContactFields as PbxContact, NewUser, PbxUserRecord, UserUpdate};
 use crate::pbx::{PbxClient, PbxError, credentials};
@@ -35,7 +36,7 @@ const IN_FLIGHT: usize = 16;
 #[derive(Clone, Debug)]
 pub struct TenantRecord {
     pub store: Store,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
 }
 
 impl From<&SyncContext> for TenantRecord {
@@ -111,7 +112,7 @@ impl UserFields {
 #[derive(Debug, Clone)]
 pub struct WantedUser {
     pub local_id: String,
-    pub oid: String,
+    pub oid: ObjectId,
     pub fields: UserFields,
 }
 
@@ -133,7 +134,7 @@ pub enum Op {
     /// Bind an existing PBX user (the gateway's, or one it adopted) to its oid.
     Bind {
         link: PbxLink,
-        oid: String,
+        oid: ObjectId,
     },
     DestroyUser(PbxLink),
     CreateContact(WantedContact),
@@ -149,7 +150,7 @@ pub enum Op {
 /// Users to send, from the record, the links and (when listed) the PBX's users.
 pub fn plan_users(
     wanted: &[WantedUser],
-    adopted: &[(String, String)],
+    adopted: &[(String, ObjectId)],
     links: &HashMap<String, PbxLink>,
     listing: Option<&PbxListing>,
 ) -> Vec<Op> {
@@ -239,9 +240,9 @@ fn clip(s: &str, max: usize) -> String {
 /// them, or those of the `focus` oids.
 async fn wanted_users(
     ctx: &TenantRecord,
-    focus: Option<&[String]>,
-) -> Result<(Vec<WantedUser>, Vec<(String, String)>), SyncError> {
-    let tenant = ctx.tenant_id.as_str();
+    focus: Option<&[ObjectId]>,
+) -> Result<(Vec<WantedUser>, Vec<(String, ObjectId)>), SyncError> {
+    let tenant = &ctx.tenant_id;
     let rows = match focus {
         Some(oids) => ctx.store.pbx_users_by_oids(tenant, oids).await?,
         None => ctx.store.pbx_users(tenant).await?,
@@ -326,7 +327,7 @@ fn wanted_contact(c: StoredContact) -> WantedContact {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushFocus {
     /// Oids of the users the run's users phase changed.
-    pub users: Vec<String>,
+    pub users: Vec<ObjectId>,
     /// A shared mailbox's contacts were read.
     pub contacts: bool,
 }
@@ -340,7 +341,7 @@ pub async fn push_to_pbx(
     focus: Option<&PushFocus>,
     dry_run: bool,
 ) -> Result<PbxReport, SyncError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let focus = focus.filter(|_| listing.is_none());
     let mut ops = user_ops(ctx, listing, focus.map(|f| f.users.as_slice())).await?;
     if focus.is_none_or(|f| f.contacts) {
@@ -363,7 +364,7 @@ pub async fn push_to_pbx(
     }
     result?;
     tracing::info!(
-        tenant,
+        tenant = %tenant,
         focused = focus.is_some(),
         users = ?report.users,
         contacts = ?report.contacts,
@@ -382,9 +383,9 @@ fn by_local(links: Vec<PbxLink>) -> HashMap<String, PbxLink> {
 async fn user_ops(
     ctx: &TenantRecord,
     listing: Option<&PbxListing>,
-    focus: Option<&[String]>,
+    focus: Option<&[ObjectId]>,
 ) -> Result<Vec<Op>, SyncError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let (wanted, adopted) = wanted_users(ctx, focus).await?;
     let links = match focus {
         Some(_) => {
@@ -481,9 +482,9 @@ fn tally(report: &mut PbxReport, done: Done) {
 fn failed_item(op: &Op, e: &PbxError) -> ItemError {
     let (entity, key, name) = match op {
         Op::CreateUser(w) | Op::UpdateUser { want: w, .. } => {
-            ("pbx_user", w.oid.clone(), w.fields.name.clone())
+            ("pbx_user", w.oid.to_string(), w.fields.name.clone())
         }
-        Op::Bind { link, oid } => ("pbx_user", oid.clone(), link.remote_id.clone()),
+        Op::Bind { link, oid } => ("pbx_user", oid.to_string(), link.remote_id.clone()),
         Op::DestroyUser(l) | Op::Forget(l) => ("pbx_user", l.local_id.clone(), l.remote_id.clone()),
         Op::CreateContact(w) | Op::UpdateContact { want: w, .. } => {
             ("pbx_contact", w.local_id.clone(), w.fields.name.clone())
@@ -533,7 +534,7 @@ fn describe(op: &Op) -> String {
 
 /// Sends one operation and records its link.
 async fn send(ctx: &TenantRecord, target: &PbxTarget, op: &Op) -> Result<Done, PbxError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let store = &ctx.store;
     let client = &target.client;
     match op {
@@ -553,7 +554,9 @@ async fn send(ctx: &TenantRecord, target: &PbxTarget, op: &Op) -> Result<Done, P
                 other => other?,
             }
             if !link.bound {
-                client.bind_ms365(&link.remote_id, &want.oid).await?;
+                client
+                    .bind_ms365(&link.remote_id, want.oid.as_str())
+                    .await?;
             }
             let updated = PbxLink {
                 bound: true,
@@ -566,7 +569,7 @@ async fn send(ctx: &TenantRecord, target: &PbxTarget, op: &Op) -> Result<Done, P
             })
         }
         Op::Bind { link, oid } => {
-            client.bind_ms365(&link.remote_id, oid).await?;
+            client.bind_ms365(&link.remote_id, oid.as_str()).await?;
             let bound = PbxLink {
                 bound: true,
                 ..link.clone()
@@ -627,7 +630,7 @@ async fn create_user(
     target: &PbxTarget,
     want: &WantedUser,
 ) -> Result<Done, PbxError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let name = credentials::user_password_secret(tenant, &want.local_id);
     let generated = credentials::generate_password();
     let sealed = target.keyring.put_once(&name, generated.as_bytes()).await;
@@ -665,7 +668,10 @@ async fn create_user(
     // One link write, after the binding: a run that dies in between leaves a PBX user
     // without a link, which the next run's listing finds by username and extension and
     // links back unbound, so the binding is sent again.
-    let bound = target.client.bind_ms365(&remote_id, &want.oid).await;
+    let bound = target
+        .client
+        .bind_ms365(&remote_id, want.oid.as_str())
+        .await;
     let link = PbxLink {
         kind: PbxLinkKind::User,
         local_id: want.local_id.clone(),
@@ -735,7 +741,7 @@ mod tests {
     fn want(id: &str, name: &str, enabled: bool) -> WantedUser {
         WantedUser {
             local_id: id.into(),
-            oid: format!("oid-{id}"),
+            oid: ObjectId::new(format!("oid-{id}")),
             fields: UserFields {
                 name: name.into(),
                 extension_number: "1001".into(),
@@ -795,7 +801,7 @@ mod tests {
         .into_iter()
         .map(|l| (l.local_id.clone(), l))
         .collect();
-        let adopted = vec![("local".to_string(), "oid-l".to_string())];
+        let adopted = vec![("local".to_string(), ObjectId::new("oid-l"))];
         let ops = plan_users(&[a, b, c], &adopted, &links, None);
         assert_eq!(
             kinds(&ops),

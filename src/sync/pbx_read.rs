@@ -53,7 +53,7 @@ pub async fn read_pbx(
     target: &PbxTarget,
     force: bool,
 ) -> Result<(Option<PbxListing>, ReadReport), SyncError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let mut report = ReadReport::default();
     if !force && !listing_due(ctx, target).await? {
         return Ok((None, report));
@@ -72,7 +72,7 @@ pub async fn read_pbx(
         .save_sync_cursor(tenant, LISTED_KIND, &now, "")
         .await?;
     tracing::info!(
-        tenant,
+        tenant = %tenant,
         users = listing.users.len(),
         contacts = listing.contacts.len(),
         imported = report.imported,
@@ -113,7 +113,7 @@ async fn reconcile_users(
     listing: &PbxListing,
     report: &mut ReadReport,
 ) -> Result<(), SyncError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let by_remote: HashMap<&str, &PbxLink> =
         links.iter().map(|l| (l.remote_id.as_str(), l)).collect();
     let rows = ctx.store.pbx_users(tenant).await?;
@@ -148,7 +148,7 @@ async fn reconcile_users(
     {
         if link.created {
             report.missing += 1;
-            tracing::info!(tenant, local = %link.local_id, "a synced user was deleted on the PBX; it comes back");
+            tracing::info!(tenant = %tenant, local = %link.local_id, "a synced user was deleted on the PBX; it comes back");
             (ctx.store)
                 .delete_pbx_link(tenant, PbxLinkKind::User, &link.local_id)
                 .await?;
@@ -219,7 +219,7 @@ async fn forget_missing_contacts(
     listing: &PbxListing,
     report: &mut ReadReport,
 ) -> Result<(), SyncError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     for link in ctx.store.pbx_links(tenant, PbxLinkKind::Contact).await? {
         if !listing.contacts.contains_key(&link.remote_id) {
             report.missing += 1;

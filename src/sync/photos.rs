@@ -10,6 +10,7 @@ use super::{SyncContext, SyncError};
 use crate::graph::GraphError;
 use crate::graph::batch::{BatchRequest, BatchResponse};
 use crate::graph::model::PhotoMeta;
+use crate::ids::ObjectId;
 use crate::store::PbxUserSource;
 
 /// Default cap of one photo's size.
@@ -30,7 +31,7 @@ pub struct PhotoOptions {
     pub concurrency: usize,
     /// A run answering change notifications: only these users (those the users delta
     /// reported changed) are checked.
-    pub only: Option<Vec<String>>,
+    pub only: Option<Vec<ObjectId>>,
 }
 
 impl Default for PhotoOptions {
@@ -75,7 +76,7 @@ pub struct PhotoReport {
 
 /// A download to make: the user and the ETag the metadata announced.
 struct Pending {
-    oid: String,
+    oid: ObjectId,
     etag: String,
 }
 
@@ -97,7 +98,7 @@ pub async fn sync_photos(ctx: &SyncContext, opts: &PhotoOptions) -> Result<Photo
             "photo max_bytes and concurrency must be positive".into(),
         ));
     }
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let mut report = PhotoReport::default();
     let settings = ctx.store.ms365_settings(tenant).await?;
     if !settings.users.sync_photo {
@@ -109,7 +110,7 @@ pub async fn sync_photos(ctx: &SyncContext, opts: &PhotoOptions) -> Result<Photo
         Some(only) => ctx.store.pbx_users_by_oids(tenant, only).await?,
         None => ctx.store.pbx_users(tenant).await?,
     };
-    let oids: Vec<String> = (users.into_iter())
+    let oids: Vec<ObjectId> = (users.into_iter())
         .filter(|u| u.enabled && u.source == PbxUserSource::Ms365)
         .filter_map(|u| u.ms365_oid)
         .collect();
@@ -119,7 +120,7 @@ pub async fn sync_photos(ctx: &SyncContext, opts: &PhotoOptions) -> Result<Photo
         result?;
     }
     tracing::info!(
-        tenant,
+        tenant = %tenant,
         checked = report.checked,
         downloaded = report.downloaded,
         unchanged = report.unchanged,
@@ -133,10 +134,10 @@ pub async fn sync_photos(ctx: &SyncContext, opts: &PhotoOptions) -> Result<Photo
 async fn sync_round(
     ctx: &SyncContext,
     opts: &PhotoOptions,
-    oids: &[String],
+    oids: &[ObjectId],
     report: &mut PhotoReport,
 ) -> Result<(), SyncError> {
-    let tenant = ctx.tenant_id.as_str();
+    let tenant = &ctx.tenant_id;
     let requests = oids
         .iter()
         .enumerate()
@@ -173,7 +174,7 @@ async fn sync_round(
             let graph = ctx.graph.clone();
             let max_bytes = opts.max_bytes;
             fetched.spawn(async move {
-                let result = graph.photo_bytes(&p.oid, max_bytes).await;
+                let result = graph.photo_bytes(p.oid.as_str(), max_bytes).await;
                 (p, result)
             });
         }
@@ -234,12 +235,16 @@ fn decide(answer: &BatchResponse, stored: Option<&str>) -> Decision {
         }
     }
     Decision::Download(Pending {
-        oid: String::new(),
+        oid: ObjectId::default(),
         etag,
     })
 }
 
-async fn no_photo(ctx: &SyncContext, oid: &str, report: &mut PhotoReport) -> Result<(), SyncError> {
+async fn no_photo(
+    ctx: &SyncContext,
+    oid: &ObjectId,
+    report: &mut PhotoReport,
+) -> Result<(), SyncError> {
     if ctx.store.remove_photo(&ctx.tenant_id, oid).await? {
         report.removed += 1;
     } else {
@@ -249,13 +254,13 @@ async fn no_photo(ctx: &SyncContext, oid: &str, report: &mut PhotoReport) -> Res
 }
 
 /// A stored photo stays: the user may only have lost the mailbox for a while.
-fn no_mailbox(report: &mut PhotoReport, oid: &str) {
-    tracing::debug!(oid, "no mailbox; photo not checked");
+fn no_mailbox(report: &mut PhotoReport, oid: &ObjectId) {
+    tracing::debug!(oid = %oid, "no mailbox; photo not checked");
     report.no_mailbox.push(oid.to_string());
 }
 
-fn skip(report: &mut PhotoReport, oid: &str, reason: String) {
-    tracing::debug!(oid, %reason, "photo skipped");
+fn skip(report: &mut PhotoReport, oid: &ObjectId, reason: String) {
+    tracing::debug!(oid = %oid, %reason, "photo skipped");
     report.skipped.push(PhotoSkip {
         oid: oid.to_string(),
         reason,

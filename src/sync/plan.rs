@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scope::{UserScope, Verdict};
 use crate::graph::User;
+use crate::ids::ObjectId;
 use crate::store::{DirectoryUser, EntityCounts, ItemError, ItemOutcome, PbxProfile, PbxUser};
 
 /// Skip reason of a user an administrator bound to an existing PBX user.
@@ -78,24 +79,24 @@ pub enum Effect {
 pub enum Change {
     /// Create or update the user with these fields; `disabled` when not enabled.
     Upsert {
-        oid: String,
+        oid: ObjectId,
         upn: String,
         profile: Box<PbxProfile>,
         disabled: Option<DisableReason>,
         effect: Effect,
     },
     Disable {
-        oid: String,
+        oid: ObjectId,
         reason: DisableReason,
         effect: Effect,
     },
     Delete {
-        oid: String,
+        oid: ObjectId,
     },
 }
 
 impl Change {
-    pub fn oid(&self) -> &str {
+    pub fn oid(&self) -> &ObjectId {
         match self {
             Change::Upsert { oid, .. } | Change::Disable { oid, .. } | Change::Delete { oid } => {
                 oid
@@ -173,18 +174,18 @@ struct KnownRow {
 /// The store's synced users, as the planner needs them.
 #[derive(Debug, Default)]
 pub struct Known {
-    users: HashMap<String, KnownUser>,
+    users: HashMap<ObjectId, KnownUser>,
     /// Oids an administrator bound to an existing PBX user: never synced over.
-    bound: HashSet<String>,
+    bound: HashSet<ObjectId>,
     /// Oids the sync bound to an existing PBX user it found (adopted): left alone quietly.
-    adopted: HashSet<String>,
+    adopted: HashSet<ObjectId>,
 }
 
 impl Known {
     pub fn new(pbx: &[PbxUser], directory: &[DirectoryUser]) -> Known {
         let mut known = Known::default();
         for d in directory {
-            let oid = d.oid.to_ascii_lowercase();
+            let oid = d.oid.clone();
             if d.source == "sync" {
                 let user = KnownUser {
                     upn: d.upn.clone(),
@@ -200,7 +201,7 @@ impl Known {
             }
         }
         for p in pbx {
-            let Some(oid) = p.ms365_oid.as_deref().map(str::to_ascii_lowercase) else {
+            let Some(oid) = p.ms365_oid.clone() else {
                 continue;
             };
             if known.bound.contains(&oid) {
@@ -230,7 +231,7 @@ impl Known {
     }
 
     /// Users the sync disabled as removed or out of scope at or before `cutoff`.
-    pub fn expired(&self, cutoff: i64) -> Vec<String> {
+    pub fn expired(&self, cutoff: i64) -> Vec<ObjectId> {
         let retired = [DisableReason::Removed, DisableReason::OutOfScope].map(|r| r.as_str());
         self.users
             .iter()
@@ -311,8 +312,8 @@ pub struct Planner<'a> {
     known: &'a Known,
     scope: &'a UserScope,
     /// Oids seen, in a full round only.
-    seen: Option<HashSet<String>>,
-    outcomes: HashMap<String, Outcome>,
+    seen: Option<HashSet<ObjectId>>,
+    outcomes: HashMap<ObjectId, Outcome>,
     /// Users read so far (progress).
     pub observed: u64,
 }
@@ -330,7 +331,7 @@ impl<'a> Planner<'a> {
 
     pub fn observe(&mut self, u: &User) {
         self.observed += 1;
-        let oid = u.id.trim().to_ascii_lowercase();
+        let oid = u.id.clone();
         if oid.is_empty() {
             return;
         }
@@ -348,7 +349,7 @@ impl<'a> Planner<'a> {
         };
     }
 
-    fn judge(&self, oid: &str, u: &User) -> Option<Outcome> {
+    fn judge(&self, oid: &ObjectId, u: &User) -> Option<Outcome> {
         let verdict = self.scope.judge(u);
         let skip = |reason| {
             let name = u.user_principal_name.clone().or(u.display_name.clone());
@@ -365,7 +366,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn upsert(&self, oid: &str, u: &User) -> Option<Outcome> {
+    fn upsert(&self, oid: &ObjectId, u: &User) -> Option<Outcome> {
         let upn = u.user_principal_name.clone().unwrap_or_default();
         let profile = profile_of(u);
         let disabled = (u.account_enabled == Some(false)).then_some(DisableReason::AccountDisabled);
@@ -389,7 +390,7 @@ impl<'a> Planner<'a> {
             _ => Effect::Create,
         };
         let change = Change::Upsert {
-            oid: oid.to_string(),
+            oid: oid.clone(),
             upn,
             profile: Box::new(profile),
             disabled,
@@ -399,7 +400,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Disables what the store has of `oid` (a user that left Microsoft 365 or the scope).
-    fn retire(&self, oid: &str, reason: DisableReason) -> Option<Outcome> {
+    fn retire(&self, oid: &ObjectId, reason: DisableReason) -> Option<Outcome> {
         let user = self.known.users.get(oid)?;
         let effect = match &user.row {
             Some(row) if row.enabled => Effect::Disable,
@@ -410,7 +411,7 @@ impl<'a> Planner<'a> {
             _ => return None,
         };
         let change = Change::Disable {
-            oid: oid.to_string(),
+            oid: oid.clone(),
             reason,
             effect,
         };
@@ -421,7 +422,7 @@ impl<'a> Planner<'a> {
     /// the round did not return is removed.
     pub fn finish(mut self) -> (Vec<Change>, Vec<ItemError>) {
         if let Some(seen) = self.seen.take() {
-            let unseen: Vec<String> = (self.known.users.keys())
+            let unseen: Vec<ObjectId> = (self.known.users.keys())
                 .filter(|oid| !seen.contains(*oid) && !self.outcomes.contains_key(*oid))
                 .cloned()
                 .collect();
@@ -431,7 +432,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let mut entries: Vec<(String, Outcome)> = self.outcomes.into_iter().collect();
+        let mut entries: Vec<(ObjectId, Outcome)> = self.outcomes.into_iter().collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let (mut changes, mut skipped) = (Vec::new(), Vec::new());
         for (oid, outcome) in entries {
@@ -439,7 +440,7 @@ impl<'a> Planner<'a> {
                 Outcome::Change(c) => changes.push(c),
                 Outcome::Skip { name, reason } => skipped.push(ItemError {
                     entity: "user".into(),
-                    key: oid,
+                    key: oid.into(),
                     name,
                     outcome: ItemOutcome::Skipped,
                     reason: reason.into(),
@@ -451,11 +452,9 @@ impl<'a> Planner<'a> {
 }
 
 /// Adds deletions of `expired` users (grace period over) unless the plan brings them back.
-pub fn with_deletions(changes: Vec<Change>, expired: Vec<String>) -> Vec<Change> {
-    let mut by_oid: HashMap<String, Change> = changes
-        .into_iter()
-        .map(|c| (c.oid().to_string(), c))
-        .collect();
+pub fn with_deletions(changes: Vec<Change>, expired: Vec<ObjectId>) -> Vec<Change> {
+    let mut by_oid: HashMap<ObjectId, Change> =
+        changes.into_iter().map(|c| (c.oid().clone(), c)).collect();
     for oid in expired {
         if !matches!(by_oid.get(&oid), Some(Change::Upsert { .. })) {
             by_oid.insert(oid.clone(), Change::Delete { oid });
@@ -469,6 +468,7 @@ pub fn with_deletions(changes: Vec<Change>, expired: Vec<String>) -> Vec<Change>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::TenantId;
     use crate::settings::UserSync;
     use crate::store::PbxUserSource;
 
@@ -487,7 +487,7 @@ mod tests {
         let profile = profile_of(u);
         let pbx = PbxUser {
             id: format!("p-{oid}"),
-            tenant_id: "t".into(),
+            tenant_id: TenantId::from_static("t"),
             extension_number: "1000".into(),
             username: oid.into(),
             profile: profile.clone(),
@@ -500,7 +500,7 @@ mod tests {
             updated_at: 0,
         };
         let dir = DirectoryUser {
-            tenant_id: "t".into(),
+            tenant_id: TenantId::from_static("t"),
             oid: oid.into(),
             upn: u.user_principal_name.clone().unwrap(),
             pbx_user_id: pbx.id.clone(),
@@ -532,7 +532,9 @@ mod tests {
         planner.observe(&b2);
         planner.observe(&graph_user("c", "cy"));
         let (changes, skipped) = planner.finish();
-        let effects: Vec<(&str, Effect)> = changes.iter().map(|c| (c.oid(), c.effect())).collect();
+        let effects: Vec<(&str, Effect)> = (changes.iter())
+            .map(|c| (c.oid().as_str(), c.effect()))
+            .collect();
         assert_eq!(effects, [("b", Effect::Disable), ("c", Effect::Create)]);
         assert!(skipped.is_empty());
     }

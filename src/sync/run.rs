@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::plan::{Effect, count};
 use super::{ProgressFn, SyncOptions};
 use crate::graph::{GraphClient, GraphStats};
+use crate::ids::{ObjectId, TenantId};
 use crate::store::{
     EntityCounts, ItemError, ItemOutcome, MAX_RUN_ERRORS, RunOutcome, RunStatus, RunTrigger, Store,
     StoreError, SyncRun, now_epoch,
@@ -31,7 +32,7 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     pub run_id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub trigger: RunTrigger,
     pub status: RunStatus,
     /// `full` or `delta`, once fetched.
@@ -53,10 +54,10 @@ pub struct RunReport {
     pub preview: Vec<String>,
     /// Targeted runs only: the users the users phase created or updated (their photos are
     /// checked next).
-    pub changed_oids: Vec<String>,
+    pub changed_oids: Vec<ObjectId>,
     /// Targeted runs only: every user the users phase changed, for the PBX phase to push
     /// alone; `None` when it deleted one (the PBX phase then compares the whole record).
-    pub touched_oids: Option<Vec<String>>,
+    pub touched_oids: Option<Vec<ObjectId>>,
 }
 
 /// Longest dry-run preview.
@@ -66,7 +67,7 @@ pub const MAX_PREVIEW: usize = 1000;
 pub(crate) struct Tracker {
     store: Store,
     pub run_id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     trigger: RunTrigger,
     dry_run: bool,
     /// See [`SyncOptions::keep_open`].
@@ -91,7 +92,7 @@ impl Tracker {
     /// still `running` died with their process; older held plans are superseded.
     pub async fn start(
         store: &Store,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         opts: &SyncOptions,
         graph: &GraphClient,
     ) -> Result<Tracker, StoreError> {
@@ -105,7 +106,7 @@ impl Tracker {
         Ok(Tracker {
             store: store.clone(),
             run_id,
-            tenant_id: tenant_id.to_string(),
+            tenant_id: tenant_id.clone(),
             trigger: opts.trigger,
             dry_run: opts.dry_run,
             keep_open: opts.keep_open,

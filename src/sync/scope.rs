@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 
 use crate::graph::User;
+use crate::ids::ObjectId;
 use crate::settings::{Scope, SyncType, UserSync};
 
 /// What to do with one (not removed) Graph user.
@@ -29,12 +30,12 @@ pub struct UserScope {
     selection: Scope,
     guests: bool,
     departments: Vec<String>,
-    /// Lower-case oids of the group's transitive members, when a group is set.
-    group: Option<HashSet<String>>,
+    /// The group's transitive members, when a group is set.
+    group: Option<HashSet<ObjectId>>,
 }
 
 impl UserScope {
-    pub fn new(users: &UserSync, departments: &[String], group: Option<HashSet<String>>) -> Self {
+    pub fn new(users: &UserSync, departments: &[String], group: Option<HashSet<ObjectId>>) -> Self {
         UserScope {
             selection: Scope {
                 enabled: true,
@@ -60,12 +61,9 @@ impl UserScope {
             || u.department
                 .as_deref()
                 .is_some_and(|d| self.departments.contains(&d.trim().to_lowercase()));
-        let group_ok = self
-            .group
-            .as_ref()
-            .is_none_or(|g| g.contains(&u.id.to_ascii_lowercase()));
+        let group_ok = self.group.as_ref().is_none_or(|g| g.contains(&u.id));
         if (guest && !self.guests)
-            || !self.selection.covers(&u.id, upn)
+            || !self.selection.covers(u.id.as_str(), upn)
             || !department_ok
             || !group_ok
         {
@@ -135,7 +133,7 @@ mod tests {
             Verdict::Sync,
             "display-name-only accounts sync"
         );
-        let group: HashSet<String> = ["b".to_string()].into();
+        let group: HashSet<ObjectId> = [ObjectId::new("b")].into();
         let scope = UserScope::new(&settings, &[], Some(group));
         assert_eq!(scope.judge(&member), Verdict::OutOfScope);
         assert_eq!(scope.judge(&other), Verdict::Sync);

@@ -16,6 +16,7 @@ use base64::Engine;
 use super::{SyncContext, SyncError};
 use crate::graph::GraphError;
 use crate::graph::subscriptions::{NewSubscription, expiry_text, explain, lifetime_for};
+use crate::ids::{ObjectId, TenantId};
 use crate::keyring::Keyring;
 use crate::settings::Ms365Settings;
 use crate::store::{PbxUserSource, Store, StoreError, StoredSubscription, client_state_name};
@@ -145,7 +146,7 @@ pub struct Mailboxes {
 /// scope, from the store alone.
 pub async fn mailboxes(
     store: &Store,
-    tenant: &str,
+    tenant: &TenantId,
     settings: &Ms365Settings,
 ) -> Result<Mailboxes, StoreError> {
     let shared = if settings.shared_mailbox.enabled {
@@ -171,7 +172,7 @@ pub async fn mailboxes(
         });
     }
     if settings.personal_contacts.enabled {
-        let upns: std::collections::HashMap<String, String> = (store.directory_users(tenant))
+        let upns: std::collections::HashMap<ObjectId, String> = (store.directory_users(tenant))
             .await?
             .into_iter()
             .map(|d| (d.oid, d.upn))
@@ -181,9 +182,9 @@ pub async fn mailboxes(
             let upn = upns.get(&oid).unwrap_or(&u.username);
             if u.enabled
                 && u.source == PbxUserSource::Ms365
-                && settings.personal_contacts.covers(&oid, upn)
+                && settings.personal_contacts.covers(oid.as_str(), upn)
             {
-                personal.push(oid);
+                personal.push(oid.into());
             }
         }
     }
@@ -196,7 +197,7 @@ pub async fn mailboxes(
 }
 
 /// The actions due for the tenant now (empty: nothing to do), from the store alone.
-pub async fn due(store: &Store, tenant: &str, now: i64) -> Result<Vec<Action>, StoreError> {
+pub async fn due(store: &Store, tenant: &TenantId, now: i64) -> Result<Vec<Action>, StoreError> {
     let settings = store.ms365_settings(tenant).await?;
     let stored = store.subscriptions(tenant).await?;
     if stored.is_empty() && !(settings.realtime.enabled && settings.users.enabled) {
@@ -223,7 +224,7 @@ pub async fn reconcile(
     keyring: &Keyring,
     urls: &NotificationUrls,
 ) -> Result<ReconcileReport, SyncError> {
-    let (store, tenant) = (&ctx.store, ctx.tenant_id.as_str());
+    let (store, tenant) = (&ctx.store, &ctx.tenant_id);
     let settings = store.ms365_settings(tenant).await?;
     let now = crate::store::now_epoch();
     let stored = store.subscriptions(tenant).await?;
@@ -419,7 +420,7 @@ mod tests {
     fn stored(target: &str, active: bool, expires_at: i64, updated_at: i64) -> StoredSubscription {
         StoredSubscription {
             id: format!("id-{target}"),
-            tenant_id: "t".into(),
+            tenant_id: TenantId::from_static("t"),
             target: target.into(),
             resource: "users".into(),
             active,

@@ -5,6 +5,7 @@
 //! instead of at the next scheduled run, and a lasting failure stops asking after
 //! [`MAX_RETRIES`].
 
+use crate::ids::ObjectId;
 use std::collections::HashSet;
 
 /// Retries of one queued target after failed runs.
@@ -18,9 +19,9 @@ const RETRY_PREFIX: &str = "retry:";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Targets {
     /// Users whose own contacts were notified.
-    pub personal: HashSet<String>,
+    pub personal: HashSet<ObjectId>,
     /// Shared mailboxes whose contacts were notified.
-    pub shared: HashSet<String>,
+    pub shared: HashSet<ObjectId>,
 }
 
 impl Targets {
@@ -30,9 +31,9 @@ impl Targets {
         for queued in queued {
             let (_, target) = attempt_of(queued);
             if let Some(oid) = target.strip_prefix("personal:") {
-                targets.personal.insert(oid.to_string());
+                targets.personal.insert(ObjectId::new(oid));
             } else if let Some(oid) = target.strip_prefix("shared:") {
-                targets.shared.insert(oid.to_string());
+                targets.shared.insert(ObjectId::new(oid));
             }
         }
         targets
@@ -70,7 +71,7 @@ mod tests {
         assert!(t.personal.contains("a") && t.personal.contains("c"));
         assert_eq!(
             t.shared.into_iter().collect::<Vec<_>>(),
-            vec!["b".to_string()]
+            vec![ObjectId::new("b")]
         );
     }
 

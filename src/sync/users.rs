@@ -16,6 +16,7 @@ use super::run::{RunReport, Tracker};
 use super::scope::{UserScope, fingerprint};
 use super::{SyncContext, SyncError, SyncOptions, USERS_KIND};
 use crate::graph::{GraphError, USER_FIELDS, User};
+use crate::ids::ObjectId;
 use crate::settings::Ms365Settings;
 use crate::store::{ItemError, RunStatus, StoreError, now_epoch};
 
@@ -60,10 +61,10 @@ pub async fn sync_users(ctx: &SyncContext, opts: &SyncOptions) -> Result<RunRepo
 
 /// The users a targeted run changed: those created or updated (their photos are checked
 /// next), and every one for the PBX phase unless one was deleted.
-fn touched(changes: &[Change]) -> (Vec<String>, Option<Vec<String>>) {
-    let oids = |keep: fn(&Change) -> bool| -> Vec<String> {
+fn touched(changes: &[Change]) -> (Vec<ObjectId>, Option<Vec<ObjectId>>) {
+    let oids = |keep: fn(&Change) -> bool| -> Vec<ObjectId> {
         (changes.iter().filter(|c| keep(c)))
-            .map(|c| c.oid().to_string())
+            .map(|c| c.oid().clone())
             .collect()
     };
     let upserts = oids(|c| matches!(c, Change::Upsert { .. }));
@@ -145,7 +146,7 @@ struct Round {
     skipped: Vec<ItemError>,
     delta_link: String,
     /// Users whose grace period is over (none without a grace period).
-    expired: Vec<String>,
+    expired: Vec<ObjectId>,
     enabled_synced: usize,
 }
 
@@ -214,8 +215,8 @@ async fn plan_delta(
     cutoff: Option<i64>,
 ) -> Result<Round, SyncError> {
     let tenant = &ctx.tenant_id;
-    let mut oids: Vec<String> = (users.iter())
-        .map(|u| u.id.trim().to_ascii_lowercase())
+    let mut oids: Vec<ObjectId> = (users.iter())
+        .map(|u| u.id.clone())
         .filter(|oid| !oid.is_empty())
         .collect();
     if let Some(cutoff) = cutoff {
@@ -295,7 +296,7 @@ type Planned = (Vec<Change>, Vec<ItemError>);
 async fn group_members(
     ctx: &SyncContext,
     opts: &SyncOptions,
-) -> Result<Option<HashSet<String>>, GraphError> {
+) -> Result<Option<HashSet<ObjectId>>, GraphError> {
     let Some(group) = opts.group_id.as_deref() else {
         return Ok(None);
     };
@@ -303,7 +304,7 @@ async fn group_members(
     let mut pages = ctx.graph.pages::<User>(url, "users");
     let mut members = HashSet::new();
     while let Some(page) = pages.next().await {
-        members.extend(page?.value.into_iter().map(|u| u.id.to_ascii_lowercase()));
+        members.extend(page?.value.into_iter().map(|u| u.id));
     }
     Ok(Some(members))
 }

@@ -40,6 +40,7 @@ use super::orchestrate::run_phases;
 use super::subscriptions::{NotificationUrls, reconcile};
 use super::{RunStatus, RunTrigger, SyncOptions, Targets, context, retry_of};
 use crate::config::Config;
+use crate::ids::TenantId;
 use crate::keyring::Keyring;
 use crate::settings::Ms365Settings;
 use crate::store::Store;
@@ -94,12 +95,12 @@ enum Slot {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<String>,
-    tenants: HashMap<String, Slot>,
+    queue: VecDeque<TenantId>,
+    tenants: HashMap<TenantId, Slot>,
     /// Tenants whose Graph subscriptions want attention ([`SyncHandle::request_maintenance`]).
-    maintenance: HashSet<String>,
+    maintenance: HashSet<TenantId>,
     /// Tenants whose subscriptions are being reconciled now: their runs wait.
-    maintaining: HashSet<String>,
+    maintaining: HashSet<TenantId>,
     stopped: bool,
 }
 
@@ -124,7 +125,7 @@ impl SyncHandle {
     /// Asks for a sync of `tenant_id` (see the module's coalescing rule).
     pub fn request(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         trigger: RunTrigger,
     ) -> Result<RunTicket, WorkerStopped> {
         let mut state = self.shared.state.lock().expect("worker state poisoned");
@@ -142,8 +143,8 @@ impl SyncHandle {
                 let (done, rx) = watch::channel(None);
                 state
                     .tenants
-                    .insert(tenant_id.to_string(), Slot::Queued { trigger, done });
-                state.queue.push_back(tenant_id.to_string());
+                    .insert(tenant_id.clone(), Slot::Queued { trigger, done });
+                state.queue.push_back(tenant_id.clone());
                 (RequestOutcome::Queued, rx)
             }
         };
@@ -154,12 +155,12 @@ impl SyncHandle {
 
     /// Asks for the tenant's Graph subscriptions to be reconciled
     /// ([`super::subscriptions::reconcile`]) under the tenant's lease, between runs.
-    pub fn request_maintenance(&self, tenant_id: &str) -> Result<(), WorkerStopped> {
+    pub fn request_maintenance(&self, tenant_id: &TenantId) -> Result<(), WorkerStopped> {
         let mut state = self.shared.state.lock().expect("worker state poisoned");
         if state.stopped {
             return Err(WorkerStopped);
         }
-        state.maintenance.insert(tenant_id.to_string());
+        state.maintenance.insert(tenant_id.clone());
         drop(state);
         self.shared.wake.notify_one();
         Ok(())
@@ -167,13 +168,13 @@ impl SyncHandle {
 
     /// Whether this instance holds (or is about to take) the tenant's lease: a run queued
     /// or running, or its subscriptions being reconciled.
-    pub fn holds_tenant(&self, tenant_id: &str) -> bool {
+    pub fn holds_tenant(&self, tenant_id: &TenantId) -> bool {
         let state = self.shared.state.lock().expect("worker state poisoned");
         state.tenants.contains_key(tenant_id) || state.maintaining.contains(tenant_id)
     }
 
     /// Whether `tenant_id` has a run queued or running.
-    pub fn is_busy(&self, tenant_id: &str) -> bool {
+    pub fn is_busy(&self, tenant_id: &TenantId) -> bool {
         let state = self.shared.state.lock().expect("worker state poisoned");
         state.tenants.contains_key(tenant_id)
     }
@@ -254,8 +255,8 @@ impl SyncWorker {
 
     /// Serves requests and the schedule until the shutdown token fires.
     pub async fn run(self) {
-        let mut running: JoinSet<(String, RunResult)> = JoinSet::new();
-        let mut maintaining: JoinSet<String> = JoinSet::new();
+        let mut running: JoinSet<(TenantId, RunResult)> = JoinSet::new();
+        let mut maintaining: JoinSet<TenantId> = JoinSet::new();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_check = Utc::now();
@@ -355,7 +356,7 @@ impl SyncWorker {
     }
 
     /// Starts queued runs while slots are free.
-    fn dispatch(&self, running: &mut JoinSet<(String, RunResult)>) {
+    fn dispatch(&self, running: &mut JoinSet<(TenantId, RunResult)>) {
         let mut state = self.shared.state.lock().expect("worker state poisoned");
         let mut waiting = VecDeque::new();
         while running.len() < self.concurrency {
@@ -404,9 +405,9 @@ impl SyncWorker {
     }
 
     /// Starts the subscription maintenance asked for, for tenants with no run in flight.
-    fn maintain(&self, maintaining: &mut JoinSet<String>) {
+    fn maintain(&self, maintaining: &mut JoinSet<TenantId>) {
         let mut state = self.shared.state.lock().expect("worker state poisoned");
-        let ready: Vec<String> = (state.maintenance.iter())
+        let ready: Vec<TenantId> = (state.maintenance.iter())
             .filter(|t| !state.tenants.contains_key(*t) && !state.maintaining.contains(*t))
             .cloned()
             .collect();
@@ -444,7 +445,7 @@ impl SyncWorker {
         }
     }
 
-    fn finish(&self, tenant: &str, result: RunResult) {
+    fn finish(&self, tenant: &TenantId, result: RunResult) {
         match &result {
             Ok(s) => tracing::info!(
                 tenant = %tenant,
@@ -466,10 +467,10 @@ impl SyncWorker {
 /// automatic mode (`users.enabled`) and `sync_time` due in `(since, now]`. A schedule that
 /// never fires again (`0 0 31 2 *`) is logged and skipped.
 pub fn due_tenants(
-    tenants: &[(String, Ms365Settings)],
+    tenants: &[(TenantId, Ms365Settings)],
     since: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Vec<(String, DateTime<Utc>)> {
+) -> Vec<(TenantId, DateTime<Utc>)> {
     tenants
         .iter()
         .filter(|(_, s)| {
@@ -500,14 +501,14 @@ fn lease_refusal(trigger: RunTrigger, e: super::lease::LeaseError) -> String {
 /// Counts a finished run (or one that could not start) in the sync metrics.
 fn record(
     metrics: &crate::metrics::Metrics,
-    tenant: &str,
+    tenant: &TenantId,
     trigger: RunTrigger,
     result: &RunResult,
 ) {
     match result {
         Ok(summary) => metrics.sync.record_run(&super::figures::figures(summary)),
         Err(_) => metrics.sync.record_run(&crate::metrics::sync::RunFigures {
-            tenant,
+            tenant: tenant.as_str(),
             trigger: trigger.as_str(),
             status: "not_started",
             ..Default::default()
@@ -527,7 +528,7 @@ async fn maintain_tenant(
     config: &Config,
     store: &Store,
     keyring: &Keyring,
-    tenant: &str,
+    tenant: &TenantId,
     urls: &NotificationUrls,
 ) -> Result<(), String> {
     let ctx = context::for_tenant(config, store, keyring, tenant)
@@ -536,7 +537,7 @@ async fn maintain_tenant(
     let report = reconcile(&ctx, keyring, urls)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(tenant, ?report, "Graph subscriptions reconciled");
+    tracing::info!(tenant = %tenant, ?report, "Graph subscriptions reconciled");
     Ok(())
 }
 
@@ -547,7 +548,7 @@ async fn run_tenant(
     config: &Config,
     store: &Store,
     keyring: &Keyring,
-    tenant: &str,
+    tenant: &TenantId,
     trigger: RunTrigger,
 ) -> RunResult {
     let queued = match trigger {
@@ -580,18 +581,18 @@ async fn run_tenant(
 
 /// Queues the targets of a failed targeted run again, each later than the last time
 /// ([`retry_of`]); after the last retry the scheduled run is what catches up.
-async fn requeue(store: &Store, tenant: &str, queued: &[String]) {
+async fn requeue(store: &Store, tenant: &TenantId, queued: &[String]) {
     let now_ms = crate::store::now_epoch() * 1000;
     let mut retried = 0;
     for (word, due) in queued.iter().filter_map(|q| retry_of(q, now_ms)) {
         if let Err(e) = store.queue_realtime(tenant, &word, due).await {
-            tracing::warn!(tenant, error = %e, "cannot queue a failed run's notifications again");
+            tracing::warn!(tenant = %tenant, error = %e, "cannot queue a failed run's notifications again");
             return;
         }
         retried += 1;
     }
     tracing::info!(
-        tenant,
+        tenant = %tenant,
         retried,
         "a run answering change notifications failed; they are tried again later"
     );
@@ -617,22 +618,28 @@ mod tests {
     #[test]
     fn due_tenants_follow_schedule_mode_and_zone() {
         let tenants = vec![
-            ("utc".to_string(), settings(true, "0 0 * * *", "UTC")),
             (
-                "berlin".to_string(),
+                TenantId::from_static("utc"),
+                settings(true, "0 0 * * *", "UTC"),
+            ),
+            (
+                TenantId::from_static("berlin"),
                 settings(true, "0 0 * * *", "Europe/Berlin"),
             ),
-            ("manual".to_string(), settings(false, "0 0 * * *", "UTC")),
             (
-                "never-fires".to_string(),
+                TenantId::from_static("manual"),
+                settings(false, "0 0 * * *", "UTC"),
+            ),
+            (
+                TenantId::from_static("never-fires"),
                 settings(true, "0 0 31 2 *", "UTC"),
             ),
-            ("manual-mode".to_string(), {
+            (TenantId::from_static("manual-mode"), {
                 let mut s = settings(true, "0 0 * * *", "UTC");
                 s.sync_mode = crate::settings::SyncMode::Manual;
                 s
             }),
-            ("unconfigured".to_string(), {
+            (TenantId::from_static("unconfigured"), {
                 let mut s = settings(true, "0 0 * * *", "UTC");
                 s.application_id.clear();
                 s
@@ -642,14 +649,14 @@ mod tests {
         // Berlin midnight is 23:00 UTC.
         assert_eq!(
             due_tenants(&tenants, t(22, 59, 30), t(23, 0, 0)),
-            vec![("berlin".to_string(), t(23, 0, 0))]
+            vec![(TenantId::from_static("berlin"), t(23, 0, 0))]
         );
         assert!(due_tenants(&tenants, t(23, 0, 0), t(23, 0, 30)).is_empty());
         let next = Utc.with_ymd_and_hms(2026, 1, 11, 0, 0, 10).unwrap();
         let utc_midnight = Utc.with_ymd_and_hms(2026, 1, 11, 0, 0, 0).unwrap();
         assert_eq!(
             due_tenants(&tenants, t(23, 59, 40), next),
-            vec![("utc".to_string(), utc_midnight)]
+            vec![(TenantId::from_static("utc"), utc_midnight)]
         );
     }
 }

@@ -7,12 +7,13 @@
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use ms365_gateway::ObjectId;
 use ms365_gateway::admin::{Access, operations};
 use ms365_gateway::store::{DirectoryUser, PbxProfile};
 use ms365_stand_ins::emulator::AppRegistration;
 use serde_json::{Value, json};
 
-use crate::common::SYSTEM_TOKEN;
+use crate::common::{SYSTEM_TOKEN, acme};
 use crate::entra::DIRECTORY;
 use crate::sso::{Page, SsoWorld, WorldOptions};
 
@@ -120,7 +121,7 @@ async fn settings_read_write_and_name_the_bad_field() {
             assert_eq!(named, field, "{body}: {}", page.body);
         }
     }
-    let stored = w.store.ms365_settings("acme").await.unwrap();
+    let stored = w.store.ms365_settings(&acme()).await.unwrap();
     assert_eq!(
         stored.users.starting_extension_number, "2000",
         "failed posts change nothing"
@@ -232,7 +233,12 @@ async fn failed_attempts_lock_the_address_out() {
 async fn an_admin_session_acts_in_its_tenant_from_its_own_pages_only() {
     let w = SsoWorld::new(WorldOptions::default()).await;
     let (oid, upn) = w.user.clone();
-    let mut entry = w.store.directory_user("acme", &oid).await.unwrap().unwrap();
+    let mut entry = w
+        .store
+        .directory_user(&acme(), &ObjectId::new(&oid))
+        .await
+        .unwrap()
+        .unwrap();
     let b = w.browser();
     b.login("https://pbx.test/ms365/login?domain=acme.test", &upn)
         .await;
@@ -566,7 +572,7 @@ async fn a_local_user_is_bound_and_unbound_by_hand() {
     };
     let local = w
         .store
-        .create_local_pbx_user("acme", "777", "frontdesk", &profile)
+        .create_local_pbx_user(&acme(), "777", "frontdesk", &profile)
         .await
         .unwrap();
     let other = w
@@ -590,7 +596,7 @@ async fn a_local_user_is_bound_and_unbound_by_hand() {
     assert_eq!(bound.json()["id"], other.id.to_ascii_lowercase());
     let entry: DirectoryUser = w
         .store
-        .directory_user("acme", &other.id.to_ascii_lowercase())
+        .directory_user(&acme(), &ObjectId::new(&other.id))
         .await
         .unwrap()
         .unwrap();
@@ -645,7 +651,7 @@ async fn a_local_user_is_bound_and_unbound_by_hand() {
     );
     assert!(
         w.store
-            .directory_user("acme", &other.id.to_ascii_lowercase())
+            .directory_user(&acme(), &ObjectId::new(&other.id))
             .await
             .unwrap()
             .is_none()
@@ -821,7 +827,7 @@ async fn tenant_admin_tokens_are_listed_revoked_and_expire() {
     let expired = "m365a_expired-token-for-the-test-0123456789";
     w.store
         .insert_admin_token(
-            "acme",
+            &acme(),
             &ms365_gateway::admin::hash_token(expired),
             "expired",
             Some(ms365_gateway::store::now_epoch() - 1),

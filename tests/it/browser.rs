@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ms365_gateway::ObjectId;
 use ms365_gateway::config::TenantSeed;
 use ms365_gateway::entra::KeyBits;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
@@ -24,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::common::process::GatewayProcess;
 use crate::common::webdriver::{Browser, BrowserOptions};
-use crate::common::{Options, SYSTEM_TOKEN, Setup};
+use crate::common::{Options, SYSTEM_TOKEN, Setup, acme};
 use crate::entra::{DIRECTORY, tenant_spec};
 
 const PBX: &str = "https://pbx.test";
@@ -116,7 +117,7 @@ impl World {
         let store = self.store().await;
         let seed = TenantSeed {
             pbx_login: None,
-            id: "acme".into(),
+            id: acme(),
             domain: "acme.test".into(),
             name: "Acme".into(),
         };
@@ -125,7 +126,7 @@ impl World {
             sync_mode: SyncMode::Manual,
             ..Default::default()
         };
-        store.save_ms365_settings("acme", &settings).await.unwrap();
+        store.save_ms365_settings(&acme(), &settings).await.unwrap();
         store
     }
 
@@ -134,12 +135,12 @@ impl World {
     /// 100. Returns that user's UPN.
     async fn seed_sso(&self) -> String {
         let store = self.seed_manual_tenant().await;
-        let mut settings = store.ms365_settings("acme").await.unwrap();
+        let mut settings = store.ms365_settings(&acme()).await.unwrap();
         settings.directory_id = DIRECTORY.into();
         settings.application_id = self.client_id.clone();
         settings.sign_in_as_standard_user.enabled = true;
-        store.save_ms365_settings("acme", &settings).await.unwrap();
-        let tenant = store.tenant("acme").await.unwrap().unwrap();
+        store.save_ms365_settings(&acme(), &settings).await.unwrap();
+        let tenant = store.tenant(&acme()).await.unwrap().unwrap();
         let keyring = crate::common::keys::open_keyring(&self.setup.path("data"), &store).await;
         let keys = TenantKeys::new(store.clone(), keyring);
         let cert = keys.generate(&tenant, KeyBits::Rsa2048, 365).await.unwrap();
@@ -153,8 +154,8 @@ impl World {
             .find(|u| u.account_enabled && u.given_name.is_some() && u.user_type == "Member")
             .unwrap();
         let entry = DirectoryUser {
-            tenant_id: "acme".into(),
-            oid: user.id.clone(),
+            tenant_id: acme(),
+            oid: ObjectId::new(user.id.clone()),
             upn: user.user_principal_name.clone(),
             pbx_user_id: "pbx-100".into(),
             extension: Some("100".into()),
@@ -603,7 +604,7 @@ async fn users_appear(b: &Browser, w: &World, auth: &Value) {
         "the run row shows {created}: {row}"
     );
     let store = w.store().await;
-    let users = store.pbx_users("acme").await.unwrap();
+    let users = store.pbx_users(&acme()).await.unwrap();
     store.close().await;
     assert_eq!(users.len() as u64, created);
     let mut numbers: Vec<u64> = users

@@ -4,6 +4,7 @@
 //! the SBC listener, the page's own `GET /api/login` is answered by the PBX for that user.
 
 use http::StatusCode;
+use ms365_gateway::ObjectId;
 use ms365_gateway::demo::{DemoUpstream, PBX_ADMIN};
 use ms365_gateway::entra::KeyBits;
 use ms365_gateway::settings::{Ms365Settings, SyncMode};
@@ -14,7 +15,7 @@ use serde_json::json;
 
 use crate::common::process::GatewayProcess;
 use crate::common::webdriver::{Browser, BrowserOptions};
-use crate::common::{Options, Setup};
+use crate::common::{Options, Setup, acme};
 use crate::entra::{DIRECTORY, tenant_spec};
 
 const SBC: &str = "https://sbc.test:8883";
@@ -89,14 +90,14 @@ async fn the_webrtc_client_signed_in_with_microsoft_sees_the_pbx_session_of_its_
     };
     settings.users.enabled = true;
     settings.sign_in_as_standard_user.enabled = true;
-    store.save_ms365_settings("acme", &settings).await.unwrap();
-    let tenant = store.tenant("acme").await.unwrap().unwrap();
+    store.save_ms365_settings(&acme(), &settings).await.unwrap();
+    let tenant = store.tenant(&acme()).await.unwrap().unwrap();
     let keys = TenantKeys::new(store.clone(), keyring.clone());
     let cert = keys.generate(&tenant, KeyBits::Rsa2048, 365).await.unwrap();
     (emulator.emulator)
         .upload_certificate(DIRECTORY, &client_id, &cert.certificate_pem)
         .unwrap();
-    let ctx = ms365_gateway::sync::context::for_tenant(&config, &store, &keyring, "acme")
+    let ctx = ms365_gateway::sync::context_for_tenant(&config, &store, &keyring, &acme())
         .await
         .unwrap();
     let summary = run_phases(&ctx, SyncOptions::default()).await.unwrap();
@@ -105,11 +106,11 @@ async fn the_webrtc_client_signed_in_with_microsoft_sees_the_pbx_session_of_its_
         .find(|u| u.user_type == "Member" && u.account_enabled && u.given_name.is_some())
         .unwrap();
     let entry = store
-        .directory_user("acme", &person.id)
+        .directory_user(&acme(), &ObjectId::new(&person.id))
         .await
         .unwrap()
         .unwrap();
-    let username = (store.pbx_user("acme", &entry.pbx_user_id).await.unwrap())
+    let username = (store.pbx_user(&acme(), &entry.pbx_user_id).await.unwrap())
         .unwrap()
         .username;
     let on_pbx = (upstream.pbx.users("acme.test").into_iter())

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use ms365_gateway::ObjectId;
 use ms365_gateway::store::{RunStatus, RunTrigger, Store};
 use ms365_stand_ins::emulator::{
     AppRegistration, Emulator, EmulatorConfig, Faults, RouteClass, RunningEmulator, TenantSpec,
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::common::process::GatewayProcess;
-use crate::common::{SYSTEM_TOKEN, Setup, StubUpstream};
+use crate::common::{SYSTEM_TOKEN, Setup, StubUpstream, acme};
 use crate::entra::{DIRECTORY, tenant_spec};
 use crate::sso::{Browser, Page, urlencode};
 
@@ -116,7 +117,7 @@ impl Cluster {
     }
 
     async fn runs(&self) -> Vec<ms365_gateway::store::SyncRun> {
-        self.store.sync_runs("acme", 50).await.unwrap()
+        self.store.sync_runs(&acme(), 50).await.unwrap()
     }
 
     /// Waits (bounded) until `check` holds on the runs.
@@ -285,7 +286,12 @@ async fn three_instances_share_sign_in_and_run_one_sync() {
         .find(|u| &u.user_principal_name == upn)
         .unwrap()
         .id;
-    let synced = c.store.pbx_user_by_oid("acme", oid).await.unwrap().unwrap();
+    let synced = c
+        .store
+        .pbx_user_by_oid(&acme(), &ObjectId::new(oid))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         info["extension"],
         synced.extension_number.as_str(),
@@ -343,7 +349,7 @@ async fn killing_the_syncing_instance_hands_its_run_to_another() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // The lease comes first, the run record a moment later: wait for both.
-        let lease = c.store.sync_lease("acme").await.unwrap();
+        let lease = c.store.sync_lease(&acme()).await.unwrap();
         let held = lease.is_some_and(|l| l.owner.split(':').nth(1) == Some(pid.as_str()));
         if held && !c.runs().await.is_empty() {
             break;
@@ -365,7 +371,7 @@ async fn killing_the_syncing_instance_hands_its_run_to_another() {
     let dead = runs.iter().find(|r| r.id == dead_run).unwrap();
     assert_ne!(dead.status, RunStatus::Running, "the killed run is closed");
 
-    let users = c.store.pbx_users("acme").await.unwrap();
+    let users = c.store.pbx_users(&acme()).await.unwrap();
     let mut numbers: Vec<&str> = users.iter().map(|u| u.extension_number.as_str()).collect();
     numbers.sort();
     numbers.dedup();
@@ -384,7 +390,7 @@ async fn killing_the_syncing_instance_hands_its_run_to_another() {
         (0, 0, 0),
         "{check:#?}"
     );
-    assert_eq!(c.store.pbx_users("acme").await.unwrap().len(), users.len());
+    assert_eq!(c.store.pbx_users(&acme()).await.unwrap().len(), users.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,7 +446,7 @@ async fn exactly_one_instance_manages_the_subscriptions() {
     let store = &c.store;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !store
-        .subscriptions("acme")
+        .subscriptions(&acme())
         .await
         .unwrap()
         .iter()
@@ -464,9 +470,12 @@ async fn exactly_one_instance_manages_the_subscriptions() {
             .any(|r| r.trigger == RunTrigger::Notification && r.status == RunStatus::Succeeded)
     })
     .await;
-    let entry = store.directory_user("acme", &someone.id).await.unwrap();
+    let entry = store
+        .directory_user(&acme(), &ObjectId::new(&someone.id))
+        .await
+        .unwrap();
     assert_eq!(entry.unwrap().display_name, "Renamed Across Instances");
-    let stored = store.subscriptions("acme").await.unwrap();
+    let stored = store.subscriptions(&acme()).await.unwrap();
     let at_graph = em.subscriptions(DIRECTORY);
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(at_graph.len(), 1, "one subscription at Graph: {at_graph:?}");

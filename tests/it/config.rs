@@ -129,6 +129,13 @@ fn other_sections_are_validated() {
             "tenant[1].domain",
         ),
         (
+            format!(
+                "{}\n[[tenant]]\nid = \"../etc\"\ndomain = \"x.test\"\n",
+                good(&setup)
+            ),
+            "tenant[0].id",
+        ),
+        (
             good(&setup).replace("url = \"http://127.0.0.1:9\"", "url = \"ftp://pbx\""),
             "upstream.url",
         ),

@@ -4,17 +4,19 @@
 
 use std::collections::BTreeMap;
 
+use ms365_gateway::ObjectId;
 use ms365_gateway::config::Config;
 use ms365_gateway::entra::NationalCloud;
 use ms365_gateway::settings::{Ms365Settings, SyncType};
 use ms365_gateway::store::{ContactBook, ContactFields, PbxUser, PbxUserSource};
-use ms365_gateway::sync::contacts::{
+use ms365_gateway::sync::context_for_tenant;
+use ms365_gateway::sync::{
     ContactOptions, ContactReport, personal_kind, shared_kind, sync_contacts,
 };
-use ms365_gateway::sync::context::for_tenant;
 use ms365_gateway::sync::{SyncContext, SyncOptions, sync_users};
 use ms365_stand_ins::emulator::{ContactPatch, NewContact};
 
+use crate::common::acme;
 use crate::entra::DIRECTORY;
 use crate::sso::{SsoWorld, WorldOptions};
 
@@ -35,7 +37,7 @@ async fn world(
     let path = w.setup.path(config_name);
     std::fs::write(&path, toml_edit(toml)).unwrap();
     let config = Config::load(&path, Vec::new()).unwrap();
-    let ctx = for_tenant(&config, &w.store, &w.keyring, "acme")
+    let ctx = context_for_tenant(&config, &w.store, &w.keyring, &acme())
         .await
         .unwrap();
     sync_users(&ctx, &SyncOptions::default()).await.unwrap();
@@ -50,7 +52,7 @@ async fn run(ctx: &SyncContext) -> ContactReport {
 
 async fn synced(w: &SsoWorld) -> Vec<PbxUser> {
     w.store
-        .pbx_users("acme")
+        .pbx_users(&acme())
         .await
         .unwrap()
         .into_iter()
@@ -59,13 +61,13 @@ async fn synced(w: &SsoWorld) -> Vec<PbxUser> {
 }
 
 fn oid(u: &PbxUser) -> String {
-    u.ms365_oid.clone().unwrap()
+    u.ms365_oid.clone().unwrap().into()
 }
 
 /// The personal book of `u`: Graph id → name.
 async fn book(w: &SsoWorld, u: &PbxUser) -> BTreeMap<String, String> {
     w.store
-        .personal_contacts("acme", &u.id, None, 100_000)
+        .personal_contacts(&acme(), &u.id, None, 100_000)
         .await
         .unwrap()
         .into_iter()
@@ -165,7 +167,7 @@ async fn personal_contacts_full_then_delta_and_pbx_edits_overwritten() {
     for u in &users {
         assert!(
             w.store
-                .sync_cursor("acme", &personal_kind(&oid(u)))
+                .sync_cursor(&acme(), &personal_kind(&oid(u)))
                 .await
                 .unwrap()
                 .is_some()
@@ -214,7 +216,7 @@ async fn personal_contacts_full_then_delta_and_pbx_edits_overwritten() {
         ..Default::default()
     };
     w.store
-        .upsert_contacts("acme", &owner, &[(added.id.clone(), edited.clone())])
+        .upsert_contacts(&acme(), &owner, &[(added.id.clone(), edited.clone())])
         .await
         .unwrap();
     emu.update_contact(
@@ -230,7 +232,7 @@ async fn personal_contacts_full_then_delta_and_pbx_edits_overwritten() {
     assert_eq!(over.updated, 1, "{over:?}");
     let stored = w
         .store
-        .personal_contacts("acme", &a.id, Some("zed"), 10)
+        .personal_contacts(&acme(), &a.id, Some("zed"), 10)
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);
@@ -242,7 +244,7 @@ async fn personal_contacts_full_then_delta_and_pbx_edits_overwritten() {
     // contacts that exist only on the PBX.
     w.store
         .upsert_contacts(
-            "acme",
+            &acme(),
             &owner,
             &[
                 (added.id.clone(), edited),
@@ -292,7 +294,7 @@ async fn scopes_and_shared_mailboxes() {
     let excluded = &users[0];
     let upn = w
         .store
-        .directory_user("acme", &oid(excluded))
+        .directory_user(&acme(), &ObjectId::new(oid(excluded)))
         .await
         .unwrap()
         .unwrap()
@@ -316,7 +318,7 @@ async fn scopes_and_shared_mailboxes() {
     assert_books_match(&w, &users[1..]).await;
     let company: BTreeMap<String, String> = w
         .store
-        .company_contacts("acme", None, 10_000)
+        .company_contacts(&acme(), None, 10_000)
         .await
         .unwrap()
         .into_iter()
@@ -331,7 +333,7 @@ async fn scopes_and_shared_mailboxes() {
     assert_eq!((delta.created, delta.full_listings), (1, 0), "{delta:?}");
     let found = w
         .store
-        .company_contacts("acme", Some("front"), 10)
+        .company_contacts(&acme(), Some("front"), 10)
         .await
         .unwrap();
     assert_eq!(found.len(), 1);
@@ -350,7 +352,7 @@ async fn scopes_and_shared_mailboxes() {
     assert_eq!(unknown.skipped[0].mailbox, "nobody@contoso.onmicrosoft.com");
     assert_eq!(
         w.store
-            .company_contacts("acme", None, 10_000)
+            .company_contacts(&acme(), None, 10_000)
             .await
             .unwrap()
             .len(),
@@ -370,7 +372,7 @@ async fn scopes_and_shared_mailboxes() {
         assert!(book(&w, u).await.is_empty());
         assert!(
             w.store
-                .sync_cursor("acme", &personal_kind(&oid(u)))
+                .sync_cursor(&acme(), &personal_kind(&oid(u)))
                 .await
                 .unwrap()
                 .is_none()
@@ -378,14 +380,14 @@ async fn scopes_and_shared_mailboxes() {
     }
     assert!(
         w.store
-            .company_contacts("acme", None, 10)
+            .company_contacts(&acme(), None, 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         w.store
-            .sync_cursor("acme", &shared_kind(&shared.id))
+            .sync_cursor(&acme(), &shared_kind(&shared.id))
             .await
             .unwrap()
             .is_none()
@@ -413,7 +415,7 @@ async fn china_lists_in_full_and_compares() {
     let a = &users[0];
     assert!(
         w.store
-            .sync_cursor("acme", &personal_kind(&oid(a)))
+            .sync_cursor(&acme(), &personal_kind(&oid(a)))
             .await
             .unwrap()
             .is_none()

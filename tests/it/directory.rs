@@ -1,9 +1,10 @@
 //! The directory read API for signed-in users: who am I, and the tenant's extensions.
 
 use http::StatusCode;
-use ms365_gateway::Config;
-use ms365_gateway::sync::{SyncOptions, context, sync_users};
+use ms365_gateway::sync::{SyncOptions, context_for_tenant, sync_users};
+use ms365_gateway::{Config, ObjectId};
 
+use crate::common::acme;
 use crate::sso::{SsoWorld, WorldOptions};
 
 #[tokio::test]
@@ -11,7 +12,7 @@ async fn signed_in_users_see_themselves_and_their_tenants_extensions() {
     let w = SsoWorld::new(WorldOptions::default()).await;
     w.settings(|s| s.users.enabled = true).await;
     let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
-    let ctx = context::for_tenant(&config, &w.store, &w.keyring, "acme")
+    let ctx = context_for_tenant(&config, &w.store, &w.keyring, &acme())
         .await
         .unwrap();
     sync_users(&ctx, &SyncOptions::default()).await.unwrap();
@@ -25,7 +26,7 @@ async fn signed_in_users_see_themselves_and_their_tenants_extensions() {
     let me = b.get("https://pbx.test/ms365/directory/me").await.json();
     let mine = w
         .store
-        .pbx_user_by_oid("acme", &w.user.0)
+        .pbx_user_by_oid(&acme(), &ObjectId::new(&w.user.0))
         .await
         .unwrap()
         .expect("synced");
@@ -35,7 +36,7 @@ async fn signed_in_users_see_themselves_and_their_tenants_extensions() {
     let all = b.get("https://pbx.test/ms365/directory/users").await.json();
     let enabled = w
         .store
-        .pbx_users("acme")
+        .pbx_users(&acme())
         .await
         .unwrap()
         .into_iter()
@@ -85,12 +86,12 @@ async fn signed_in_users_search_their_personal_and_the_company_contacts() {
     })
     .await;
     let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
-    let ctx = context::for_tenant(&config, &w.store, &w.keyring, "acme")
+    let ctx = context_for_tenant(&config, &w.store, &w.keyring, &acme())
         .await
         .unwrap();
     sync_users(&ctx, &SyncOptions::default()).await.unwrap();
-    let options = ms365_gateway::sync::contacts::ContactOptions::default();
-    ms365_gateway::sync::contacts::sync_contacts(&ctx, &options)
+    let options = ms365_gateway::sync::ContactOptions::default();
+    ms365_gateway::sync::sync_contacts(&ctx, &options)
         .await
         .unwrap();
     let b = w.browser();
@@ -104,16 +105,16 @@ async fn signed_in_users_search_their_personal_and_the_company_contacts() {
         .await;
     let mine = w
         .store
-        .pbx_user_by_oid("acme", &w.user.0)
+        .pbx_user_by_oid(&acme(), &ObjectId::new(&w.user.0))
         .await
         .unwrap()
         .unwrap();
     let personal = w
         .store
-        .personal_contacts("acme", &mine.id, None, 1000)
+        .personal_contacts(&acme(), &mine.id, None, 1000)
         .await
         .unwrap();
-    let company = w.store.company_contacts("acme", None, 1000).await.unwrap();
+    let company = w.store.company_contacts(&acme(), None, 1000).await.unwrap();
     assert!(!personal.is_empty(), "the user has synced contacts");
     let all = b
         .get("https://pbx.test/ms365/directory/contacts")

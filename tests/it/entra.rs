@@ -18,6 +18,8 @@ use ms365_stand_ins::emulator::{
     AppRegistration, Emulator, EmulatorConfig, RunningEmulator, TenantSpec,
 };
 
+use crate::common::acme;
+
 pub const DIRECTORY: &str = "7d2c1b3a-0f4e-4c55-9a11-2b3c4d5e6f70";
 
 /// An emulator with one small tenant, a store with that tenant, and an app registration.
@@ -79,7 +81,7 @@ impl Fixture {
         let store = crate::common::db::open_store(dir.path(), 2).await;
         let seed = ms365_gateway::config::TenantSeed {
             pbx_login: None,
-            id: "acme".into(),
+            id: acme(),
             domain: "acme.pbx.test".into(),
             name: "Acme".into(),
         };
@@ -290,10 +292,10 @@ async fn key_files_of_an_earlier_version_are_imported_once() {
     let f = Fixture::new(&[]).await;
     let thumbprint = f.new_pair(true).await;
     let keyring = crate::common::keys::open_keyring(f._dir.path(), &f.store).await;
-    let name = ms365_gateway::tenant_keys::key_name("acme", &thumbprint);
+    let name = ms365_gateway::tenant_keys::key_name(&acme(), &thumbprint);
     let pem = keyring.get(&name).await.unwrap().unwrap();
     keyring.delete(&name).await.unwrap();
-    let err = f.keys.signing_credentials("acme").await.unwrap_err();
+    let err = f.keys.signing_credentials(&acme()).await.unwrap_err();
     assert!(
         matches!(
             err,

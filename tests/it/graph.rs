@@ -72,8 +72,8 @@ async fn delta_rounds_report_changes_and_removals_then_expire() {
     assert_eq!(first.len(), f.emulator.emulator.users(DIRECTORY).len());
     let em = &f.emulator.emulator;
     let (soft, hard) = (first[1].id.clone(), first[2].id.clone());
-    em.delete_user(DIRECTORY, &soft);
-    em.hard_delete_user(DIRECTORY, &hard);
+    em.delete_user(DIRECTORY, soft.as_str());
+    em.hard_delete_user(DIRECTORY, hard.as_str());
     let (changes, next_delta) = all_users(&g, delta, "delta").await;
     let removed = |id: &str| {
         changes
@@ -82,8 +82,8 @@ async fn delta_rounds_report_changes_and_removals_then_expire() {
             .and_then(|u| u.removed.clone())
             .map(|r| r.reason)
     };
-    assert_eq!(removed(&soft).as_deref(), Some("changed"));
-    assert_eq!(removed(&hard).as_deref(), Some("deleted"));
+    assert_eq!(removed(soft.as_str()).as_deref(), Some("changed"));
+    assert_eq!(removed(hard.as_str()).as_deref(), Some("deleted"));
     assert_eq!(changes.len(), 2, "only what changed: {changes:?}");
     em.expire_delta_tokens(DIRECTORY);
     let mut pages = g.pages::<User>(next_delta.unwrap(), "delta");

@@ -218,7 +218,7 @@ async fn signing_in_again_ends_the_browsers_previous_session() {
     assert_ne!(first, second);
     let old = w
         .store
-        .session(&ms365_gateway::sso::session::hash_cookie(&first))
+        .session(&ms365_gateway::sso::hash_cookie(&first))
         .await
         .unwrap()
         .unwrap();

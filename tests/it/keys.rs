@@ -7,8 +7,8 @@ use std::process::Command;
 
 use base64::Engine;
 use ms365_gateway::keyring::{KeyringError, MASTER_KEY_ENV};
-use ms365_gateway::sso::flow_keys::{self, FlowKeys};
-use ms365_gateway::sso::session_keys::{self, SessionKeys};
+use ms365_gateway::sso::{FLOW_KEY_PREFIX, FlowKeys};
+use ms365_gateway::sso::{SESSION_KEY_PREFIX, SessionKeys};
 use ms365_gateway::{Config, Gateway, StartError};
 
 use crate::common::{Options, Setup, TestGateway, client, db, keys};
@@ -49,7 +49,7 @@ async fn private_keys_are_only_in_the_store_and_only_sealed() {
         "a PEM private key in clear"
     );
     let mut checked = 0;
-    for prefix in [session_keys::NAME_PREFIX, "tenant-key:acme:"] {
+    for prefix in [SESSION_KEY_PREFIX, "tenant-key:acme:"] {
         let names = w.keyring.names(prefix).await.unwrap();
         assert!(!names.is_empty(), "no `{prefix}` secret");
         for name in names {
@@ -63,7 +63,7 @@ async fn private_keys_are_only_in_the_store_and_only_sealed() {
     }
     let b64 = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k);
     let url = |k: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k);
-    for name in w.keyring.names(flow_keys::NAME_PREFIX).await.unwrap() {
+    for name in w.keyring.names(FLOW_KEY_PREFIX).await.unwrap() {
         let key = w.keyring.get(&name).await.unwrap().unwrap();
         assert_eq!(key.len(), 32);
         assert!(!contains(&stored, &key), "{name} raw");
@@ -182,7 +182,7 @@ async fn instances_starting_together_share_one_session_key_and_one_flow_key() {
         fb.sealer().open("__Host-ms365_flow_x", &sealed).unwrap(),
         b"flow"
     );
-    assert_eq!(a.names(flow_keys::NAME_PREFIX).await.unwrap().len(), 1);
+    assert_eq!(a.names(FLOW_KEY_PREFIX).await.unwrap().len(), 1);
 
     // A rotation on one reaches the other at its next reload.
     let kid = sa.rotate().await.unwrap();

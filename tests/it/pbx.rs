@@ -10,11 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use ms365_gateway::ObjectId;
 use ms365_gateway::config::{PbxLogin, PbxSecret};
 use ms365_gateway::pbx::PbxClient;
 use ms365_gateway::store::RunStatus;
-use ms365_gateway::sync::pbx_push::PbxTarget;
-use ms365_gateway::sync::pbx_read::LISTED_KIND;
+use ms365_gateway::sync::LISTED_KIND;
+use ms365_gateway::sync::PbxTarget;
 use ms365_gateway::sync::{RunSummary, SyncContext, SyncOptions, run_phases};
 use ms365_stand_ins::emulator::{TenantSpec, UserPatch};
 use ms365_stand_ins::portsip_emulator::{
@@ -22,8 +23,9 @@ use ms365_stand_ins::portsip_emulator::{
 };
 use serde_json::Value;
 
+use crate::common::acme;
 use crate::entra::tenant_spec;
-use crate::sync::{TENANT, World, default_scope, regular};
+use crate::sync::{World, default_scope, regular};
 
 pub(crate) const DOMAIN: &str = "acme.pbx.test";
 const ADMIN: &str = "acme-admin";
@@ -125,9 +127,9 @@ impl PbxWorld {
 
     /// The record's synced users: (username, extension, oid).
     async fn record(&self) -> BTreeSet<(String, String, String)> {
-        (self.w.store.pbx_users(TENANT).await.unwrap())
+        (self.w.store.pbx_users(&acme()).await.unwrap())
             .into_iter()
-            .filter_map(|u| Some((u.username, u.extension_number, u.ms365_oid?)))
+            .filter_map(|u| Some((u.username, u.extension_number, u.ms365_oid?.into())))
             .collect()
     }
 
@@ -268,7 +270,7 @@ async fn local_pbx_users_keep_their_numbers_and_a_matching_one_is_adopted() {
     assert_eq!(summary.users.counts["users"].adopted, 1);
     let entry =
         pw.w.store
-            .directory_user(TENANT, &person.id)
+            .directory_user(&acme(), &ObjectId::new(&person.id))
             .await
             .unwrap()
             .unwrap();
@@ -353,7 +355,7 @@ async fn a_user_deleted_on_the_pbx_comes_back_with_its_number_and_drift_is_repai
     let kept = &pw.pbx_users()[edited_name];
     assert_eq!(field(kept, "display_name"), "Changed by hand");
     pw.w.store
-        .clear_sync_cursor(TENANT, LISTED_KIND)
+        .clear_sync_cursor(&acme(), LISTED_KIND)
         .await
         .unwrap();
     pw.run_ok().await;
@@ -376,17 +378,17 @@ async fn company_contacts_follow_the_shared_mailbox() {
     let shared = (pw.w.em().users(crate::entra::DIRECTORY).into_iter())
         .find(|u| u.given_name.is_none() && !u.account_enabled)
         .expect("a shared mailbox");
-    let mut settings = pw.w.store.ms365_settings(TENANT).await.unwrap();
+    let mut settings = pw.w.store.ms365_settings(&acme()).await.unwrap();
     settings.shared_mailbox.enabled = true;
     settings.shared_mailbox.selected_users = vec![shared.user_principal_name.clone()];
     pw.w.store
-        .save_ms365_settings(TENANT, &settings)
+        .save_ms365_settings(&acme(), &settings)
         .await
         .unwrap();
     pw.run_ok().await;
     let stored =
         pw.w.store
-            .company_contacts(TENANT, None, 1000)
+            .company_contacts(&acme(), None, 1000)
             .await
             .unwrap();
     assert_eq!(stored.len(), 4);
@@ -404,7 +406,7 @@ async fn company_contacts_follow_the_shared_mailbox() {
         .unwrap();
     settings.shared_mailbox.selected_users.clear();
     pw.w.store
-        .save_ms365_settings(TENANT, &settings)
+        .save_ms365_settings(&acme(), &settings)
         .await
         .unwrap();
     pw.run_ok().await;
@@ -504,7 +506,7 @@ async fn a_wrong_pbx_password_fails_the_run_in_plain_words_and_changes_nothing()
         !message.contains("Zq9-not-it"),
         "the password never shows: {message}"
     );
-    assert!(pw.w.store.pbx_users(TENANT).await.unwrap().is_empty());
+    assert!(pw.w.store.pbx_users(&acme()).await.unwrap().is_empty());
     assert!(pw.emu().users(DOMAIN).is_empty());
     let run =
         pw.w.store
@@ -522,13 +524,13 @@ async fn a_creation_that_finds_its_user_already_on_the_pbx_links_it() {
     use ms365_gateway::store::PbxLinkKind;
     let pw = PbxWorld::new(small(), Vec::new()).await;
     pw.run_ok().await;
-    let rows = pw.w.store.pbx_users(TENANT).await.unwrap();
+    let rows = pw.w.store.pbx_users(&acme()).await.unwrap();
     let synced: Vec<_> = rows.iter().filter(|r| r.ms365_oid.is_some()).collect();
     let (lost, gone) = (synced[1], synced[2]);
     // The link of `lost` is forgotten while the PBX keeps the user; `gone` disappears from
     // the PBX, so the user count still matches and the next run does not list the PBX.
     (pw.w.store)
-        .delete_pbx_link(TENANT, PbxLinkKind::User, &lost.id)
+        .delete_pbx_link(&acme(), PbxLinkKind::User, &lost.id)
         .await
         .unwrap();
     let gone_remote = field(&pw.pbx_users()[&gone.username], "id").to_string();
@@ -544,14 +546,14 @@ async fn a_creation_that_finds_its_user_already_on_the_pbx_links_it() {
     let link = (pw
         .w
         .store
-        .pbx_link(TENANT, PbxLinkKind::User, &lost.id)
+        .pbx_link(&acme(), PbxLinkKind::User, &lost.id)
         .await
         .unwrap())
     .expect("linked again");
     assert_eq!(link.remote_id, field(&pw.pbx_users()[&lost.username], "id"));
     // The next listing brings `gone` back.
     pw.w.store
-        .clear_sync_cursor(TENANT, LISTED_KIND)
+        .clear_sync_cursor(&acme(), LISTED_KIND)
         .await
         .unwrap();
     pw.run_ok().await;

@@ -16,7 +16,7 @@ use ms365_gateway::settings::{Ms365Settings, PbxSignIn, SyncMode};
 use ms365_gateway::store::{RunStatus, Store};
 use ms365_gateway::sync::{SyncOptions, run_phases};
 use ms365_gateway::tenant_keys::TenantKeys;
-use ms365_gateway::{Config, sso::PbxState};
+use ms365_gateway::{Config, ObjectId, sso::PbxState};
 use ms365_stand_ins::emulator::{
     AppRegistration, Emulator, EmulatorConfig, RunningEmulator, User as EmuUser,
 };
@@ -26,7 +26,7 @@ use ms365_stand_ins::portsip_emulator::{
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::common::{Options, Setup, TestGateway};
+use crate::common::{Options, Setup, TestGateway, acme};
 use crate::entra::{DIRECTORY, tenant_spec};
 use crate::sso::{Browser, Page};
 
@@ -121,10 +121,10 @@ impl PbxSessionWorld {
         settings.users.enabled = true;
         settings.sign_in_as_standard_user.enabled = true;
         self.store
-            .save_ms365_settings("acme", &settings)
+            .save_ms365_settings(&acme(), &settings)
             .await
             .unwrap();
-        let tenant = self.store.tenant("acme").await.unwrap().unwrap();
+        let tenant = self.store.tenant(&acme()).await.unwrap().unwrap();
         let keys = TenantKeys::new(self.store.clone(), self.keyring.clone());
         let cert = keys.generate(&tenant, KeyBits::Rsa2048, 365).await.unwrap();
         (self.emulator.emulator)
@@ -134,11 +134,11 @@ impl PbxSessionWorld {
 
     /// A sync run as the worker runs it, on the gateway's own configuration.
     pub async fn sync(&self) {
-        let ctx = ms365_gateway::sync::context::for_tenant(
+        let ctx = ms365_gateway::sync::context_for_tenant(
             &self.config,
             &self.store,
             &self.keyring,
-            "acme",
+            &acme(),
         )
         .await
         .unwrap();
@@ -171,13 +171,13 @@ impl PbxSessionWorld {
     pub async fn username_of(&self, oid: &str) -> String {
         let entry = self
             .store
-            .directory_user("acme", oid)
+            .directory_user(&acme(), &ObjectId::new(oid))
             .await
             .unwrap()
             .unwrap();
         let user = self
             .store
-            .pbx_user("acme", &entry.pbx_user_id)
+            .pbx_user(&acme(), &entry.pbx_user_id)
             .await
             .unwrap();
         user.unwrap().username
@@ -321,9 +321,8 @@ async fn after_a_microsoft_sign_in_the_pbx_knows_the_user() {
     assert_eq!(s["pbx"]["state"], "active", "{s}");
 
     // The token is kept sealed: neither it nor the user's PBX password is in the row.
-    let id_hash = ms365_gateway::sso::session::hash_cookie(
-        &b.cookie("pbx.test", "__Host-pbx_session").await.unwrap(),
-    );
+    let id_hash =
+        ms365_gateway::sso::hash_cookie(&b.cookie("pbx.test", "__Host-pbx_session").await.unwrap());
     let row = w.store.session_pbx(&id_hash).await.unwrap().unwrap();
     let sealed = row.sealed_token.unwrap();
     assert!(!sealed.contains(token), "sealed, not stored in the clear");
@@ -345,11 +344,11 @@ async fn after_a_microsoft_sign_in_the_pbx_knows_the_user() {
 async fn the_gateway_admin_role_grants_no_pbx_rights() {
     let w = PbxSessionWorld::new(SessionOptions::default()).await;
     let person = &w.people[1];
-    let mut settings = w.store.ms365_settings("acme").await.unwrap();
+    let mut settings = w.store.ms365_settings(&acme()).await.unwrap();
     settings.sign_in_as_administrator.enabled = true;
     settings.sign_in_as_administrator.selected_users = vec![person.id.clone()];
     w.store
-        .save_ms365_settings("acme", &settings)
+        .save_ms365_settings(&acme(), &settings)
         .await
         .unwrap();
     let b = signed_in(&w, person).await;
@@ -524,9 +523,9 @@ async fn manage_passwords_tries_to_set_a_password_and_says_when_the_pbx_refuses(
         "one attempt: {stats:?}"
     );
     let secret = ms365_gateway::pbx::user_password_secret(
-        "acme",
+        &acme(),
         &w.store
-            .directory_user("acme", &w.adoptee.id)
+            .directory_user(&acme(), &ObjectId::new(&w.adoptee.id))
             .await
             .unwrap()
             .unwrap()

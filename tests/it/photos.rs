@@ -3,12 +3,14 @@
 //! stored photo to signed-in users with ETag revalidation.
 
 use http::StatusCode;
+use ms365_gateway::TenantId;
 use ms365_gateway::config::Config;
 use ms365_gateway::store::{DirectoryUser, DirectoryWrite, PbxUser, PbxUserSource};
-use ms365_gateway::sync::context::for_tenant;
-use ms365_gateway::sync::photos::{PhotoOptions, PhotoReport, sync_photos};
+use ms365_gateway::sync::context_for_tenant;
+use ms365_gateway::sync::{PhotoOptions, PhotoReport, sync_photos};
 use ms365_gateway::sync::{SyncContext, SyncOptions, sync_users};
 
+use crate::common::acme;
 use crate::entra::DIRECTORY;
 use crate::sso::{SsoWorld, WorldOptions};
 
@@ -44,7 +46,7 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
 
     // Photos off: nothing is asked.
     let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
-    let ctx = for_tenant(&config, &w.store, &w.keyring, "acme")
+    let ctx = context_for_tenant(&config, &w.store, &w.keyring, &acme())
         .await
         .unwrap();
     assert!(run(&ctx).await.disabled);
@@ -58,7 +60,7 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     sync_users(&ctx, &SyncOptions::default()).await.unwrap();
     let synced: Vec<PbxUser> = w
         .store
-        .pbx_users("acme")
+        .pbx_users(&acme())
         .await
         .unwrap()
         .into_iter()
@@ -71,10 +73,14 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     let with: Vec<&PbxUser> = synced.iter().step_by(2).collect();
     let without: Vec<&PbxUser> = synced.iter().skip(1).step_by(2).collect();
     for u in &with {
-        emu.set_photo(DIRECTORY, &oid(u), Some(photo_bytes(&oid(u), 1)));
+        emu.set_photo(
+            DIRECTORY,
+            oid(u).as_str(),
+            Some(photo_bytes(oid(u).as_str(), 1)),
+        );
     }
     for u in &without {
-        emu.set_photo(DIRECTORY, &oid(u), None);
+        emu.set_photo(DIRECTORY, oid(u).as_str(), None);
     }
 
     let first = run(&ctx).await;
@@ -85,12 +91,12 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     assert!(first.skipped.is_empty(), "{:?}", first.skipped);
     assert!(first.graph_requests > 0);
     for u in &with {
-        let stored = w.store.photo("acme", &oid(u)).await.unwrap().unwrap();
-        assert_eq!(stored.bytes, photo_bytes(&oid(u), 1));
+        let stored = w.store.photo(&acme(), &oid(u)).await.unwrap().unwrap();
+        assert_eq!(stored.bytes, photo_bytes(oid(u).as_str(), 1));
         assert_eq!(stored.content_type, "image/jpeg");
     }
     for u in &without {
-        assert!(w.store.photo("acme", &oid(u)).await.unwrap().is_none());
+        assert!(w.store.photo(&acme(), &oid(u)).await.unwrap().is_none());
     }
 
     // Nothing changed: metadata only, no download.
@@ -110,21 +116,26 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     let changed = with[0];
     emu.set_photo(
         DIRECTORY,
-        &oid(changed),
-        Some(photo_bytes(&oid(changed), 2)),
+        oid(changed).as_str(),
+        Some(photo_bytes(oid(changed).as_str(), 2)),
     );
     let third = run(&ctx).await;
     assert_eq!(third.downloaded, 1, "{third:?}");
     assert_eq!(third.unchanged, with.len() - 1);
-    let stored = w.store.photo("acme", &oid(changed)).await.unwrap().unwrap();
-    assert_eq!(stored.bytes, photo_bytes(&oid(changed), 2));
+    let stored = w
+        .store
+        .photo(&acme(), &oid(changed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.bytes, photo_bytes(oid(changed).as_str(), 2));
 
     // One photo goes: removed from the store.
     let gone = with[1];
-    emu.set_photo(DIRECTORY, &oid(gone), None);
+    emu.set_photo(DIRECTORY, oid(gone).as_str(), None);
     let fourth = run(&ctx).await;
     assert_eq!((fourth.removed, fourth.downloaded), (1, 0), "{fourth:?}");
-    assert!(w.store.photo("acme", &oid(gone)).await.unwrap().is_none());
+    assert!(w.store.photo(&acme(), &oid(gone)).await.unwrap().is_none());
 
     let stats = emu.stats();
     assert_eq!(stats.mailbox_violations, 0, "{stats:?}");
@@ -137,7 +148,7 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     assert_eq!(page.headers["content-type"], "image/jpeg");
     assert_eq!(page.headers["x-content-type-options"], "nosniff");
     assert_eq!(page.headers["cache-control"], "private, max-age=3600");
-    assert_eq!(page.body.as_bytes(), photo_bytes(&oid(changed), 2));
+    assert_eq!(page.body.as_bytes(), photo_bytes(oid(changed).as_str(), 2));
     let etag = page.headers["etag"].to_str().unwrap().to_string();
     assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
     let again = b
@@ -159,9 +170,9 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     // Another tenant's user (same oid, stored photo) is not this session's to see.
     let mut foreign = changed.clone();
     foreign.id = "beta-user".into();
-    foreign.tenant_id = "beta".into();
+    foreign.tenant_id = TenantId::from_static("beta");
     let entry = DirectoryUser {
-        tenant_id: "beta".into(),
+        tenant_id: TenantId::from_static("beta"),
         oid: oid(changed),
         upn: format!("x@{}", "beta.test"),
         pbx_user_id: foreign.id.clone(),
@@ -174,7 +185,7 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     };
     w.store
         .apply_directory_writes(
-            "beta",
+            &TenantId::from_static("beta"),
             &[DirectoryWrite::Create {
                 user: Box::new(foreign),
                 directory: Box::new(entry),
@@ -183,12 +194,18 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
         .await
         .unwrap();
     w.store
-        .save_photo("beta", &oid(changed), "\"B\"", "image/png", b"beta")
+        .save_photo(
+            &TenantId::from_static("beta"),
+            &oid(changed),
+            "\"B\"",
+            "image/png",
+            b"beta",
+        )
         .await
         .unwrap();
     assert!(
         w.store
-            .pbx_user("beta", "beta-user")
+            .pbx_user(&TenantId::from_static("beta"), "beta-user")
             .await
             .unwrap()
             .is_some()

@@ -24,7 +24,7 @@ use ms365_stand_ins::portsip_emulator::PbxFaults;
 use serde_json::Value;
 
 use crate::common::client::{body, fetch, h1};
-use crate::common::{Options, Setup, TestGateway, until};
+use crate::common::{Options, Setup, TestGateway, acme, until};
 use crate::entra::{DIRECTORY, tenant_spec};
 
 const DOMAIN: &str = "acme.test";
@@ -101,10 +101,10 @@ impl World {
         settings.shared_mailbox.selected_users = vec![self.shared.clone()];
         settings.realtime.debounce_seconds = 1;
         self.store
-            .save_ms365_settings("acme", &settings)
+            .save_ms365_settings(&acme(), &settings)
             .await
             .unwrap();
-        let tenant = self.store.tenant("acme").await.unwrap().unwrap();
+        let tenant = self.store.tenant(&acme()).await.unwrap().unwrap();
         let keys = TenantKeys::new(self.store.clone(), self.keyring.clone());
         let cert = keys.generate(&tenant, KeyBits::Rsa2048, 365).await.unwrap();
         (self.em())
@@ -119,7 +119,7 @@ impl World {
     /// The first (full) run, asked for as "Sync now" would.
     async fn first_run(&self) {
         let result = (self.gateway.sync)
-            .request("acme", RunTrigger::Api)
+            .request(&acme(), RunTrigger::Api)
             .unwrap()
             .wait()
             .await;
@@ -130,11 +130,11 @@ impl World {
     /// Waits for the users and the shared-mailbox subscriptions.
     async fn subscribed(&self) -> Vec<ms365_gateway::store::StoredSubscription> {
         until("the users and shared-mailbox subscriptions", || async {
-            let subs = self.store.subscriptions("acme").await.unwrap();
+            let subs = self.store.subscriptions(&acme()).await.unwrap();
             subs.iter().filter(|s| s.active).count() == 2
         })
         .await;
-        let subs = self.store.subscriptions("acme").await.unwrap();
+        let subs = self.store.subscriptions(&acme()).await.unwrap();
         assert_eq!(
             self.em().subscriptions(DIRECTORY).len(),
             2,
@@ -150,7 +150,7 @@ impl World {
     }
 
     async fn runs(&self) -> Vec<SyncRun> {
-        self.store.sync_runs("acme", 100).await.unwrap()
+        self.store.sync_runs(&acme(), 100).await.unwrap()
     }
 
     /// Every run after the first was started by notifications and asked Graph for O(1).
@@ -281,7 +281,7 @@ async fn changes_in_microsoft_365_reach_the_pbx_without_a_scheduled_run() {
     .await;
 
     w.assert_targeted_runs_only(5).await;
-    let status = w.store.realtime_status("acme").await.unwrap().unwrap();
+    let status = w.store.realtime_status(&acme()).await.unwrap().unwrap();
     assert!(status.ok && status.last_notification > 0, "{status:?}");
 }
 
@@ -346,7 +346,7 @@ async fn forged_notifications_trigger_nothing() {
         "nothing queued"
     );
     assert_eq!(w.runs().await.len(), runs_before, "no run started");
-    let after = w.store.subscriptions("acme").await.unwrap();
+    let after = w.store.subscriptions(&acme()).await.unwrap();
     assert_eq!(
         after, subs,
         "the forged subscriptionRemoved removed nothing"
@@ -385,7 +385,7 @@ async fn subscriptions_are_renewed_and_recreated_after_removal() {
     let first = w.subscribed().await;
     let users = first.iter().find(|s| s.target == "users").unwrap().clone();
     until("a renewal before expiry", || async {
-        let now = w.store.subscriptions("acme").await.unwrap();
+        let now = w.store.subscriptions(&acme()).await.unwrap();
         now.iter()
             .any(|s| s.id == users.id && s.expires_at > users.expires_at)
     })
@@ -400,7 +400,7 @@ async fn subscriptions_are_renewed_and_recreated_after_removal() {
         .await
         .unwrap();
     until("the users subscription created again", || async {
-        let now = w.store.subscriptions("acme").await.unwrap();
+        let now = w.store.subscriptions(&acme()).await.unwrap();
         now.iter()
             .any(|s| s.target == "users" && s.active && s.id != users.id)
     })
@@ -434,7 +434,7 @@ async fn a_lost_notification_is_caught_by_the_next_scheduled_run() {
     assert!(!on_pbx(&w));
     assert!(w.store.realtime_due().await.unwrap().is_empty());
     let result = (w.gateway.sync)
-        .request("acme", RunTrigger::Schedule)
+        .request(&acme(), RunTrigger::Schedule)
         .unwrap()
         .wait()
         .await;
@@ -473,11 +473,11 @@ async fn a_targeted_run_that_fails_is_tried_again_later() {
 
     // The PBX is back; the retry's time comes (moved forward rather than waited for).
     w.upstream.pbx.set_faults(PbxFaults::default());
-    let queued = w.store.take_realtime_queue("acme").await.unwrap();
+    let queued = w.store.take_realtime_queue(&acme()).await.unwrap();
     let shared = format!("retry:1:shared:{}", w.shared);
     assert!(queued.contains(&shared), "{queued:?}");
     for word in &queued {
-        w.store.queue_realtime("acme", word, 0).await.unwrap();
+        w.store.queue_realtime(&acme(), word, 0).await.unwrap();
     }
     until("the retried contact on the PBX", || async {
         (w.upstream.pbx.contacts(DOMAIN).iter()).any(|c| text(c, "name") == "Retried Supplier")
@@ -491,10 +491,10 @@ async fn an_unreachable_notification_url_is_explained_and_sync_goes_on() {
     let w = World::new(false).await;
     w.first_run().await;
     until("the failed subscription recorded", || async {
-        w.store.realtime_status("acme").await.unwrap().is_some()
+        w.store.realtime_status(&acme()).await.unwrap().is_some()
     })
     .await;
-    let status = w.store.realtime_status("acme").await.unwrap().unwrap();
+    let status = w.store.realtime_status(&acme()).await.unwrap().unwrap();
     assert!(!status.ok);
     assert!(
         status
@@ -504,13 +504,13 @@ async fn an_unreachable_notification_url_is_explained_and_sync_goes_on() {
         "{}",
         status.message
     );
-    let subs = w.store.subscriptions("acme").await.unwrap();
+    let subs = w.store.subscriptions(&acme()).await.unwrap();
     assert!(subs.iter().all(|s| !s.active), "{subs:?}");
     // Failed attempts wait for their retry time: checks in the meantime ask Graph nothing.
     let subscriptions = ms365_stand_ins::emulator::RouteClass::Subscriptions;
     let attempts = w.em().stats().class(subscriptions).requests;
     let result = (w.gateway.sync)
-        .request("acme", RunTrigger::Api)
+        .request(&acme(), RunTrigger::Api)
         .unwrap()
         .wait()
         .await;

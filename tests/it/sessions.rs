@@ -7,17 +7,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::acme;
 use axum::Extension;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use ms365_gateway::TenantId;
 use ms365_gateway::config::TenantSeed;
 use ms365_gateway::edge::ConnInfo;
 use ms365_gateway::keyring::Keyring;
-use ms365_gateway::sso::session::{
+use ms365_gateway::sso::session_routes;
+use ms365_gateway::sso::{
     ClientKind, Clock, DEFAULT_LIFETIME, SessionClaims, Sessions, hash_cookie,
 };
-use ms365_gateway::sso::session_keys::{NAME_PREFIX, SessionKeys};
-use ms365_gateway::sso::session_routes::routes;
+use ms365_gateway::sso::{SESSION_KEY_PREFIX, SessionKeys};
 use ms365_gateway::store::{DirectoryUser, Store, Tenant, now_epoch};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -84,7 +86,7 @@ impl Fixture {
         let tenant = store
             .upsert_tenant(&TenantSeed {
                 pbx_login: None,
-                id: "t1".into(),
+                id: TenantId::from_static("t1"),
                 domain: "contoso.pbx.test".into(),
                 name: "Contoso".into(),
             })
@@ -164,9 +166,9 @@ impl Fixture {
     }
 }
 
-fn directory_user(tenant_id: &str) -> DirectoryUser {
+fn directory_user(tenant_id: &TenantId) -> DirectoryUser {
     DirectoryUser {
-        tenant_id: tenant_id.into(),
+        tenant_id: tenant_id.clone(),
         oid: "00000000-0000-0000-0000-0000000000a1".into(),
         upn: "adele@contoso.test".into(),
         pbx_user_id: "pbx-user-101".into(),
@@ -188,7 +190,7 @@ async fn serve(sessions: Arc<Sessions>) -> SocketAddr {
         "pbx#0",
     ));
     let info = ConnInfo::new(addr, Arc::from("pbx#0"), 0, "https", metrics, false);
-    let app = routes(sessions).layer(Extension(info));
+    let app = session_routes(sessions).layer(Extension(info));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
 }
@@ -519,7 +521,7 @@ async fn refuses_to_create_sessions_for_disabled_or_foreign_users() {
         .unwrap_err();
     assert!(err.to_string().contains("disabled"), "{err}");
     let mut foreign = f.user.clone();
-    foreign.tenant_id = "t2".into();
+    foreign.tenant_id = TenantId::from_static("t2");
     assert!(
         f.sessions
             .create(&f.tenant, &foreign, ClientKind::Portal, "pbx#0")
@@ -560,7 +562,7 @@ async fn key_rotation_keeps_old_tokens_verifiable() {
         .filter_map(|k| k.common.key_id.clone())
         .collect();
     assert_eq!(kids, vec![third_kid.clone(), second_kid.clone()]);
-    let names = f.keyring.names(NAME_PREFIX).await.unwrap();
+    let names = f.keyring.names(SESSION_KEY_PREFIX).await.unwrap();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(
         names[0].ends_with(&second_kid) && names[1].ends_with(&third_kid),
@@ -608,7 +610,7 @@ async fn the_gateway_purges_long_ended_sessions() {
     let store = crate::common::db::open_store(&setup.path("data"), 2).await;
     let seed = TenantSeed {
         pbx_login: None,
-        id: "acme".into(),
+        id: acme(),
         domain: "acme.test".into(),
         name: "Acme".into(),
     };
@@ -616,7 +618,7 @@ async fn the_gateway_purges_long_ended_sessions() {
     let now = now_epoch();
     let record = |id: &str, expires_at: i64| ms365_gateway::store::SessionRecord {
         id_hash: id.into(),
-        tenant_id: "acme".into(),
+        tenant_id: acme(),
         oid: "oid".into(),
         pbx_user_id: "pbx-1".into(),
         client_kind: "portal".into(),

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::common::client::{self, ReqBody};
-use crate::common::{Options, Setup, StubUpstream, TestGateway};
+use crate::common::{Options, Setup, StubUpstream, TestGateway, acme};
 use crate::entra::{DIRECTORY, tenant_spec};
 
 const PBX_REDIRECT: &str = "https://pbx.test/ms365/redirect";
@@ -112,10 +112,10 @@ impl SsoWorld {
         settings.sync_mode = ms365_gateway::settings::SyncMode::Manual;
         settings.realtime.enabled = false;
         self.store
-            .save_ms365_settings("acme", &settings)
+            .save_ms365_settings(&acme(), &settings)
             .await
             .unwrap();
-        let tenant = self.store.tenant("acme").await.unwrap().unwrap();
+        let tenant = self.store.tenant(&acme()).await.unwrap().unwrap();
         let keys = TenantKeys::new(self.store.clone(), self.keyring.clone());
         let cert = keys.generate(&tenant, KeyBits::Rsa2048, 365).await.unwrap();
         self.emulator
@@ -134,7 +134,7 @@ impl SsoWorld {
 
     pub async fn bind_user(&self, oid: &str, upn: &str, extension: &str, enabled: bool) {
         let entry = DirectoryUser {
-            tenant_id: "acme".into(),
+            tenant_id: acme(),
             oid: oid.into(),
             upn: upn.into(),
             pbx_user_id: format!("pbx-{extension}"),
@@ -149,9 +149,9 @@ impl SsoWorld {
     }
 
     pub async fn settings(&self, change: impl FnOnce(&mut Ms365Settings)) {
-        let mut s = self.store.ms365_settings("acme").await.unwrap();
+        let mut s = self.store.ms365_settings(&acme()).await.unwrap();
         change(&mut s);
-        self.store.save_ms365_settings("acme", &s).await.unwrap();
+        self.store.save_ms365_settings(&acme(), &s).await.unwrap();
     }
 
     pub fn browser(&self) -> Browser {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ms365_gateway::ObjectId;
 use ms365_gateway::config::CloudOverride;
 use ms365_gateway::entra::AppTokenClient;
 use ms365_gateway::entra::AssertionAlg;
@@ -27,6 +28,7 @@ use ms365_stand_ins::emulator::{
     TenantSpec, User as EmuUser, UserPatch,
 };
 
+use crate::common::acme;
 use crate::entra::{DIRECTORY, tenant_spec};
 
 /// An emulator tenant, a store with tenant `acme` whose settings point at it, and a Graph
@@ -39,8 +41,6 @@ pub(crate) struct World {
     pub(crate) _dir: tempfile::TempDir,
 }
 
-pub(crate) const TENANT: &str = "acme";
-
 impl World {
     pub(crate) async fn new(spec: TenantSpec) -> World {
         World::with_graph(spec, GraphOptions::default()).await
@@ -52,7 +52,7 @@ impl World {
         let store = crate::common::db::open_store(dir.path(), 4).await;
         let seed = ms365_gateway::config::TenantSeed {
             pbx_login: None,
-            id: TENANT.into(),
+            id: acme(),
             domain: "acme.pbx.test".into(),
             name: "Acme".into(),
         };
@@ -63,7 +63,7 @@ impl World {
         (emulator.emulator)
             .upload_certificate(DIRECTORY, &client_id, &info.certificate_pem)
             .unwrap();
-        let creds = keys.signing_credentials(TENANT).await.unwrap();
+        let creds = keys.signing_credentials(&acme()).await.unwrap();
         let tokens = AppTokenClient::new(
             microsoft_client(Duration::from_secs(10)),
             endpoints.clone(),
@@ -87,7 +87,7 @@ impl World {
             },
             ..Ms365Settings::default()
         };
-        store.save_ms365_settings(TENANT, &settings).await.unwrap();
+        store.save_ms365_settings(&acme(), &settings).await.unwrap();
         World {
             emulator,
             store,
@@ -106,15 +106,15 @@ impl World {
             pbx: None,
             store: self.store.clone(),
             graph: self.graph.clone(),
-            tenant_id: TENANT.into(),
+            tenant_id: acme(),
         }
     }
 
     pub(crate) async fn users_settings(&self, change: impl FnOnce(&mut UserSync)) {
-        let mut settings = self.store.ms365_settings(TENANT).await.unwrap();
+        let mut settings = self.store.ms365_settings(&acme()).await.unwrap();
         change(&mut settings.users);
         self.store
-            .save_ms365_settings(TENANT, &settings)
+            .save_ms365_settings(&acme(), &settings)
             .await
             .unwrap();
     }
@@ -137,12 +137,12 @@ impl World {
 
     /// Every synced user by oid.
     async fn state(&self) -> BTreeMap<String, Synced> {
-        let dirs: BTreeMap<String, _> = (self.store.directory_users(TENANT).await.unwrap())
+        let dirs: BTreeMap<ObjectId, _> = (self.store.directory_users(&acme()).await.unwrap())
             .into_iter()
             .map(|d| (d.oid.clone(), d))
             .collect();
         let mut out = BTreeMap::new();
-        for p in self.store.pbx_users(TENANT).await.unwrap() {
+        for p in self.store.pbx_users(&acme()).await.unwrap() {
             let Some(oid) = p.ms365_oid.clone() else {
                 continue;
             };
@@ -162,7 +162,7 @@ impl World {
                 enabled: p.enabled,
                 reason: p.sync_disabled,
             };
-            out.insert(oid, synced);
+            out.insert(oid.into(), synced);
         }
         out
     }
@@ -180,19 +180,23 @@ impl World {
             ..PbxProfile::default()
         };
         (self.store)
-            .create_local_pbx_user(TENANT, ext, username, &profile)
+            .create_local_pbx_user(&acme(), ext, username, &profile)
             .await
             .unwrap();
     }
 
     /// What sign-in reads: the directory entry's enabled flag.
     async fn sign_in_enabled(&self, oid: &str) -> bool {
-        let entry = self.store.directory_user(TENANT, oid).await.unwrap();
+        let entry = self
+            .store
+            .directory_user(&acme(), &ObjectId::new(oid))
+            .await
+            .unwrap();
         entry.expect("a directory entry").enabled
     }
 
     async fn cursor(&self) -> Option<String> {
-        (self.store.sync_cursor(TENANT, "users").await.unwrap()).map(|c| c.delta_link)
+        (self.store.sync_cursor(&acme(), "users").await.unwrap()).map(|c| c.delta_link)
     }
 }
 
@@ -493,7 +497,7 @@ async fn starting_number_respected_and_local_extensions_skipped() {
     assert!(!exts.contains(&200) && !exts.contains(&202));
     assert!(exts.iter().all(|e| (201..999).contains(e)), "{exts:?}");
     assert_eq!(exts.len(), state.len());
-    let locals = w.store.pbx_users(TENANT).await.unwrap();
+    let locals = w.store.pbx_users(&acme()).await.unwrap();
     let local_count = locals.iter().filter(|p| p.ms365_oid.is_none()).count();
     assert_eq!(local_count, 3, "local users are never touched");
     let names: BTreeSet<String> = locals.iter().map(|p| p.username.to_lowercase()).collect();
@@ -669,11 +673,11 @@ async fn a_user_deleted_on_the_pbx_side_comes_back_with_the_same_extension() {
     let u = &regular(w.em())[5];
     let row = w
         .store
-        .pbx_user_by_oid(TENANT, &u.id)
+        .pbx_user_by_oid(&acme(), &ObjectId::new(&u.id))
         .await
         .unwrap()
         .unwrap();
-    assert!(w.store.delete_pbx_user(TENANT, &row.id).await.unwrap());
+    assert!(w.store.delete_pbx_user(&acme(), &row.id).await.unwrap());
     let report = w.sync_ok().await;
     assert_eq!(
         report.mode.as_deref(),
@@ -683,7 +687,7 @@ async fn a_user_deleted_on_the_pbx_side_comes_back_with_the_same_extension() {
     assert_eq!(users(&report).created, 1);
     let back = w
         .store
-        .pbx_user_by_oid(TENANT, &u.id)
+        .pbx_user_by_oid(&acme(), &ObjectId::new(&u.id))
         .await
         .unwrap()
         .unwrap();
@@ -817,7 +821,7 @@ async fn a_run_under_faults_ends_in_the_same_state_as_a_clean_run() {
     let got = scripted_rounds(&faulty).await;
     assert_eq!(got, expected);
     assert!(expected.len() > 350);
-    let runs = faulty.store.sync_runs(TENANT, 10).await.unwrap();
+    let runs = faulty.store.sync_runs(&acme(), 10).await.unwrap();
     assert_eq!(runs.len(), 3);
     assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
     let throttled: u64 = runs.iter().map(|r| r.throttled).sum();
@@ -924,7 +928,7 @@ async fn a_run_killed_mid_apply_is_completed_by_the_next_run() {
         expected,
         "same numbers and names as an uninterrupted run"
     );
-    let runs = w.store.sync_runs(TENANT, 5).await.unwrap();
+    let runs = w.store.sync_runs(&acme(), 5).await.unwrap();
     assert_eq!(
         runs[1].status,
         RunStatus::Failed,
@@ -973,9 +977,9 @@ async fn a_dry_run_changes_nothing() {
     assert!(
         report.preview[0].starts_with("create ") && report.preview[0].contains("as extension 1")
     );
-    assert!(w.store.pbx_users(TENANT).await.unwrap().is_empty());
-    assert!(w.store.directory_users(TENANT).await.unwrap().is_empty());
-    assert!(w.store.sync_runs(TENANT, 10).await.unwrap().is_empty());
+    assert!(w.store.pbx_users(&acme()).await.unwrap().is_empty());
+    assert!(w.store.directory_users(&acme()).await.unwrap().is_empty());
+    assert!(w.store.sync_runs(&acme(), 10).await.unwrap().is_empty());
     assert!(w.cursor().await.is_none());
     w.sync_ok().await;
     let before = w.state().await;
@@ -1017,21 +1021,21 @@ async fn the_grace_period_deletes_only_users_that_left() {
     assert_eq!(users(&report).deleted, 1, "{report:#?}");
     assert!(
         w.store
-            .pbx_user_by_oid(TENANT, &r[0].id)
+            .pbx_user_by_oid(&acme(), &ObjectId::new(&r[0].id))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         w.store
-            .directory_user(TENANT, &r[0].id)
+            .directory_user(&acme(), &ObjectId::new(&r[0].id))
             .await
             .unwrap()
             .is_none()
     );
     let kept = w
         .store
-        .pbx_user_by_oid(TENANT, &disabled_account.id)
+        .pbx_user_by_oid(&acme(), &ObjectId::new(&disabled_account.id))
         .await
         .unwrap();
     assert!(
@@ -1111,18 +1115,18 @@ async fn turned_off_user_sync_does_nothing() {
     let report = w.sync_ok().await;
     assert!(report.message.as_deref().unwrap().contains("turned off"));
     assert_eq!(report.graph_requests, 0);
-    assert!(w.store.pbx_users(TENANT).await.unwrap().is_empty());
+    assert!(w.store.pbx_users(&acme()).await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn an_administrator_binding_is_never_synced_over() {
     let w = World::new(tenant_spec()).await;
     w.local_user("4000", "boss").await;
-    let local = &w.store.pbx_users(TENANT).await.unwrap()[0];
+    let local = &w.store.pbx_users(&acme()).await.unwrap()[0];
     let u = &regular(w.em())[2];
     let binding = DirectoryUser {
-        tenant_id: TENANT.into(),
-        oid: u.id.clone(),
+        tenant_id: acme(),
+        oid: ObjectId::new(u.id.clone()),
         upn: u.user_principal_name.clone(),
         pbx_user_id: local.id.clone(),
         extension: Some("4000".into()),
@@ -1141,14 +1145,14 @@ async fn an_administrator_binding_is_never_synced_over() {
     );
     assert!(
         w.store
-            .pbx_user_by_oid(TENANT, &u.id)
+            .pbx_user_by_oid(&acme(), &ObjectId::new(&u.id))
             .await
             .unwrap()
             .is_none()
     );
     let entry = w
         .store
-        .directory_user(TENANT, &u.id)
+        .directory_user(&acme(), &ObjectId::new(&u.id))
         .await
         .unwrap()
         .unwrap();
@@ -1158,7 +1162,7 @@ async fn an_administrator_binding_is_never_synced_over() {
     w.sync_ok().await;
     let entry = w
         .store
-        .directory_user(TENANT, &u.id)
+        .directory_user(&acme(), &ObjectId::new(&u.id))
         .await
         .unwrap()
         .unwrap();

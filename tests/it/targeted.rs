@@ -7,17 +7,19 @@
 
 use std::time::Duration;
 
+use ms365_gateway::ObjectId;
 use ms365_gateway::store::{RunStatus, RunTrigger};
-use ms365_gateway::sync::pbx_push::{PushFocus, push_to_pbx};
-use ms365_gateway::sync::pbx_read::LISTED_KIND;
+use ms365_gateway::sync::LISTED_KIND;
+use ms365_gateway::sync::{PushFocus, push_to_pbx};
 use ms365_gateway::sync::{SyncOptions, Targets, run_phases};
 use ms365_stand_ins::emulator::{NewUser, UserPatch};
 use ms365_stand_ins::portsip_emulator::PbxFaults;
 use serde_json::Value;
 
+use crate::common::acme;
 use crate::entra::DIRECTORY;
 use crate::pbx::{PbxWorld, field, small};
-use crate::sync::{TENANT, regular};
+use crate::sync::regular;
 
 /// The options of a run started by change notifications about users.
 fn targeted(delete_after: Option<Duration>) -> SyncOptions {
@@ -116,7 +118,11 @@ async fn a_deletion_after_the_grace_period_reaches_the_pbx_from_targeted_runs() 
     assert_eq!(second.users.status, RunStatus::Succeeded, "{second:#?}");
     assert_eq!(second.users.counts["users"].deleted, 1, "{second:#?}");
     assert!(on_pbx(&pw, &gone.id).is_none(), "destroyed on the PBX");
-    let record = pw.w.store.pbx_user_by_oid(TENANT, &gone.id).await.unwrap();
+    let record =
+        pw.w.store
+            .pbx_user_by_oid(&acme(), &ObjectId::new(&gone.id))
+            .await
+            .unwrap();
     assert!(record.is_none(), "gone from the record");
     pw.assert_pbx_matches_record().await;
 }
@@ -131,7 +137,7 @@ async fn a_failed_focused_push_makes_the_next_run_compare_everything() {
     let ctx = pw.ctx();
     let target = ctx.pbx.clone().expect("a PBX target");
     let focus = PushFocus {
-        users: vec![person.id.to_ascii_lowercase()],
+        users: vec![ObjectId::new(&person.id)],
         contacts: false,
     };
     pw.emu().set_faults(PbxFaults {
@@ -144,7 +150,7 @@ async fn a_failed_focused_push_makes_the_next_run_compare_everything() {
         .await
         .unwrap();
     assert_eq!(report.users.failed, 1, "{report:#?}");
-    let listed = pw.w.store.sync_cursor(TENANT, LISTED_KIND).await.unwrap();
+    let listed = pw.w.store.sync_cursor(&acme(), LISTED_KIND).await.unwrap();
     assert!(listed.is_none(), "the next run lists the PBX");
     pw.emu().set_faults(PbxFaults::default());
 

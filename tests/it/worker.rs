@@ -4,15 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ms365_gateway::TenantId;
 use ms365_gateway::config::Config;
 use ms365_gateway::store::{RunStatus, RunTrigger};
-use ms365_gateway::sync::lease::LeaseConfig;
-use ms365_gateway::sync::worker::{RequestOutcome, SyncHandle, SyncWorker};
+use ms365_gateway::sync::LeaseConfig;
+use ms365_gateway::sync::{RequestOutcome, SyncHandle, SyncWorker};
 use ms365_stand_ins::emulator::{Faults, NewUser, RouteClass};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::until;
+use crate::common::{acme, until};
 use crate::sso::{SsoWorld, WorldOptions};
 
 async fn world() -> SsoWorld {
@@ -47,9 +48,9 @@ async fn with_photos_and_contacts() -> SsoWorld {
 }
 
 /// Asks for a run of `acme` and waits for its result.
-async fn requested(handle: &SyncHandle) -> Arc<ms365_gateway::sync::worker::RunResult> {
+async fn requested(handle: &SyncHandle) -> Arc<ms365_gateway::sync::RunResult> {
     handle
-        .request("acme", RunTrigger::Api)
+        .request(&acme(), RunTrigger::Api)
         .unwrap()
         .wait()
         .await
@@ -69,29 +70,29 @@ fn slow_delta(w: &SsoWorld, latency: Duration) {
 async fn requested_run_creates_pbx_users() {
     let w = world().await;
     let (handle, token, task) = start(&w);
-    let ticket = handle.request("acme", RunTrigger::Api).unwrap();
+    let ticket = handle.request(&acme(), RunTrigger::Api).unwrap();
     assert_eq!(ticket.outcome, RequestOutcome::Queued);
     let result = ticket.wait().await;
     let summary = result.as_ref().as_ref().expect("run succeeds");
     assert_eq!(summary.users.status, RunStatus::Succeeded);
     assert_eq!(summary.trigger, RunTrigger::Api);
     assert!(summary.photos.is_none(), "photo sync is off");
-    let synced = w.store.pbx_users("acme").await.unwrap();
+    let synced = w.store.pbx_users(&acme()).await.unwrap();
     assert!(synced.len() >= 6, "{} PBX users", synced.len());
-    let runs = w.store.sync_runs("acme", 10).await.unwrap();
+    let runs = w.store.sync_runs(&acme(), 10).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].trigger, RunTrigger::Api);
-    assert!(!handle.is_busy("acme"));
+    assert!(!handle.is_busy(&acme()));
 
     // An unknown tenant fails without stopping the worker.
     let err = handle
-        .request("nobody", RunTrigger::Api)
+        .request(&TenantId::from_static("nobody"), RunTrigger::Api)
         .unwrap()
         .wait()
         .await;
     assert!(err.is_err());
     let again = handle
-        .request("acme", RunTrigger::Manual)
+        .request(&acme(), RunTrigger::Manual)
         .unwrap()
         .wait()
         .await;
@@ -102,7 +103,7 @@ async fn requested_run_creates_pbx_users() {
         .await
         .expect("worker stops")
         .unwrap();
-    assert!(handle.request("acme", RunTrigger::Api).is_err());
+    assert!(handle.request(&acme(), RunTrigger::Api).is_err());
 }
 
 #[tokio::test]
@@ -110,10 +111,10 @@ async fn requests_for_a_busy_tenant_are_coalesced() {
     let w = world().await;
     slow_delta(&w, Duration::from_millis(500));
     let (handle, token, task) = start(&w);
-    let first = handle.request("acme", RunTrigger::Api).unwrap();
+    let first = handle.request(&acme(), RunTrigger::Api).unwrap();
     assert_eq!(first.outcome, RequestOutcome::Queued);
-    let second = handle.request("acme", RunTrigger::Manual).unwrap();
-    let third = handle.request("acme", RunTrigger::Cli).unwrap();
+    let second = handle.request(&acme(), RunTrigger::Manual).unwrap();
+    let third = handle.request(&acme(), RunTrigger::Cli).unwrap();
     for t in [&second, &third] {
         assert!(
             matches!(
@@ -127,13 +128,12 @@ async fn requests_for_a_busy_tenant_are_coalesced() {
     let a = first.wait().await;
     let b = second.wait().await;
     let c = third.wait().await;
-    let id = |r: &Arc<ms365_gateway::sync::worker::RunResult>| {
-        r.as_ref().as_ref().unwrap().users.run_id.clone()
-    };
+    let id =
+        |r: &Arc<ms365_gateway::sync::RunResult>| r.as_ref().as_ref().unwrap().users.run_id.clone();
     assert_eq!(id(&a), id(&b));
     assert_eq!(id(&a), id(&c));
     // One run answered all three, with the first request's trigger.
-    let runs = w.store.sync_runs("acme", 10).await.unwrap();
+    let runs = w.store.sync_runs(&acme(), 10).await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].trigger, RunTrigger::Api);
 
@@ -149,11 +149,11 @@ async fn shutdown_interrupts_a_run_and_a_rerun_completes() {
     let w = world().await;
     slow_delta(&w, Duration::from_secs(30));
     let (handle, token, task) = start(&w);
-    let ticket = handle.request("acme", RunTrigger::Api).unwrap();
+    let ticket = handle.request(&acme(), RunTrigger::Api).unwrap();
     // Wait (by condition, bounded) until the run is recorded as running.
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            let runs = w.store.sync_runs("acme", 10).await.unwrap();
+            let runs = w.store.sync_runs(&acme(), 10).await.unwrap();
             if runs.iter().any(|r| r.status == RunStatus::Running) {
                 break;
             }
@@ -177,8 +177,8 @@ async fn shutdown_interrupts_a_run_and_a_rerun_completes() {
     let result = requested(&handle).await;
     let summary = result.as_ref().as_ref().expect("the rerun succeeds");
     assert_eq!(summary.users.status, RunStatus::Succeeded);
-    assert!(w.store.pbx_users("acme").await.unwrap().len() >= 6);
-    let runs = w.store.sync_runs("acme", 10).await.unwrap();
+    assert!(w.store.pbx_users(&acme()).await.unwrap().len() >= 6);
+    let runs = w.store.sync_runs(&acme(), 10).await.unwrap();
     assert!(
         runs.iter().all(|r| r.status != RunStatus::Running),
         "{runs:?}"
@@ -237,17 +237,17 @@ async fn a_run_reads_running_until_its_last_phase_ends() {
     w.settings(|s| s.users.sync_photo = true).await;
     slow_photos(&w, Duration::from_millis(300));
     let (handle, token, task) = start(&w);
-    let ticket = handle.request("acme", RunTrigger::Api).unwrap();
+    let ticket = handle.request(&acme(), RunTrigger::Api).unwrap();
     until("the photos phase", || async {
-        let runs = w.store.sync_runs("acme", 1).await.unwrap();
+        let runs = w.store.sync_runs(&acme(), 1).await.unwrap();
         runs.first().is_some_and(|r| r.phase == "photos")
     })
     .await;
-    let during = w.store.sync_runs("acme", 1).await.unwrap().remove(0);
+    let during = w.store.sync_runs(&acme(), 1).await.unwrap().remove(0);
     assert_eq!(during.status, RunStatus::Running, "{during:?}");
     assert!(during.finished_at.is_none(), "{during:?}");
     assert!(during.counts["users"].created > 0, "users phase recorded");
-    let again = handle.request("acme", RunTrigger::Manual).unwrap();
+    let again = handle.request(&acme(), RunTrigger::Manual).unwrap();
     assert_eq!(again.outcome, RequestOutcome::CoalescedIntoRunning);
 
     let result = ticket.wait().await;
@@ -299,7 +299,7 @@ async fn a_failed_later_phase_fails_the_run() {
         "{run:?}"
     );
     assert!(run.counts["users"].created > 0, "the users phase stands");
-    assert!(!w.store.pbx_users("acme").await.unwrap().is_empty());
+    assert!(!w.store.pbx_users(&acme()).await.unwrap().is_empty());
     token.cancel();
     task.await.unwrap();
 }
@@ -389,27 +389,27 @@ async fn two_instances_never_sync_a_tenant_at_once() {
     let hour = Duration::from_secs(3600);
     let (a, stop_a, task_a) = start_instance(&w, "instance-a", Duration::from_secs(30), hour);
     let (b, stop_b, task_b) = start_instance(&w, "instance-b", Duration::from_secs(30), hour);
-    let first = a.request("acme", RunTrigger::Api).unwrap();
+    let first = a.request(&acme(), RunTrigger::Api).unwrap();
     until("instance a to hold the lease", || async {
         w.store
-            .sync_lease("acme")
+            .sync_lease(&acme())
             .await
             .unwrap()
             .is_some_and(|l| l.owner == "instance-a")
     })
     .await;
-    let refused = b.request("acme", RunTrigger::Api).unwrap().wait().await;
+    let refused = b.request(&acme(), RunTrigger::Api).unwrap().wait().await;
     let reason = refused.as_ref().as_ref().unwrap_err();
     assert!(reason.contains("instance-a"), "{reason}");
     let done = first.wait().await;
     assert!(done.as_ref().is_ok(), "{done:?}");
     assert_eq!(
-        w.store.sync_runs("acme", 10).await.unwrap().len(),
+        w.store.sync_runs(&acme(), 10).await.unwrap().len(),
         1,
         "one run"
     );
     assert!(
-        w.store.sync_lease("acme").await.unwrap().is_none(),
+        w.store.sync_lease(&acme()).await.unwrap().is_none(),
         "released at the end"
     );
     for (stop, task) in [(stop_a, task_a), (stop_b, task_b)] {
@@ -424,27 +424,27 @@ async fn another_instance_finishes_a_dead_owners_run() {
     // What a SIGKILLed instance leaves: its run `running`, its lease about to expire.
     let dead_run = w
         .store
-        .create_sync_run("acme", RunTrigger::Api)
+        .create_sync_run(&acme(), RunTrigger::Api)
         .await
         .unwrap();
     let expires = ms365_gateway::store::now_epoch() + 1;
     assert!(
         w.store
-            .acquire_sync_lease("acme", "dead", expires)
+            .acquire_sync_lease(&acme(), "dead", expires)
             .await
             .unwrap()
     );
     let tick = Duration::from_millis(50);
     let (_b, stop, task) = start_instance(&w, "survivor", Duration::from_secs(30), tick);
     until("a run to finish the work", || async {
-        let runs = w.store.sync_runs("acme", 10).await.unwrap();
+        let runs = w.store.sync_runs(&acme(), 10).await.unwrap();
         runs.iter().any(|r| r.status == RunStatus::Succeeded)
     })
     .await;
-    let runs = w.store.sync_runs("acme", 10).await.unwrap();
+    let runs = w.store.sync_runs(&acme(), 10).await.unwrap();
     let dead = runs.iter().find(|r| r.id == dead_run).unwrap();
     assert_ne!(dead.status, RunStatus::Running, "the dead run is closed");
-    let users = w.store.pbx_users("acme").await.unwrap();
+    let users = w.store.pbx_users(&acme()).await.unwrap();
     assert!(users.len() >= 6, "the survivor synced the directory");
     stop.cancel();
     task.await.unwrap();
@@ -454,21 +454,12 @@ async fn another_instance_finishes_a_dead_owners_run() {
 async fn a_scheduled_slot_goes_to_one_instance() {
     let w = world().await;
     let slot = 1_800_000_000;
+    let acme = acme();
     let claims =
-        futures_util::future::join_all((0..3).map(|_| w.store.claim_schedule_slot("acme", slot)))
+        futures_util::future::join_all((0..3).map(|_| w.store.claim_schedule_slot(&acme, slot)))
             .await;
     let won = claims.iter().filter(|c| *c.as_ref().unwrap()).count();
     assert_eq!(won, 1, "{claims:?}");
-    assert!(
-        !w.store
-            .claim_schedule_slot("acme", slot - 60)
-            .await
-            .unwrap()
-    );
-    assert!(
-        w.store
-            .claim_schedule_slot("acme", slot + 60)
-            .await
-            .unwrap()
-    );
+    assert!(!w.store.claim_schedule_slot(&acme, slot - 60).await.unwrap());
+    assert!(w.store.claim_schedule_slot(&acme, slot + 60).await.unwrap());
 }

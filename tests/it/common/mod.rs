@@ -14,13 +14,18 @@ pub mod webdriver;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use ms365_gateway::{Config, Gateway, GatewayHandle};
+use ms365_gateway::{Config, Gateway, GatewayHandle, TenantId};
 use tokio_util::sync::CancellationToken;
 
 pub use pki::{Leaf, TestCa};
 pub use upstream::StubUpstream;
 
 /// The system administrator's token every test configuration has (`[admin] token_file`).
+/// The tenant most worlds create (`[[tenant]] id = "acme"`).
+pub fn acme() -> TenantId {
+    TenantId::from_static("acme")
+}
+
 pub const SYSTEM_TOKEN: &str = "system-admin-token-for-tests-0123456789";
 
 /// Files shared by a test: a temporary directory, a CA and one certificate per listener.
@@ -140,7 +145,7 @@ pub struct TestGateway {
     pub admin: SocketAddr,
     pub handle: GatewayHandle,
     /// "Sync now" on this gateway's own worker.
-    pub sync: ms365_gateway::sync::worker::SyncHandle,
+    pub sync: ms365_gateway::sync::SyncHandle,
     pub shutdown: CancellationToken,
     pub run: Option<tokio::task::JoinHandle<()>>,
 }
