@@ -166,7 +166,7 @@ pub async fn first_sync(
     };
     let summary = match result.as_ref() {
         Ok(s) => s,
-        Err(e) => return Err(DemoError::Sync(e.clone())),
+        Err(e) => return Err(DemoError::Sync(e.to_string())),
     };
     let report = &summary.users;
     if report.status != RunStatus::Succeeded {

@@ -48,20 +48,14 @@ impl Default for LeaseConfig {
 }
 
 /// Why a leased run did not finish.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("another gateway instance ({owner}) is running this tenant's sync")]
     HeldBy { owner: String },
     #[error("this instance lost the tenant's sync lease (it expired); the run was dropped")]
     Lost,
     #[error("sync lease: {0}")]
-    Store(String),
-}
-
-impl From<StoreError> for LeaseError {
-    fn from(e: StoreError) -> Self {
-        LeaseError::Store(e.to_string())
-    }
+    Store(#[from] StoreError),
 }
 
 fn expiry(ttl: Duration) -> i64 {

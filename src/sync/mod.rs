@@ -49,14 +49,14 @@ use std::time::Duration;
 pub use apply::approve_run;
 pub use contacts::{ContactOptions, ContactReport, personal_kind, shared_kind, sync_contacts};
 pub use context::for_tenant as context_for_tenant;
-pub use lease::LeaseConfig;
+pub use lease::{LeaseConfig, LeaseError};
 pub use orchestrate::{Phase, RunSummary, run_phases};
 pub use pbx_push::{PbxTarget, PushFocus, TenantRecord, push_to_pbx};
 pub use pbx_read::{LISTED_KIND, read_pbx};
 pub use photos::{PhotoOptions, PhotoReport, sync_photos};
 pub use run::{Progress, RunReport};
 pub use targets::{Targets, retry_of};
-pub use worker::{RequestOutcome, RunResult, SyncHandle, SyncWorker};
+pub use worker::{RequestOutcome, RunFailure, RunResult, SyncHandle, SyncWorker};
 
 pub use users::sync_users;
 

@@ -34,16 +34,16 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::lease::{LeaseConfig, MAINTENANCE_SUFFIX, is_orphaned, run_leased};
+use super::lease::{LeaseConfig, LeaseError, MAINTENANCE_SUFFIX, is_orphaned, run_leased};
 pub use super::orchestrate::RunSummary;
 use super::orchestrate::run_phases;
 use super::subscriptions::{NotificationUrls, reconcile};
-use super::{RunStatus, RunTrigger, SyncOptions, Targets, context, retry_of};
+use super::{RunStatus, RunTrigger, SyncError, SyncOptions, Targets, context, retry_of};
 use crate::config::Config;
 use crate::ids::TenantId;
 use crate::keyring::Keyring;
 use crate::settings::Ms365Settings;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Runs of different tenants at once, unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 2;
@@ -61,8 +61,28 @@ pub enum RequestOutcome {
     CoalescedIntoQueued,
 }
 
-/// The result of a run as requesters see it: the summary or why it failed.
-pub type RunResult = Result<RunSummary, String>;
+/// The result of a run as requesters see it: the summary or why there is none.
+pub type RunResult = Result<RunSummary, RunFailure>;
+
+/// Why a requested run has no summary: it did not start, or it stopped before its record
+/// was written. A run that started and failed has a summary with status `failed`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunFailure {
+    /// The tenant's lease: another instance holds it, or it was lost mid-run.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// The run could not be prepared (settings, credentials, PBX sign-in) or its phases
+    /// failed before a record.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The notification queue of a notification run could not be read.
+    #[error("cannot read the notification queue: {0}")]
+    Queue(#[source] StoreError),
+    #[error("cancelled: the gateway is shutting down")]
+    Cancelled,
+    #[error("the sync worker stopped before the run finished")]
+    WorkerStopped,
+}
 
 /// The worker stopped; it takes no more requests.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -81,7 +101,7 @@ impl RunTicket {
     pub async fn wait(mut self) -> Arc<RunResult> {
         match self.rx.wait_for(|r| r.is_some()).await {
             Ok(r) => r.clone().expect("checked by wait_for"),
-            Err(_) => Arc::new(Err("the sync worker stopped before the run finished".into())),
+            Err(_) => Arc::new(Err(RunFailure::WorkerStopped)),
         }
     }
 }
@@ -391,7 +411,7 @@ impl SyncWorker {
                         // The run is dropped mid-way: hand the lease back so a restarted or
                         // another instance can finish the tenant at once, not after expiry.
                         let _ = store.release_sync_lease(&tenant, &lease.owner).await;
-                        Err("cancelled: the gateway is shutting down".to_string())
+                        Err(RunFailure::Cancelled)
                     }
                     r = leased => r.unwrap_or_else(|e| Err(lease_refusal(trigger, e))),
                 };
@@ -491,11 +511,11 @@ pub fn due_tenants(
 
 /// Why a run did not start. A notification run finding another instance at work is
 /// normal: that instance takes the queue when its run ends.
-fn lease_refusal(trigger: RunTrigger, e: super::lease::LeaseError) -> String {
+fn lease_refusal(trigger: RunTrigger, e: LeaseError) -> RunFailure {
     if trigger == RunTrigger::Notification {
         tracing::debug!(error = %e, "notification run left to the instance holding the lease");
     }
-    e.to_string()
+    RunFailure::Lease(e)
 }
 
 /// Counts a finished run (or one that could not start) in the sync metrics.
@@ -530,13 +550,9 @@ async fn maintain_tenant(
     keyring: &Keyring,
     tenant: &TenantId,
     urls: &NotificationUrls,
-) -> Result<(), String> {
-    let ctx = context::for_tenant(config, store, keyring, tenant)
-        .await
-        .map_err(|e| e.to_string())?;
-    let report = reconcile(&ctx, keyring, urls)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<(), SyncError> {
+    let ctx = context::for_tenant(config, store, keyring, tenant).await?;
+    let report = reconcile(&ctx, keyring, urls).await?;
     tracing::info!(tenant = %tenant, ?report, "Graph subscriptions reconciled");
     Ok(())
 }
@@ -555,21 +571,19 @@ async fn run_tenant(
         RunTrigger::Notification => Some(
             (store.take_realtime_queue(tenant))
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(RunFailure::Queue)?,
         ),
         _ => None,
     };
     let targets = queued.as_deref().map(Targets::from_queue);
     let result = async {
-        let ctx = context::for_tenant(config, store, keyring, tenant)
-            .await
-            .map_err(|e| e.to_string())?;
+        let ctx = context::for_tenant(config, store, keyring, tenant).await?;
         let opts = SyncOptions {
             trigger,
             targets,
             ..Default::default()
         };
-        run_phases(&ctx, opts).await.map_err(|e| e.to_string())
+        Ok::<_, RunFailure>(run_phases(&ctx, opts).await?)
     }
     .await;
     let failed = !matches!(&result, Ok(s) if s.users.status != RunStatus::Failed);
