@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use common::{
-    Database, EmulatorProcess, env_num, own_peak_rss_mb, own_rss_mb, peak_rss_mb,
+    Database, EmulatorProcess, cpu_seconds, env_num, own_peak_rss_mb, own_rss_mb, peak_rss_mb,
     reset_own_peak_rss, start_emulator,
 };
 use ms365_gateway::TenantId;
@@ -162,6 +162,8 @@ async fn run(w: &World, label: &str) -> f64 {
     let mut total = 0.0;
     for phase in ["users", "photos", "contacts"] {
         let before = ctx.graph.stats();
+        let emulator = w.emulator.child.id();
+        let cpu_before = (cpu_seconds(std::process::id()), cpu_seconds(emulator));
         let started = Instant::now();
         let result = match phase {
             "users" => {
@@ -209,8 +211,10 @@ async fn run(w: &World, label: &str) -> f64 {
         let secs = started.elapsed().as_secs_f64();
         total += secs;
         let after = ctx.graph.stats();
+        let own_cpu = cpu_seconds(std::process::id()) - cpu_before.0;
+        let emulator_cpu = cpu_seconds(emulator) - cpu_before.1;
         println!(
-            "| {label} | {phase} | {secs:.2} | {result} | {} | {} | {} | {} | {:.0} |",
+            "| {label} | {phase} | {secs:.2} | {own_cpu:.2} | {emulator_cpu:.2} | {result} | {} | {} | {} | {} | {:.0} |",
             after.requests - before.requests,
             kinds_between(&before.by_kind, &after.by_kind),
             after.throttled - before.throttled,
@@ -358,9 +362,9 @@ fn main() {
             own_rss_mb()
         );
         println!(
-            "| run | phase | wall s | result | Graph requests | by kind | throttled | retries | peak RSS MiB (sync) |"
+            "| run | phase | wall s | sync CPU s | emulator CPU s | result | Graph requests | by kind | throttled | retries | peak RSS MiB (sync) |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         let full = run(&w, "full").await;
         let full_rss = own_peak_rss_mb();
         let started = Instant::now();

@@ -8,10 +8,10 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
-use super::focused::{IDS_PER_STATEMENT, placeholders};
-use super::{Store, StoreError, now_epoch};
+use super::focused::{IDS_PER_STATEMENT, placeholders, value_rows};
+use super::{Backend, Store, StoreError, now_epoch};
 use crate::ids::TenantId;
 
 /// Schema of migration 7 (the same SQL on SQLite and PostgreSQL).
@@ -61,11 +61,11 @@ pub struct ContactFields {
     pub notes: String,
 }
 
-const FIELD_COLUMNS: &str = "name, email, company, title, business, business2, mobile_phone, \
+pub(super) const FIELD_COLUMNS: &str = "name, email, company, title, business, business2, mobile_phone, \
     mobile_phone2, home_phone, home_phone2, other, business_fax, home_fax, address, notes";
 
 /// The `SET` list of the contact upsert: every field from the incoming row.
-const UPDATE_FIELDS: &str = "name = excluded.name, email = excluded.email, \
+pub(super) const UPDATE_FIELDS: &str = "name = excluded.name, email = excluded.email, \
     company = excluded.company, title = excluded.title, business = excluded.business, \
     business2 = excluded.business2, mobile_phone = excluded.mobile_phone, \
     mobile_phone2 = excluded.mobile_phone2, home_phone = excluded.home_phone, \
@@ -73,21 +73,77 @@ const UPDATE_FIELDS: &str = "name = excluded.name, email = excluded.email, \
     business_fax = excluded.business_fax, home_fax = excluded.home_fax, \
     address = excluded.address, notes = excluded.notes, updated_at = excluded.updated_at";
 /// Contacts per upsert statement: one statement per Graph page (up to 200 contacts) in two
-/// or three, instead of one per contact. 16 values a row: 1,603 in all, far below both
+/// or three, instead of one per contact. 19 values a row: 1,900 in all, far below both
 /// backends' limits (SQLite 32,766, PostgreSQL 65,535).
 const CONTACTS_PER_STATEMENT: usize = 100;
 
-/// `($1, $2, $4, $5, …, $3), (…)`: `count` rows of the contact upsert; `$1` tenant, `$2`
-/// owner and `$3` the time are shared, each row binds its source id and 15 fields.
-fn upsert_rows(count: usize) -> String {
-    (0..count)
-        .map(|row| format!("($1, $2, {}, $3)", placeholders(4 + row * 16, 16)))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// One contact row to write: owner (PBX user or mailbox), Graph id, fields.
+pub(super) type ContactRow<'a> = (&'a str, &'a str, &'a ContactFields);
+
+/// Upserts `rows` into `book`'s table (every row's owner is its own), a statement per
+/// [`CONTACTS_PER_STATEMENT`] rows.
+pub(super) async fn write_rows(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    tenant_id: &TenantId,
+    book: &ContactBook,
+    rows: &[ContactRow<'_>],
+) -> Result<(), StoreError> {
+    let (table, owner_col) = (book.table(), book.owner_column());
+    let now = now_epoch();
+    for chunk in rows.chunks(CONTACTS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO {table} (tenant_id, {owner_col}, source_id, {FIELD_COLUMNS}, updated_at)
+             VALUES {}
+             ON CONFLICT (tenant_id, {owner_col}, source_id) DO UPDATE SET {UPDATE_FIELDS}",
+            value_rows(backend, chunk.len(), 19)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (owner, source_id, fields) in chunk {
+            q = q.bind(tenant_id).bind(*owner).bind(*source_id);
+            for v in fields.values() {
+                q = q.bind(v);
+            }
+            q = q.bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The rows of `contacts` to write against the `existing` ones, each once (PostgreSQL
+/// refuses a statement that upserts one row twice), counted into `counts`; a contact listed
+/// twice counts once more only when it changed. `existing` ends as the book will be.
+pub(super) fn plan_upserts<'a>(
+    existing: &mut HashMap<String, ContactFields>,
+    contacts: &'a [(String, ContactFields)],
+    counts: &mut UpsertCounts,
+) -> Vec<(&'a str, &'a ContactFields)> {
+    let mut writes: Vec<(&str, &ContactFields)> = Vec::new();
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    for (source_id, fields) in contacts {
+        match existing.get(source_id) {
+            Some(old) if old == fields => {
+                counts.unchanged += 1;
+                continue;
+            }
+            Some(_) => counts.updated += 1,
+            None => counts.created += 1,
+        }
+        existing.insert(source_id.clone(), fields.clone());
+        match position.get(source_id.as_str()) {
+            Some(&i) => writes[i].1 = fields,
+            None => {
+                position.insert(source_id, writes.len());
+                writes.push((source_id, fields));
+            }
+        }
+    }
+    writes
 }
 
 impl ContactFields {
-    fn values(&self) -> [&str; 15] {
+    pub(super) fn values(&self) -> [&str; 15] {
         [
             &self.name,
             &self.email,
@@ -107,7 +163,7 @@ impl ContactFields {
         ]
     }
 
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(ContactFields {
             name: row.try_get("name")?,
             email: row.try_get("email")?,
@@ -138,14 +194,14 @@ pub enum ContactBook {
 }
 
 impl ContactBook {
-    fn table(&self) -> &'static str {
+    pub(super) fn table(&self) -> &'static str {
         match self {
             ContactBook::Personal(_) => "personal_contacts",
             ContactBook::Company(_) => "company_contacts",
         }
     }
 
-    fn owner_column(&self) -> &'static str {
+    pub(super) fn owner_column(&self) -> &'static str {
         match self {
             ContactBook::Personal(_) => "owner_pbx_user_id",
             ContactBook::Company(_) => "mailbox",
@@ -205,54 +261,16 @@ impl Store {
         if contacts.is_empty() {
             return Ok(counts);
         }
-        let (table, owner_col) = (book.table(), book.owner_column());
         let mut existing = self.stored_fields(tenant_id, book, contacts).await?;
-        // The rows to write, each once (PostgreSQL refuses a statement that upserts one row
-        // twice); a contact listed twice counts once more only when it changed.
-        let mut writes: Vec<(&str, &ContactFields)> = Vec::new();
-        let mut position: HashMap<&str, usize> = HashMap::new();
-        for (source_id, fields) in contacts {
-            match existing.get(source_id) {
-                Some(old) if old == fields => {
-                    counts.unchanged += 1;
-                    continue;
-                }
-                Some(_) => counts.updated += 1,
-                None => counts.created += 1,
-            }
-            existing.insert(source_id.clone(), fields.clone());
-            match position.get(source_id.as_str()) {
-                Some(&i) => writes[i].1 = fields,
-                None => {
-                    position.insert(source_id, writes.len());
-                    writes.push((source_id, fields));
-                }
-            }
-        }
+        let writes = plan_upserts(&mut existing, contacts, &mut counts);
         if writes.is_empty() {
             return Ok(counts);
         }
-        let now = now_epoch();
+        let rows: Vec<ContactRow> = (writes.into_iter())
+            .map(|(id, fields)| (book.owner(), id, fields))
+            .collect();
         let mut tx = self.pool().begin().await?;
-        for chunk in writes.chunks(CONTACTS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO {table} (tenant_id, {owner_col}, source_id, {FIELD_COLUMNS}, updated_at)
-                 VALUES {}
-                 ON CONFLICT (tenant_id, {owner_col}, source_id) DO UPDATE SET {UPDATE_FIELDS}",
-                upsert_rows(chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .bind(tenant_id)
-                .bind(book.owner())
-                .bind(now);
-            for (source_id, fields) in chunk {
-                q = q.bind(*source_id);
-                for v in fields.values() {
-                    q = q.bind(v);
-                }
-            }
-            q.execute(&mut *tx).await?;
-        }
+        write_rows(&mut tx, self.backend, tenant_id, book, &rows).await?;
         tx.commit().await?;
         Ok(counts)
     }
@@ -284,6 +302,9 @@ impl Store {
         book: &ContactBook,
         source_ids: &[String],
     ) -> Result<usize, StoreError> {
+        if source_ids.is_empty() {
+            return Ok(0);
+        }
         let mut removed = 0;
         let mut tx = self.pool().begin().await?;
         for chunk in source_ids.chunks(IDS_PER_STATEMENT) {

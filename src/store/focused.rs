@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::directory::PBX_USER_COLUMNS;
-use super::{DirectoryUser, PbxLink, PbxLinkKind, PbxUser, Store, StoreError};
+use super::{Backend, DirectoryUser, PbxLink, PbxLinkKind, PbxUser, Store, StoreError};
 use crate::ids::{ObjectId, TenantId};
 
 /// Values bound per `IN (...)` statement (SQLite allows 32,766; PostgreSQL 65,535).
@@ -23,6 +23,18 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `count` rows of `width` values for a multi-row `VALUES`, every value its own parameter:
+/// numbered on PostgreSQL (`($1, …, $width), …`), anonymous on SQLite (`(?, …), …`), whose
+/// lookup of a numbered parameter scans the statement's parameter list, which makes binding
+/// a statement of a thousand numbered values cost a million steps.
+pub(super) fn value_rows(backend: Backend, count: usize, width: usize) -> String {
+    let row = |r: usize| match backend {
+        Backend::Postgres => format!("({})", placeholders(1 + r * width, width)),
+        Backend::Sqlite => format!("({})", vec!["?"; width].join(", ")),
+    };
+    (0..count).map(row).collect::<Vec<_>>().join(", ")
 }
 
 // Dynamic SQL here only splices the static column lists and the placeholders; every value
@@ -42,7 +54,10 @@ impl Store {
                 "{head} IN ({})",
                 placeholders(leading.len() + 1, chunk.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+            // Not kept as a prepared statement: PostgreSQL would soon plan it once for all
+            // (a generic plan), from a table's size when it was small: a sequential scan
+            // that a sync filling the table then pays at every call.
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for value in leading {
                 q = q.bind(*value);
             }

@@ -9,6 +9,7 @@
 
 mod admin_tokens;
 mod cluster;
+mod contact_books;
 mod contacts;
 mod credentials;
 mod directory;
@@ -36,13 +37,14 @@ use crate::config::{Config, DATABASE_URL_KEY, DatabaseUrl, redact_url};
 
 pub use admin_tokens::AdminToken;
 pub use cluster::LeaseHolder;
+pub use contact_books::{BookCounts, BookWrite};
 pub use contacts::{ContactBook, ContactFields, StoredContact, UpsertCounts};
 pub use credentials::{CredentialRecord, CredentialState};
 pub use directory::{DirectoryWrite, PbxProfile, PbxUser, PbxUserSource, SyncCursor};
 pub use migrations::LATEST_VERSION;
 pub use ms365::{DirectoryUser, Role};
 pub use pbx_links::{ImportedPbxUser, PbxLink, PbxLinkKind, PbxStatus};
-pub use photos::StoredPhoto;
+pub use photos::{NewPhoto, StoredPhoto};
 pub use realtime::{RealtimeStatus, StoredSubscription, client_state_name};
 pub use sessions::{SessionPbx, SessionRecord};
 pub use sync_runs::{

@@ -3,10 +3,20 @@
 
 use std::collections::HashMap;
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
+use super::focused::{IDS_PER_STATEMENT, placeholders};
 use super::{Store, StoreError, now_epoch};
 use crate::ids::{ObjectId, TenantId};
+
+/// A photo to store: whose, its `mediaEtag`, content type and bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPhoto<'a> {
+    pub oid: &'a ObjectId,
+    pub etag: &'a str,
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
 
 /// A stored photo: its `mediaEtag`, content type and bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,22 +51,68 @@ impl Store {
         content_type: &str,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO user_photos (tenant_id, oid, etag, content_type, bytes, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (tenant_id, oid) DO UPDATE SET etag = excluded.etag,
-             content_type = excluded.content_type, bytes = excluded.bytes,
-             updated_at = excluded.updated_at",
-        )
-        .bind(tenant_id)
-        .bind(oid)
-        .bind(etag)
-        .bind(content_type)
-        .bind(bytes.to_vec())
-        .bind(now_epoch())
-        .execute(self.pool())
-        .await?;
+        let photo = NewPhoto {
+            oid,
+            etag,
+            content_type,
+            bytes,
+        };
+        self.save_photos(tenant_id, &[photo]).await
+    }
+
+    /// Stores (or replaces) `photos` in one transaction: a batch of downloads is one commit
+    /// (on PostgreSQL one WAL flush) instead of one per photo.
+    pub async fn save_photos(
+        &self,
+        tenant_id: &TenantId,
+        photos: &[NewPhoto<'_>],
+    ) -> Result<(), StoreError> {
+        if photos.is_empty() {
+            return Ok(());
+        }
+        let now = now_epoch();
+        let mut tx = self.pool().begin().await?;
+        for p in photos {
+            sqlx::query(
+                "INSERT INTO user_photos (tenant_id, oid, etag, content_type, bytes, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (tenant_id, oid) DO UPDATE SET etag = excluded.etag,
+                 content_type = excluded.content_type, bytes = excluded.bytes,
+                 updated_at = excluded.updated_at",
+            )
+            .bind(tenant_id)
+            .bind(p.oid)
+            .bind(p.etag)
+            .bind(p.content_type)
+            .bind(p.bytes.to_vec())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Removes the photos of `oids`, a statement per [`IDS_PER_STATEMENT`]; how many there
+    /// were (a round of users without a photo is one statement, not one per user).
+    pub async fn remove_photos(
+        &self,
+        tenant_id: &TenantId,
+        oids: &[ObjectId],
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for chunk in oids.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "DELETE FROM user_photos WHERE tenant_id = $1 AND oid IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant_id);
+            for oid in chunk {
+                q = q.bind(oid);
+            }
+            removed += q.execute(self.pool()).await?.rows_affected() as usize;
+        }
+        Ok(removed)
     }
 
     /// Removes the photo of `oid`; whether there was one.

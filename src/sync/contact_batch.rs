@@ -12,6 +12,7 @@ use super::SyncContext;
 use super::contacts::{Job, MailboxError, cursor_fingerprint};
 use crate::graph::batch::{BatchRequest, BatchResponse};
 use crate::graph::model::{Contact, Page};
+use crate::store::SyncCursor;
 
 /// Where a mailbox's round starts.
 #[derive(Debug, Clone)]
@@ -43,28 +44,24 @@ pub(super) struct Prefetched {
     pub first: Option<FirstAnswer>,
 }
 
-/// Where `job`'s round starts: its stored deltaLink, a new delta round, or (clouds without
-/// contacts delta) a full listing.
-pub(super) async fn start_of(
+/// Where `job`'s round starts: its stored deltaLink (`cursor`, when made for this book), a
+/// new delta round, or (clouds without contacts delta) a full listing.
+pub(super) fn start_of(
     ctx: &SyncContext,
     job: &Job,
+    cursor: Option<SyncCursor>,
     page_size: u16,
-) -> Result<Start, MailboxError> {
+) -> Start {
     let Some(first_delta) = ctx.graph.contacts_delta_url(&job.mailbox) else {
         let url = ctx.graph.contacts_url(&job.mailbox, page_size);
-        return Ok(Start {
+        return Start {
             url,
             full: true,
             delta: false,
             from_cursor: false,
-        });
+        };
     };
-    let cursor = ctx
-        .store
-        .sync_cursor(&ctx.tenant_id, &job.kind)
-        .await?
-        .filter(|c| c.fingerprint == cursor_fingerprint(job));
-    Ok(match cursor {
+    match cursor.filter(|c| c.fingerprint == cursor_fingerprint(job)) {
         Some(c) => Start {
             url: c.delta_link,
             full: false,
@@ -77,7 +74,7 @@ pub(super) async fn start_of(
             delta: true,
             from_cursor: false,
         },
-    })
+    }
 }
 
 /// Starts and first pages of `jobs` (at most twenty, one `$batch`).
@@ -86,9 +83,11 @@ pub(super) async fn first_pages(
     jobs: Vec<Job>,
     page_size: u16,
 ) -> Result<Vec<Prefetched>, MailboxError> {
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    let mut cursors = ctx.store.sync_cursors(&ctx.tenant_id, &kinds).await?;
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let start = start_of(ctx, &job, page_size).await?;
+        let start = start_of(ctx, &job, cursors.remove(&job.kind), page_size);
         out.push(Prefetched {
             job,
             start,

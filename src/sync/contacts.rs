@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use tokio::task::JoinSet;
 
 use super::contact_batch::{FirstAnswer, Prefetched, first_pages};
+use super::contact_group::write_complete;
 use super::{SyncContext, SyncError};
 use crate::graph::model::{Contact, Page, PhysicalAddress, User};
 use crate::graph::resources::{MAX_CONTACTS_TOP, path_segment};
@@ -97,12 +98,12 @@ pub(super) fn cursor_fingerprint(job: &Job) -> String {
 }
 
 #[derive(Debug, Default)]
-struct Outcome {
-    created: usize,
-    updated: usize,
-    unchanged: usize,
-    removed: usize,
-    full: bool,
+pub(super) struct Outcome {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+    pub full: bool,
 }
 
 #[derive(Debug)]
@@ -327,37 +328,62 @@ async fn run_jobs(
 ) -> Result<(), SyncError> {
     let mut queue = jobs.into_iter();
     let mut ready: VecDeque<Prefetched> = VecDeque::new();
-    let mut running: JoinSet<(Job, Result<Outcome, MailboxError>)> = JoinSet::new();
+    let mut running: JoinSet<Finished> = JoinSet::new();
     loop {
         while running.len() < opts.mailbox_concurrency {
-            if ready.is_empty() {
-                let chunk: Vec<Job> = queue.by_ref().take(MAX_BATCH).collect();
-                if chunk.is_empty() {
-                    break;
-                }
-                ready.extend(
-                    first_pages(ctx, chunk, opts.page_size)
-                        .await
-                        .map_err(store_only)?,
-                );
+            if let Some(next) = ready.pop_front() {
+                let ctx = ctx.clone();
+                running.spawn(async move {
+                    let job = next.job.clone();
+                    Finished::Mailbox(job, sync_mailbox(&ctx, next).await)
+                });
+                continue;
             }
-            let Some(next) = ready.pop_front() else {
+            let chunk: Vec<Job> = queue.by_ref().take(MAX_BATCH).collect();
+            if chunk.is_empty() {
                 break;
-            };
-            let ctx = ctx.clone();
-            running.spawn(async move {
-                let job = next.job.clone();
-                (job, sync_mailbox(&ctx, next).await)
-            });
+            }
+            let (ctx, page_size) = (ctx.clone(), opts.page_size);
+            running.spawn(async move { Finished::Group(open_group(&ctx, chunk, page_size).await) });
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (job, result) = joined
-            .map_err(|e| SyncError::InvalidOptions(format!("a contacts task failed: {e}")))?;
-        tally(report, &job, result)?;
+        match joined
+            .map_err(|e| SyncError::InvalidOptions(format!("a contacts task failed: {e}")))?
+        {
+            Finished::Mailbox(job, result) => tally(report, &job, result)?,
+            Finished::Group(opened) => {
+                let (done, rest) = opened.map_err(store_only)?;
+                for (job, outcome) in done {
+                    tally(report, &job, Ok(outcome))?;
+                }
+                ready.extend(rest);
+            }
+        }
     }
     Ok(())
+}
+
+/// What a contacts task ends with.
+enum Finished {
+    /// One mailbox read page by page.
+    Mailbox(Job, Result<Outcome, MailboxError>),
+    /// A batch of mailboxes opened.
+    Group(Result<Opened, MailboxError>),
+}
+
+/// The mailboxes a batch answered completely, written, and the rest.
+type Opened = (Vec<(Job, Outcome)>, Vec<Prefetched>);
+
+/// Opens up to twenty mailboxes with one `$batch` and writes those it answered completely.
+async fn open_group(
+    ctx: &SyncContext,
+    chunk: Vec<Job>,
+    page_size: u16,
+) -> Result<Opened, MailboxError> {
+    let prefetched = first_pages(ctx, chunk, page_size).await?;
+    Ok(write_complete(ctx, prefetched).await?)
 }
 
 /// Only store failures stop the run; a mailbox's other failures skip that mailbox.

@@ -24,6 +24,7 @@
 
 pub(crate) mod apply;
 mod contact_batch;
+mod contact_group;
 pub(crate) mod contacts;
 pub(crate) mod context;
 pub(crate) mod extensions;
@@ -32,6 +33,7 @@ pub(crate) mod lease;
 pub(crate) mod orchestrate;
 pub(crate) mod pbx_push;
 pub(crate) mod pbx_read;
+mod photo_downloads;
 pub(crate) mod photos;
 pub(crate) mod plan;
 pub(crate) mod run;

@@ -1,13 +1,11 @@
 //! Profile photos (`settings.users.sync_photo`): for every enabled PBX user synced from
 //! Microsoft 365, the photo metadata comes in `$batch` requests; `/photo/$value` is fetched
-//! only when the `@odata.mediaEtag` differs from the stored one, a few at a time, capped in
-//! size and checked to be a JPEG or PNG. A user without a photo (404) loses the stored one.
+//! only when the `@odata.mediaEtag` differs from the stored one, in `$batch` requests too
+//! (see `photo_downloads`), capped in size and checked to be a JPEG or PNG. A user without
+//! a photo (404) loses the stored one.
 
-use bytes::Bytes;
-use tokio::task::JoinSet;
-
+use super::photo_downloads::{self, Pending};
 use super::{SyncContext, SyncError};
-use crate::graph::GraphError;
 use crate::graph::batch::{BatchRequest, BatchResponse};
 use crate::graph::model::PhotoMeta;
 use crate::ids::ObjectId;
@@ -20,7 +18,7 @@ pub const DEFAULT_PHOTO_CONCURRENCY: usize = 8;
 /// Users whose metadata is fetched (and whose downloads run) per round, bounding memory.
 const USERS_PER_ROUND: usize = 400;
 /// Content types stored; anything else is skipped.
-const ALLOWED_TYPES: &[&str] = &["image/jpeg", "image/png"];
+pub(super) const ALLOWED_TYPES: &[&str] = &["image/jpeg", "image/png"];
 
 /// How to sync photos.
 #[derive(Debug, Clone)]
@@ -73,15 +71,6 @@ pub struct PhotoReport {
     /// HTTP requests sent to Graph by this run (batches, downloads, retries).
     pub graph_requests: u64,
 }
-
-/// A download to make: the user and the ETag the metadata announced.
-struct Pending {
-    oid: ObjectId,
-    etag: String,
-}
-
-/// A finished download: the photo and its content type, `None` when it is gone.
-type Fetched = (Pending, Result<Option<(Bytes, String)>, GraphError>);
 
 enum Decision {
     Unchanged,
@@ -152,6 +141,7 @@ async fn sync_round(
         .map_err(|e| SyncError::PhotoFetch(Box::new(e)))?;
     report.checked += oids.len();
     let mut downloads = Vec::new();
+    let mut without = Vec::new();
     let stored = ctx.store.photo_etags(tenant, oids).await?;
     for (oid, answer) in oids.iter().zip(&answers) {
         match decide(answer, stored.get(oid).map(String::as_str)) {
@@ -160,51 +150,17 @@ async fn sync_round(
                 oid: oid.clone(),
                 ..p
             }),
-            Decision::NoPhoto => no_photo(ctx, oid, report).await?,
+            Decision::NoPhoto => without.push(oid.clone()),
             Decision::NoMailbox => no_mailbox(report, oid),
             Decision::Skip(reason) => skip(report, oid, reason),
         }
     }
-    let mut queue = downloads.into_iter();
-    let mut fetched: JoinSet<Fetched> = JoinSet::new();
-    loop {
-        while fetched.len() < opts.concurrency
-            && let Some(p) = queue.next()
-        {
-            let graph = ctx.graph.clone();
-            let max_bytes = opts.max_bytes;
-            fetched.spawn(async move {
-                let result = graph.photo_bytes(p.oid.as_str(), max_bytes).await;
-                (p, result)
-            });
-        }
-        let Some(joined) = fetched.join_next().await else {
-            break;
-        };
-        let (p, result) = joined
-            .map_err(|e| SyncError::InvalidOptions(format!("a photo download task failed: {e}")))?;
-        match result {
-            Ok(Some((bytes, content_type))) => {
-                let content_type = media_type(&content_type);
-                if !ALLOWED_TYPES.contains(&content_type.as_str()) {
-                    skip(
-                        report,
-                        &p.oid,
-                        format!("content type {content_type} is not JPEG or PNG"),
-                    );
-                    continue;
-                }
-                ctx.store
-                    .save_photo(tenant, &p.oid, &p.etag, &content_type, &bytes)
-                    .await?;
-                report.downloaded += 1;
-            }
-            Ok(None) => no_photo(ctx, &p.oid, report).await?,
-            Err(e) if e.is_no_mailbox() => no_mailbox(report, &p.oid),
-            Err(e) => skip(report, &p.oid, format!("download failed: {e}")),
-        }
-    }
-    Ok(())
+    // Users without a photo lose a stored one, the round's in one statement.
+    let removed = ctx.store.remove_photos(tenant, &without).await?;
+    report.removed += removed;
+    report.without_photo += without.len() - removed;
+    let alone = photo_downloads::in_batches(ctx, opts, downloads, report).await?;
+    photo_downloads::one_by_one(ctx, opts, alone, report).await
 }
 
 /// What to do after a metadata answer, given the stored ETag.
@@ -240,7 +196,7 @@ fn decide(answer: &BatchResponse, stored: Option<&str>) -> Decision {
     })
 }
 
-async fn no_photo(
+pub(super) async fn no_photo(
     ctx: &SyncContext,
     oid: &ObjectId,
     report: &mut PhotoReport,
@@ -254,12 +210,12 @@ async fn no_photo(
 }
 
 /// A stored photo stays: the user may only have lost the mailbox for a while.
-fn no_mailbox(report: &mut PhotoReport, oid: &ObjectId) {
+pub(super) fn no_mailbox(report: &mut PhotoReport, oid: &ObjectId) {
     tracing::debug!(oid = %oid, "no mailbox; photo not checked");
     report.no_mailbox.push(oid.to_string());
 }
 
-fn skip(report: &mut PhotoReport, oid: &ObjectId, reason: String) {
+pub(super) fn skip(report: &mut PhotoReport, oid: &ObjectId, reason: String) {
     tracing::debug!(oid = %oid, %reason, "photo skipped");
     report.skipped.push(PhotoSkip {
         oid: oid.to_string(),
@@ -268,7 +224,7 @@ fn skip(report: &mut PhotoReport, oid: &ObjectId, reason: String) {
 }
 
 /// `image/JPEG; foo=bar` → `image/jpeg`.
-fn media_type(content_type: &str) -> String {
+pub(super) fn media_type(content_type: &str) -> String {
     content_type
         .split(';')
         .next()

@@ -90,6 +90,8 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     assert_eq!((first.unchanged, first.removed), (0, 0));
     assert!(first.skipped.is_empty(), "{:?}", first.skipped);
     assert!(first.graph_requests > 0);
+    // The downloads came twenty to a `$batch`, none on its own.
+    assert_eq!(photo_requests(&ctx), 0, "{:?}", ctx.graph.stats().by_kind);
     for u in &with {
         let stored = w.store.photo(&acme(), &oid(u)).await.unwrap().unwrap();
         assert_eq!(stored.bytes, photo_bytes(oid(u).as_str(), 1));
@@ -129,6 +131,28 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.bytes, photo_bytes(oid(changed).as_str(), 2));
+
+    // A photo over the size cap is skipped and the stored one stays.
+    let big = with[2];
+    emu.set_photo(DIRECTORY, oid(big).as_str(), Some(vec![0xff; 4096]));
+    let capped = PhotoOptions {
+        max_bytes: 1024,
+        ..PhotoOptions::default()
+    };
+    let report = sync_photos(&ctx, &capped).await.unwrap();
+    assert_eq!(report.downloaded, 0, "{report:?}");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert!(
+        report.skipped[0].reason.contains("larger than 1024 bytes"),
+        "{report:?}"
+    );
+    let kept = w.store.photo(&acme(), &oid(big)).await.unwrap().unwrap();
+    assert_eq!(kept.bytes, photo_bytes(oid(big).as_str(), 1));
+    emu.set_photo(
+        DIRECTORY,
+        oid(big).as_str(),
+        Some(photo_bytes(oid(big).as_str(), 1)),
+    );
 
     // One photo goes: removed from the store.
     let gone = with[1];
