@@ -29,7 +29,7 @@ use ms365_gateway::keyring::Keyring;
 use ms365_gateway::settings::{Ms365Settings, SyncType};
 use ms365_gateway::store::Store;
 use ms365_gateway::sync::{ContactOptions, sync_contacts};
-use ms365_gateway::sync::{PhotoOptions, sync_photos};
+use ms365_gateway::sync::{PhotoOptions, PhotoScope, sync_photos};
 use ms365_gateway::sync::{SyncContext, SyncOptions, context_for_tenant, sync_users};
 use ms365_gateway::tenant_keys::TenantKeys;
 use serde_json::{Value, json};
@@ -160,6 +160,7 @@ fn kinds_between(before: &BTreeMap<&str, u64>, after: &BTreeMap<&str, u64>) -> S
 async fn run(w: &World, label: &str) -> f64 {
     let ctx = &w.ctx;
     let mut total = 0.0;
+    let mut changed = Vec::new();
     for phase in ["users", "photos", "contacts"] {
         let before = ctx.graph.stats();
         let emulator = w.emulator.child.id();
@@ -168,6 +169,7 @@ async fn run(w: &World, label: &str) -> f64 {
         let result = match phase {
             "users" => {
                 let r = sync_users(ctx, &SyncOptions::default()).await.unwrap();
+                changed = r.changed_oids.clone();
                 let c = r.counts.get("users").cloned().unwrap_or_default();
                 format!(
                     "{:?} {}: {} created, {} updated, {} disabled, {} skipped, {} failed",
@@ -181,7 +183,20 @@ async fn run(w: &World, label: &str) -> f64 {
                 )
             }
             "photos" => {
-                let r = sync_photos(ctx, &PhotoOptions::default()).await.unwrap();
+                // As a run does: everyone after a full users round, one slice (and the
+                // users the round changed) after a delta round.
+                let scope = match label {
+                    "delta" => PhotoScope::Slice {
+                        index: 0,
+                        also: std::mem::take(&mut changed),
+                    },
+                    _ => PhotoScope::All,
+                };
+                let options = PhotoOptions {
+                    scope,
+                    ..PhotoOptions::default()
+                };
+                let r = sync_photos(ctx, &options).await.unwrap();
                 format!(
                     "{} checked, {} downloaded, {} unchanged, {} removed, {} without, {} skipped",
                     r.checked,

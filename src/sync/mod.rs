@@ -55,7 +55,7 @@ pub use lease::{LeaseConfig, LeaseError};
 pub use orchestrate::{Phase, RunSummary, run_phases};
 pub use pbx_push::{PbxTarget, PushFocus, TenantRecord, push_to_pbx};
 pub use pbx_read::{LISTED_KIND, read_pbx};
-pub use photos::{PhotoOptions, PhotoReport, sync_photos};
+pub use photos::{PHOTO_SLICES, PhotoOptions, PhotoReport, PhotoScope, slice_of, sync_photos};
 pub use run::{Progress, RunReport};
 pub use targets::{Targets, retry_of};
 pub use worker::{RequestOutcome, RunFailure, RunResult, SyncHandle, SyncWorker};

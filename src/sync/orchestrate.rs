@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use super::contacts::{ContactOptions, ContactReport, sync_contacts};
 use super::pbx_push::{PbxReport, PushFocus, push_to_pbx};
 use super::pbx_read::{PbxListing, ReadReport, read_pbx};
-use super::photos::{PhotoOptions, PhotoReport, sync_photos};
+use super::photos::{PhotoOptions, PhotoReport, PhotoScope, sync_photos};
 use super::run::Tracker;
 use super::{RunReport, RunTrigger, SyncContext, SyncError, SyncOptions, sync_users};
 use crate::ids::TenantId;
@@ -269,11 +269,16 @@ async fn run_phase(
     let outcome = match phase {
         Phase::Users => return,
         Phase::Photos => {
+            let scope = PhotoScope::for_run(ctx, &summary.users, targets.is_some()).await;
             let options = PhotoOptions {
-                only: targets.map(|_| summary.users.changed_oids.clone()),
+                scope,
                 ..PhotoOptions::default()
             };
-            let result = sync_photos(ctx, &options).await;
+            let mut result = sync_photos(ctx, &options).await;
+            if result.is_ok() {
+                let moved = options.scope.done(ctx).await;
+                result = result.and_then(|r| moved.map(|()| r).map_err(SyncError::from));
+            }
             let outcome = photo_outcome(&result);
             match result {
                 Ok(r) => summary.photos = Some(r),

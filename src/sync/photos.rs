@@ -5,11 +5,13 @@
 //! a photo (404) loses the stored one.
 
 use super::photo_downloads::{self, Pending};
+use super::plan::FetchMode;
+use super::run::RunReport;
 use super::{SyncContext, SyncError};
 use crate::graph::batch::{BatchRequest, BatchResponse};
 use crate::graph::model::PhotoMeta;
 use crate::ids::ObjectId;
-use crate::store::PbxUserSource;
+use crate::store::{PbxUserSource, StoreError};
 
 /// Default cap of one photo's size.
 pub const DEFAULT_MAX_PHOTO_BYTES: usize = 512 * 1024;
@@ -27,9 +29,90 @@ pub struct PhotoOptions {
     pub max_bytes: usize,
     /// Downloads in flight at once.
     pub concurrency: usize,
-    /// A run answering change notifications: only these users (those the users delta
-    /// reported changed) are checked.
-    pub only: Option<Vec<ObjectId>>,
+    /// Whose photos are looked at.
+    pub scope: PhotoScope,
+}
+
+/// Slices of the users a scheduled delta run re-checks one of (see [`PhotoScope::Slice`]).
+pub const PHOTO_SLICES: u32 = 7;
+
+/// Whose photos a run looks at. Graph's users delta does not report photo changes, so a
+/// change can only be found by asking for the photo's metadata (one `$batch` item per
+/// user); asking for every user's at every run is what a first or full run does, and a
+/// scheduled delta run asks for a seventh of them, in turn.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PhotoScope {
+    /// Every enabled synced user (a full users round, or a run asked for by hand).
+    #[default]
+    All,
+    /// These users only: a run answering change notifications checks those it changed.
+    Only(Vec<ObjectId>),
+    /// A scheduled delta run: the users of slice `index` (of [`PHOTO_SLICES`], by a hash
+    /// of the oid) and those the round changed. The slice moves on after each run, so a
+    /// photo change shows within seven scheduled runs (a week at the default daily
+    /// schedule), at once when the user's record changes too.
+    Slice { index: u32, also: Vec<ObjectId> },
+}
+
+impl PhotoScope {
+    fn covers(&self, oid: &ObjectId) -> bool {
+        match self {
+            PhotoScope::All | PhotoScope::Only(_) => true,
+            PhotoScope::Slice { index, also } => slice_of(oid) == *index || also.contains(oid),
+        }
+    }
+}
+
+/// `sync_state.kind` of the rolling re-check; its `delta_link` holds the next slice.
+pub const PHOTO_SLICE_KIND: &str = "photos:slice";
+
+impl PhotoScope {
+    /// Whose photos the photos phase of a run looks at, after its users phase: the users
+    /// a targeted run changed; the next slice and the changed users on a scheduled delta
+    /// round; everyone after a full round.
+    pub(crate) async fn for_run(ctx: &SyncContext, users: &RunReport, targeted: bool) -> Self {
+        if targeted {
+            return PhotoScope::Only(users.changed_oids.clone());
+        }
+        if users.mode.as_deref() != Some(FetchMode::Delta.as_str()) {
+            return PhotoScope::All;
+        }
+        match ctx
+            .store
+            .sync_cursor(&ctx.tenant_id, PHOTO_SLICE_KIND)
+            .await
+        {
+            Ok(cursor) => PhotoScope::Slice {
+                index: (cursor.and_then(|c| c.delta_link.parse().ok()))
+                    .filter(|i| *i < PHOTO_SLICES)
+                    .unwrap_or(0),
+                also: users.changed_oids.clone(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the photo re-check slice; checking all");
+                PhotoScope::All
+            }
+        }
+    }
+
+    /// Moves the rotation past this run's slice, once the photos phase went through.
+    pub(crate) async fn done(&self, ctx: &SyncContext) -> Result<(), StoreError> {
+        let PhotoScope::Slice { index, .. } = self else {
+            return Ok(());
+        };
+        let next = ((index + 1) % PHOTO_SLICES).to_string();
+        (ctx.store)
+            .save_sync_cursor(&ctx.tenant_id, PHOTO_SLICE_KIND, &next, "rotation")
+            .await
+    }
+}
+
+/// The slice of `oid`: FNV-1a of its text, so the same in every process and version.
+pub fn slice_of(oid: &ObjectId) -> u32 {
+    let hash = (oid.as_str().bytes()).fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % u64::from(PHOTO_SLICES)) as u32
 }
 
 impl Default for PhotoOptions {
@@ -37,7 +120,7 @@ impl Default for PhotoOptions {
         PhotoOptions {
             max_bytes: DEFAULT_MAX_PHOTO_BYTES,
             concurrency: DEFAULT_PHOTO_CONCURRENCY,
-            only: None,
+            scope: PhotoScope::All,
         }
     }
 }
@@ -95,13 +178,14 @@ pub async fn sync_photos(ctx: &SyncContext, opts: &PhotoOptions) -> Result<Photo
         return Ok(report);
     }
     let before = ctx.graph.stats().requests;
-    let users = match &opts.only {
-        Some(only) => ctx.store.pbx_users_by_oids(tenant, only).await?,
-        None => ctx.store.pbx_users(tenant).await?,
+    let users = match &opts.scope {
+        PhotoScope::Only(only) => ctx.store.pbx_users_by_oids(tenant, only).await?,
+        _ => ctx.store.pbx_users(tenant).await?,
     };
     let oids: Vec<ObjectId> = (users.into_iter())
         .filter(|u| u.enabled && u.source == PbxUserSource::Ms365)
         .filter_map(|u| u.ms365_oid)
+        .filter(|oid| opts.scope.covers(oid))
         .collect();
     for round in oids.chunks(USERS_PER_ROUND) {
         let result = sync_round(ctx, opts, round, &mut report).await;
@@ -236,6 +320,27 @@ pub(super) fn media_type(content_type: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_user_is_in_one_slice_and_the_slices_are_even() {
+        let oids: Vec<ObjectId> = (0..7_000u64)
+            .map(|i| ObjectId::new(format!("{:08x}-0000-4000-8000-{i:012x}", i * 7919)))
+            .collect();
+        let mut sizes = [0usize; PHOTO_SLICES as usize];
+        for oid in &oids {
+            sizes[slice_of(oid) as usize] += 1;
+        }
+        assert!(sizes.iter().all(|n| (850..=1150).contains(n)), "{sizes:?}");
+        let scope = |index| PhotoScope::Slice {
+            index,
+            also: vec![oids[0].clone()],
+        };
+        for oid in &oids[1..] {
+            let slices = (0..PHOTO_SLICES).filter(|&i| scope(i).covers(oid)).count();
+            assert_eq!(slices, 1, "{oid}");
+        }
+        assert!((0..PHOTO_SLICES).all(|i| scope(i).covers(&oids[0])));
+    }
 
     fn answer(status: u16, body: serde_json::Value) -> BatchResponse {
         BatchResponse {

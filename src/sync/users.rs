@@ -53,7 +53,9 @@ pub async fn sync_users(ctx: &SyncContext, opts: &SyncOptions) -> Result<RunRepo
     }
     let mut report =
         apply_and_finish(&ctx.store, &ctx.tenant_id, &settings, opts, &plan, run).await?;
-    if opts.targets.is_some() {
+    // The photos phase of a delta round looks at the users it changed; a targeted run's
+    // PBX phase at the users it touched.
+    if opts.targets.is_some() || plan.mode == FetchMode::Delta {
         (report.changed_oids, report.touched_oids) = touched(&plan.changes);
     }
     Ok(report)

@@ -3,12 +3,14 @@
 //! stored photo to signed-in users with ETag revalidation.
 
 use http::StatusCode;
-use ms365_gateway::TenantId;
 use ms365_gateway::config::Config;
 use ms365_gateway::store::{DirectoryUser, DirectoryWrite, PbxUser, PbxUserSource};
 use ms365_gateway::sync::context_for_tenant;
-use ms365_gateway::sync::{PhotoOptions, PhotoReport, sync_photos};
+use ms365_gateway::sync::{
+    PHOTO_SLICES, PhotoOptions, PhotoReport, run_phases, slice_of, sync_photos,
+};
 use ms365_gateway::sync::{SyncContext, SyncOptions, sync_users};
+use ms365_gateway::{ObjectId, TenantId};
 
 use crate::common::acme;
 use crate::entra::DIRECTORY;
@@ -247,4 +249,69 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
             .starts_with("application/json")
     );
     assert!(anonymous.json()["errors"].is_array());
+}
+
+/// Graph's users delta does not report photo changes: a scheduled delta run re-checks the
+/// photos of one slice of the users in turn (a seventh), so a photo that changed while its
+/// user's record did not arrives within seven runs, and every user is looked at once in
+/// seven runs; a full round looks at everyone.
+#[tokio::test]
+async fn delta_runs_recheck_photos_one_slice_at_a_time() {
+    let w = SsoWorld::new(WorldOptions::default()).await;
+    w.settings(|s| {
+        s.users.enabled = true;
+        s.users.sync_photo = true;
+    })
+    .await;
+    let config = Config::load(&w.setup.path("gateway.toml"), Vec::new()).unwrap();
+    let ctx = context_for_tenant(&config, &w.store, &w.keyring, &acme())
+        .await
+        .unwrap();
+    sync_users(&ctx, &SyncOptions::default()).await.unwrap();
+    let synced: Vec<ObjectId> = (w.store.pbx_users(&acme()).await.unwrap().into_iter())
+        .filter(|u| u.enabled && u.source == PbxUserSource::Ms365)
+        .filter_map(|u| u.ms365_oid)
+        .collect();
+    assert!(synced.len() >= 6, "{} users synced", synced.len());
+    let emu = &w.emulator.emulator;
+    for oid in &synced {
+        emu.set_photo(DIRECTORY, oid.as_str(), Some(photo_bytes(oid.as_str(), 1)));
+    }
+    // Everyone's photo once, as after a full round.
+    let all = sync_photos(&ctx, &PhotoOptions::default()).await.unwrap();
+    assert_eq!((all.checked, all.downloaded), (synced.len(), synced.len()));
+
+    // A photo changes, its user's record does not.
+    let changed = synced.iter().find(|o| slice_of(o) != 0).unwrap().clone();
+    emu.set_photo(
+        DIRECTORY,
+        changed.as_str(),
+        Some(photo_bytes(changed.as_str(), 2)),
+    );
+    let (mut seen, mut checked) = (Vec::new(), Vec::new());
+    for index in 0..PHOTO_SLICES {
+        let run = run_phases(&ctx, SyncOptions::default()).await.unwrap();
+        assert_eq!(run.users.mode.as_deref(), Some("delta"), "{:?}", run.users);
+        let photos = run.photos.expect("photos on");
+        let slice: Vec<&ObjectId> = synced.iter().filter(|o| slice_of(o) == index).collect();
+        assert_eq!(photos.checked, slice.len(), "slice {index}: {photos:?}");
+        checked.push(photos.checked);
+        let stored = w.store.photo(&acme(), &changed).await.unwrap().unwrap();
+        let version = if slice_of(&changed) <= index { 2 } else { 1 };
+        assert_eq!(
+            stored.bytes,
+            photo_bytes(changed.as_str(), version),
+            "after slice {index}"
+        );
+        seen.extend(slice.into_iter().cloned());
+    }
+    // Seven runs looked at every user once, and no more.
+    assert_eq!(checked.iter().sum::<usize>(), synced.len(), "{checked:?}");
+    seen.sort();
+    let mut everyone = synced.clone();
+    everyone.sort();
+    assert_eq!(seen, everyone);
+    // The rotation starts over.
+    let again = run_phases(&ctx, SyncOptions::default()).await.unwrap();
+    assert_eq!(again.photos.unwrap().checked, checked[0]);
 }
