@@ -125,6 +125,9 @@ pub async fn run_phases(ctx: &SyncContext, opts: SyncOptions) -> Result<RunSumma
         return dry_run(ctx, opts, &settings).await;
     }
     let later = Phase::later(&settings, ctx.pbx.is_some());
+    if !settings.users.sync_photo {
+        super::photos::forget_rotation(ctx).await;
+    }
     let trigger = opts.trigger;
     let targets = opts.targets.clone();
     let opts = SyncOptions {

@@ -69,7 +69,8 @@ pub const PHOTO_SLICE_KIND: &str = "photos:slice";
 impl PhotoScope {
     /// Whose photos the photos phase of a run looks at, after its users phase: the users
     /// a targeted run changed; the next slice and the changed users on a scheduled delta
-    /// round; everyone after a full round.
+    /// round; everyone after a full round, and the first time photos are synced (no
+    /// rotation yet: an administrator who turns photos on sees them all after one run).
     pub(crate) async fn for_run(ctx: &SyncContext, users: &RunReport, targeted: bool) -> Self {
         if targeted {
             return PhotoScope::Only(users.changed_oids.clone());
@@ -82,8 +83,9 @@ impl PhotoScope {
             .sync_cursor(&ctx.tenant_id, PHOTO_SLICE_KIND)
             .await
         {
-            Ok(cursor) => PhotoScope::Slice {
-                index: (cursor.and_then(|c| c.delta_link.parse().ok()))
+            Ok(None) => PhotoScope::All,
+            Ok(Some(cursor)) => PhotoScope::Slice {
+                index: (cursor.delta_link.parse().ok())
                     .filter(|i| *i < PHOTO_SLICES)
                     .unwrap_or(0),
                 also: users.changed_oids.clone(),
@@ -95,15 +97,29 @@ impl PhotoScope {
         }
     }
 
-    /// Moves the rotation past this run's slice, once the photos phase went through.
+    /// Moves the rotation past this run's slice (or starts it after everyone was looked
+    /// at), once the photos phase went through.
     pub(crate) async fn done(&self, ctx: &SyncContext) -> Result<(), StoreError> {
-        let PhotoScope::Slice { index, .. } = self else {
-            return Ok(());
+        let next = match self {
+            PhotoScope::All => 0,
+            PhotoScope::Only(_) => return Ok(()),
+            PhotoScope::Slice { index, .. } => (index + 1) % PHOTO_SLICES,
         };
-        let next = ((index + 1) % PHOTO_SLICES).to_string();
+        let next = next.to_string();
         (ctx.store)
             .save_sync_cursor(&ctx.tenant_id, PHOTO_SLICE_KIND, &next, "rotation")
             .await
+    }
+}
+
+/// Photos are off for the tenant: the rotation is forgotten, so the first run after they
+/// come back on looks at everyone.
+pub(crate) async fn forget_rotation(ctx: &SyncContext) {
+    if let Err(e) = (ctx.store)
+        .clear_sync_cursor(&ctx.tenant_id, PHOTO_SLICE_KIND)
+        .await
+    {
+        tracing::warn!(tenant = %ctx.tenant_id, error = %e, "cannot reset the photo re-check");
     }
 }
 

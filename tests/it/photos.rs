@@ -251,10 +251,10 @@ async fn photos_download_on_etag_change_and_are_served_to_signed_in_users() {
     assert!(anonymous.json()["errors"].is_array());
 }
 
-/// Graph's users delta does not report photo changes: a scheduled delta run re-checks the
-/// photos of one slice of the users in turn (a seventh), so a photo that changed while its
-/// user's record did not arrives within seven runs, and every user is looked at once in
-/// seven runs; a full round looks at everyone.
+/// Graph's users delta does not report photo changes: once every photo was looked at, a
+/// delta run re-checks the photos of one slice of the users in turn (a seventh), so a photo
+/// that changed while its user's record did not arrives within seven runs, and every user is
+/// looked at once in seven runs. Turning photos off and on starts over with everyone.
 #[tokio::test]
 async fn delta_runs_recheck_photos_one_slice_at_a_time() {
     let w = SsoWorld::new(WorldOptions::default()).await;
@@ -277,9 +277,19 @@ async fn delta_runs_recheck_photos_one_slice_at_a_time() {
     for oid in &synced {
         emu.set_photo(DIRECTORY, oid.as_str(), Some(photo_bytes(oid.as_str(), 1)));
     }
-    // Everyone's photo once, as after a full round.
-    let all = sync_photos(&ctx, &PhotoOptions::default()).await.unwrap();
-    assert_eq!((all.checked, all.downloaded), (synced.len(), synced.len()));
+    // The first run with photos on looks at everyone, even after a delta users round.
+    let first = run_phases(&ctx, SyncOptions::default()).await.unwrap();
+    assert_eq!(
+        first.users.mode.as_deref(),
+        Some("delta"),
+        "{:?}",
+        first.users
+    );
+    let photos = first.photos.expect("photos on");
+    assert_eq!(
+        (photos.checked, photos.downloaded),
+        (synced.len(), synced.len())
+    );
 
     // A photo changes, its user's record does not.
     let changed = synced.iter().find(|o| slice_of(o) != 0).unwrap().clone();
@@ -314,4 +324,11 @@ async fn delta_runs_recheck_photos_one_slice_at_a_time() {
     // The rotation starts over.
     let again = run_phases(&ctx, SyncOptions::default()).await.unwrap();
     assert_eq!(again.photos.unwrap().checked, checked[0]);
+    // Photos off, then on: everyone again.
+    w.settings(|s| s.users.sync_photo = false).await;
+    let off = run_phases(&ctx, SyncOptions::default()).await.unwrap();
+    assert!(off.photos.is_none());
+    w.settings(|s| s.users.sync_photo = true).await;
+    let on = run_phases(&ctx, SyncOptions::default()).await.unwrap();
+    assert_eq!(on.photos.unwrap().checked, synced.len());
 }
