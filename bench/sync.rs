@@ -86,8 +86,10 @@ async fn setup(db: &Database, users: usize, contacts: usize) -> World {
         e = emulator.base,
         store = db.store_toml(&data),
     );
+    // `MS365GW_*` overrides apply as they do to the gateway (`MS365GW_STORE__MAX_CONNECTIONS=4`).
+    let overrides = std::env::vars().filter(|(k, _)| k.starts_with("MS365GW_"));
     let config =
-        ms365_gateway::Config::from_toml(&dir.path().join("gateway.toml"), &toml, Vec::new())
+        ms365_gateway::Config::from_toml(&dir.path().join("gateway.toml"), &toml, overrides)
             .unwrap();
     let store = Store::open(&config).await.unwrap();
     let seed = TenantSeed {
