@@ -20,7 +20,7 @@ pub struct TenantId(String);
 
 /// Why a string is not a [`TenantId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a tenant id: use 1-64 letters, digits, '-' or '_'")]
+#[error("`{0}` is not a tenant id: {rule}", rule = TenantId::RULE)]
 pub struct InvalidTenantId(pub String);
 
 impl TenantId {

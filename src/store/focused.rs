@@ -4,8 +4,7 @@
 //! by reading every row. A run answering a change notification at 50,000 users reads a
 //! handful of rows this way instead of the tenant ten times over.
 //!
-//! Oids are compared in lower case, as the sync writes them (and the binding API stores
-//! them).
+//! Oids compare as stored: an [`ObjectId`] is lower case from the moment it is read.
 
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};

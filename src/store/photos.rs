@@ -115,20 +115,6 @@ impl Store {
         Ok(removed)
     }
 
-    /// Removes the photo of `oid`; whether there was one.
-    pub async fn remove_photo(
-        &self,
-        tenant_id: &TenantId,
-        oid: &ObjectId,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM user_photos WHERE tenant_id = $1 AND oid = $2")
-            .bind(tenant_id)
-            .bind(oid)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
     /// The stored photo of `oid`.
     pub async fn photo(
         &self,

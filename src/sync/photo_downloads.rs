@@ -171,7 +171,7 @@ async fn record(
     report: &mut PhotoReport,
     found: Vec<(Pending, Downloaded)>,
 ) -> Result<(), SyncError> {
-    let mut photos = Vec::with_capacity(found.len());
+    let (mut photos, mut gone) = (Vec::with_capacity(found.len()), Vec::new());
     for (p, photo) in found {
         match photo {
             Downloaded::Photo(bytes, content_type) => {
@@ -183,7 +183,7 @@ async fn record(
                     skip(report, &p.oid, reason);
                 }
             }
-            Downloaded::NoPhoto => no_photo(ctx, &p.oid, report).await?,
+            Downloaded::NoPhoto => gone.push(p.oid),
             Downloaded::NoMailbox => no_mailbox(report, &p.oid),
             Downloaded::Failed(reason) => skip(report, &p.oid, reason),
         }
@@ -198,5 +198,5 @@ async fn record(
         .collect();
     ctx.store.save_photos(&ctx.tenant_id, &new).await?;
     report.downloaded += new.len();
-    Ok(())
+    no_photo(ctx, &gone, report).await
 }

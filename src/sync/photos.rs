@@ -255,10 +255,7 @@ async fn sync_round(
             Decision::Skip(reason) => skip(report, oid, reason),
         }
     }
-    // Users without a photo lose a stored one, the round's in one statement.
-    let removed = ctx.store.remove_photos(tenant, &without).await?;
-    report.removed += removed;
-    report.without_photo += without.len() - removed;
+    no_photo(ctx, &without, report).await?;
     let alone = photo_downloads::in_batches(ctx, opts, downloads, report).await?;
     photo_downloads::one_by_one(ctx, opts, alone, report).await
 }
@@ -296,16 +293,15 @@ fn decide(answer: &BatchResponse, stored: Option<&str>) -> Decision {
     })
 }
 
+/// Users without a photo lose a stored one, all of `oids` in one statement.
 pub(super) async fn no_photo(
     ctx: &SyncContext,
-    oid: &ObjectId,
+    oids: &[ObjectId],
     report: &mut PhotoReport,
 ) -> Result<(), SyncError> {
-    if ctx.store.remove_photo(&ctx.tenant_id, oid).await? {
-        report.removed += 1;
-    } else {
-        report.without_photo += 1;
-    }
+    let removed = ctx.store.remove_photos(&ctx.tenant_id, oids).await?;
+    report.removed += removed;
+    report.without_photo += oids.len() - removed;
     Ok(())
 }
 
