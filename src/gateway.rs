@@ -22,6 +22,7 @@ use crate::edge::conn::{ListenerContext, ProxyService, ResponseFuture, StopSigna
 use crate::edge::proxy::{Upstream, UpstreamTarget};
 use crate::edge::server::{CertReloader, WatchedListener, accept_loop};
 use crate::edge::tls::{self, CertLoader, TlsError};
+use crate::edge::workers::EdgeWorkers;
 use crate::keyring::{Keyring, KeyringError};
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState};
@@ -40,6 +41,8 @@ pub enum StartError {
     Session(#[from] crate::sso::session::SessionError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    #[error("cannot start the connection threads: {0}")]
+    Threads(std::io::Error),
     #[error("cannot listen on {addr} (key `{key}`): {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,6 +75,8 @@ pub struct Gateway {
     tunnels: TaskTracker,
     /// `max_connections` slots: client connections and WebSocket tunnels each hold one.
     permits: Arc<Semaphore>,
+    /// The threads client connections run on.
+    edge: EdgeWorkers,
     /// Directory sync queue and schedule; stops with the graceful shutdown signal.
     sync_worker: crate::sync::worker::SyncWorker,
     /// The admin API's shared state (for the certificate expiry watch).
@@ -138,8 +143,10 @@ impl Gateway {
         let stop = StopSignals::default();
         let tunnels = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(config.server.max_connections));
+        let edge = EdgeWorkers::start(config.server.threads).map_err(StartError::Threads)?;
         let upstream = Upstream::new(
             &config.upstream,
+            edge.len(),
             limits.clone(),
             metrics.clone(),
             crate::edge::proxy::Tunnels {
@@ -247,6 +254,7 @@ impl Gateway {
             stop,
             tunnels,
             permits,
+            edge,
             sync_worker,
             admin_api,
             sso,
@@ -303,6 +311,7 @@ impl Gateway {
             stop,
             tunnels,
             permits,
+            edge,
             sync_worker,
             admin_api,
             sso,
@@ -318,6 +327,7 @@ impl Gateway {
                 ctx,
                 permits.clone(),
                 connections.clone(),
+                edge.spawner(),
                 stop.clone(),
             );
             tasks.push((name, tokio::spawn(fut)));
@@ -374,6 +384,8 @@ impl Gateway {
             }
         }
         store.close().await;
+        // Last: a database connection opened by a request is registered with its worker.
+        edge.stop().await;
         tracing::info!("gateway stopped");
     }
 }

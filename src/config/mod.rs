@@ -213,6 +213,8 @@ pub struct AdminConfig {
 /// `[server]`: limits applied to every listener.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
+    /// Edge worker threads (one event loop each) serving client connections.
+    pub threads: usize,
     /// Open client connections across all listeners; further connections wait in the backlog.
     pub max_connections: usize,
     pub tls_handshake_timeout: Duration,

@@ -75,6 +75,7 @@ pub struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
+    pub threads: Option<usize>,
     pub max_connections: Option<usize>,
     pub tls_handshake_timeout: Option<String>,
     pub header_read_timeout: Option<String>,

@@ -258,7 +258,14 @@ fn server(raw: RawServer, o: &Origin<'_>) -> Result<ServerLimits, ConfigError> {
             "must be between 8192 and 1048576",
         ));
     }
+    let threads = match raw.threads {
+        Some(0) => return Err(o.invalid("server.threads", "must be at least 1")),
+        Some(n) if n > 1024 => return Err(o.invalid("server.threads", "must be at most 1024")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     Ok(ServerLimits {
+        threads,
         max_connections: match raw.max_connections {
             Some(0) => return Err(o.invalid("server.max_connections", "must be at least 1")),
             Some(n) => n,

@@ -139,10 +139,15 @@ pub async fn serve_connection(
     open.inc();
     match ctx.acceptor.clone() {
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(ctx.limits.tls_handshake_timeout, acceptor.accept(stream));
+            // The socket lives (in the handshake, or handed back on failure) until the
+            // outcome is counted: a client that sees the close finds it in the metrics.
+            let handshake = tokio::time::timeout(
+                ctx.limits.tls_handshake_timeout,
+                acceptor.accept(stream).into_fallible(),
+            );
+            tokio::pin!(handshake);
             let result = tokio::select! {
-                r = handshake => r,
+                r = &mut handshake => r,
                 _ = stop.graceful.cancelled() => { open.dec(); return; }
             };
             let outcome = match &result {
@@ -159,7 +164,7 @@ pub async fn serve_connection(
                 .inc();
             match result {
                 Ok(Ok(tls)) => serve_io(tls, peer, "https", &ctx, &stop).await,
-                Ok(Err(e)) => {
+                Ok(Err((e, _socket))) => {
                     tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed")
                 }
                 Err(_) => tracing::debug!(listener = %ctx.name, %peer, "TLS handshake timed out"),

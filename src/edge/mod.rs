@@ -2,6 +2,7 @@
 //!
 //! - [`tls`]: certificates, the SNI resolver, self-signed generation, reload.
 //! - [`server`]: accept loops and the certificate reload task.
+//! - [`workers`]: the threads with one event loop each that serve client connections.
 //! - [`conn`]: one connection's life: handshake, HTTP, idle timeout, shutdown.
 //! - [`proxy`]: forwarding to the upstream, streaming, WebSocket splicing.
 //! - [`proxy_protocol`]: the client address from a trusted balancer's PROXY header.
@@ -20,6 +21,7 @@ pub(crate) mod proxy_protocol;
 pub(crate) mod server;
 pub(crate) mod slow;
 pub(crate) mod tls;
+pub(crate) mod workers;
 
 pub use conn::ConnInfo;
 pub use proxy_protocol::v2_header;

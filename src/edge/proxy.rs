@@ -27,10 +27,11 @@ use crate::metrics::{KindLabels, Metrics};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// The upstream HTTP client, shared by every listener (one keep-alive pool).
+/// The upstream HTTP client, shared by every listener: a keep-alive pool per edge worker, so
+/// a request and the upstream connection that carries it run on the same thread.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<Connector, Body>,
+    clients: Arc<[Client<Connector, Body>]>,
     response_timeout: Duration,
     metrics: Arc<Metrics>,
     tunnels: Tunnels,
@@ -79,38 +80,42 @@ impl UpstreamTarget {
 }
 
 impl Upstream {
+    /// `workers` pools share `[upstream] pool_max_idle_per_host` between them.
     pub fn new(
         config: &UpstreamConfig,
+        workers: usize,
         limits: Arc<ServerLimits>,
         metrics: Arc<Metrics>,
         tunnels: Tunnels,
         hard_stop: CancellationToken,
     ) -> Result<Self, TlsError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = upstream_tls_config(config)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let workers = workers.max(1);
+        let idle_per_pool = config.pool_max_idle_per_host.div_ceil(workers);
+        let connector = upstream_connector(config)?;
+        let clients = (0..workers)
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(config.pool_idle_timeout)
+                    .pool_max_idle_per_host(idle_per_pool)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(connector.clone())
+            })
+            .collect();
         Ok(Upstream {
-            client,
+            clients,
             response_timeout: config.response_timeout,
             metrics,
             tunnels,
             hard_stop,
             limits,
         })
+    }
+
+    /// The pool of the edge worker this runs on (the first one elsewhere).
+    fn client(&self) -> &Client<Connector, Body> {
+        let index = super::workers::current().unwrap_or(0);
+        &self.clients[index % self.clients.len()]
     }
 
     /// Forwards `req` to `target` and returns the upstream's answer (or a 502/504).
@@ -145,7 +150,7 @@ impl Upstream {
         outgoing.headers_mut().extend(identity);
         let started = Instant::now();
         let result =
-            tokio::time::timeout(self.response_timeout, self.client.request(outgoing)).await;
+            tokio::time::timeout(self.response_timeout, self.client().request(outgoing)).await;
         let elapsed = started.elapsed();
         let mut response = match result {
             Ok(Ok(r)) => r,
@@ -282,6 +287,21 @@ fn classify(error: &hyper_util::client::legacy::Error) -> HttpError {
     } else {
         HttpError::UpstreamProtocol
     }
+}
+
+/// The connector every pool uses: plain TCP or TLS to the PBX, as its URL says.
+fn upstream_connector(config: &UpstreamConfig) -> Result<Connector, TlsError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let tls = upstream_tls_config(config)?;
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
 }
 
 fn upstream_tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, TlsError> {

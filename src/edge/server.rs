@@ -2,28 +2,31 @@
 //!
 //! A listener takes a connection permit before it accepts, so past `max_connections` new
 //! clients wait in the kernel backlog instead of being accepted and starved. Each connection
-//! runs as a task in a shared tracker that shutdown waits on.
+//! runs as a task on one of the edge workers, in a shared tracker that shutdown waits on.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{ListenerContext, StopSignals, serve_connection};
 use super::tls::{CertLoader, ListenerCerts, fingerprint};
+use super::workers::Spawner;
 use crate::config::{ListenerConfig, ListenerTls};
 use crate::metrics::{KindLabels, Metrics};
 
-/// Accepts connections until a graceful stop, spawning one task each into `connections`.
+/// Accepts connections until a graceful stop, spawning one task each into `connections`, on
+/// the edge worker `workers` picks.
 pub async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ListenerContext>,
     permits: Arc<Semaphore>,
     connections: TaskTracker,
+    workers: Spawner,
     stop: StopSignals,
 ) {
     loop {
@@ -41,10 +44,23 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let (ctx, stop) = (ctx.clone(), stop.clone());
-                connections.spawn(async move {
-                    serve_connection(stream, peer, ctx, stop).await;
+                // The listener's socket is registered with this runtime; the worker's
+                // runtime must own the connection's, so it moves over as a std socket.
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(listener = %ctx.name, error = %e, "cannot hand a connection to a worker");
+                        continue;
+                    }
+                };
+                let serve = async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => serve_connection(stream, peer, ctx, stop).await,
+                        Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
+                    }
                     drop(permit);
-                });
+                };
+                connections.spawn_on(serve, workers.pick());
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on the error.

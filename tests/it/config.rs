@@ -108,6 +108,10 @@ fn other_sections_are_validated() {
             "server.trusted_proxies[0]",
         ),
         (
+            format!("{}\n[server]\nthreads = 0\n", good(&setup)),
+            "server.threads",
+        ),
+        (
             format!(
                 "{}\n[clouds.MARS]\nlogin = \"https://login.mars\"\n",
                 good(&setup)
