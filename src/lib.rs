@@ -74,6 +74,7 @@ pub(crate) mod web;
 // benches and the fuzz targets use of them.
 pub use check::describe as describe_config;
 pub use config::{Config, ConfigError};
+pub use edge::{AccessLogFormat, install_access_log};
 pub use gateway::{Gateway, GatewayHandle, StartError};
 pub use ids::{InvalidTenantId, ObjectId, TenantId};
 pub use log_writer::{DEFAULT_BUFFER_BYTES, LogFlush, QueuedWriter, spawn as spawn_log_writer};

@@ -448,6 +448,15 @@ fn init_logging(format: LogFormat, filter: &str) -> ms365_gateway::LogFlush {
     );
     let (writer, flush) =
         ms365_gateway::spawn_log_writer(std::io::stderr(), ms365_gateway::DEFAULT_BUFFER_BYTES);
+    // Uncoloured (a journal, a file), the access log skips tracing's formatting: its line
+    // per request is written in the same shape by the gateway itself.
+    if !colour {
+        let shape = match format {
+            LogFormat::Text => ms365_gateway::AccessLogFormat::Text,
+            LogFormat::Json => ms365_gateway::AccessLogFormat::Json,
+        };
+        ms365_gateway::install_access_log(writer.clone(), shape);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)

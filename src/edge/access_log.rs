@@ -1,6 +1,8 @@
 //! The access log and request metrics. A response body is wrapped in [`MeteredBody`], which
 //! counts the bytes as they stream and writes the one log line when the body ends or the
 //! client goes away, so the line carries the real size and total time without buffering.
+//! The line goes to [`super::access_line`]'s sink when the binary installed one, else
+//! through `tracing`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
+use super::access_line::AccessLine;
 use crate::metrics::ListenerMetrics;
 
 /// Upstream time to response headers, set by the proxy in response extensions.
@@ -65,6 +68,20 @@ impl RequestRecord {
         let Some((method, host, path)) = &self.line else {
             return;
         };
+        let line = AccessLine {
+            listener: &self.listener,
+            method: method.as_str(),
+            host,
+            path,
+            status: self.status.as_u16(),
+            bytes,
+            completed,
+            total,
+            upstream: self.upstream,
+        };
+        if super::access_line::write(&line) {
+            return;
+        }
         tracing::info!(
             target: "access",
             listener = %self.listener,

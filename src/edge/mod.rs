@@ -10,8 +10,10 @@
 //! - [`slow`]: slow clients: a minimum request-body rate, responses nobody reads, idle
 //!   connections and tunnels.
 //! - [`access_log`]: the per-request log line and request metrics.
+//! - [`access_line`]: that line formatted by hand, straight to the log writer.
 //! - [`problem`]: the gateway's own error answers, status codes in one place.
 
+pub(crate) mod access_line;
 pub(crate) mod access_log;
 pub(crate) mod conn;
 pub(crate) mod headers;
@@ -23,6 +25,7 @@ pub(crate) mod slow;
 pub(crate) mod tls;
 pub(crate) mod workers;
 
+pub use access_line::{AccessLogFormat, install as install_access_log};
 pub use conn::ConnInfo;
 pub use proxy_protocol::v2_header;
 pub use tls::install_default_crypto_provider;

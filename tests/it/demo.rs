@@ -36,10 +36,12 @@ struct Demo {
 }
 
 impl Demo {
-    /// Starts the binary and waits for the banner's ready line.
-    async fn start(data_dir: &Path, log: &Path) -> Demo {
+    /// Starts the binary with the global `options` (log filter and format) and waits for
+    /// the banner's ready line.
+    async fn start(data_dir: &Path, log: &Path, options: &[&str]) -> Demo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ms365-gateway"))
-            .args(["--log", "info,access=warn", "demo", "--data-dir"])
+            .args(options)
+            .args(["demo", "--data-dir"])
             .arg(data_dir)
             .args(["--pbx-port", "0", "--sbc-port", "0", "--admin-port", "0"])
             .stdin(Stdio::null())
@@ -391,7 +393,13 @@ async fn check_signed_in_user(demo: &Demo, http: &reqwest::Client) {
 #[tokio::test]
 async fn demo_signs_in_through_the_gateway_and_stops_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = Demo::start(&dir.path().join("demo"), &dir.path().join("demo.log")).await;
+    let options = ["--log", "info"];
+    let demo = Demo::start(
+        &dir.path().join("demo"),
+        &dir.path().join("demo.log"),
+        &options,
+    )
+    .await;
     let (extensions, created) = demo.synced_extensions();
     assert!((20..=30).contains(&extensions), "{}", demo.banner);
     assert!(created >= extensions, "{}", demo.banner);
@@ -408,17 +416,53 @@ async fn demo_signs_in_through_the_gateway_and_stops_on_sigint() {
     let log = std::fs::read_to_string(log).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("gateway stopped"), "{log}");
+    // The access log, written by the gateway itself when stderr is not a terminal.
+    let root_line = log
+        .lines()
+        .find(|l| l.contains("INFO access: listener=pbx#0 method=GET ") && l.contains(" path=/ "))
+        .unwrap_or_else(|| panic!("no access line for GET /:\n{log}"));
+    assert!(root_line.contains(" status=200 "), "{root_line}");
+    assert!(
+        root_line.contains(" completed=true total_ms="),
+        "{root_line}"
+    );
+    assert!(root_line.contains(" upstream_ms="), "{root_line}");
+}
+
+/// The JSON access lines of a log: one object per line with `"target":"access"`.
+fn json_access_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect()
 }
 
 #[tokio::test]
 async fn demo_runs_again_on_the_same_data_folder() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let first = Demo::start(&data, &dir.path().join("first.log")).await;
+    let json = ["--log", "info", "--log-format", "json"];
+    let first = Demo::start(&data, &dir.path().join("first.log"), &json).await;
     let (token, (extensions, _)) = (first.field("Admin token"), first.synced_extensions());
+    let http = first.client();
+    let (status, _) = get_text(&http, &format!("{}/", first.pbx()), &Jar::default()).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(first.interrupt().await.code(), Some(0));
+    let log = std::fs::read_to_string(dir.path().join("first.log")).unwrap();
+    let root = json_access_lines(&log)
+        .into_iter()
+        .find(|v| v["path"] == "/" && v["listener"] == "pbx#0")
+        .unwrap_or_else(|| panic!("no JSON access line for GET /:\n{log}"));
+    assert_eq!(root["method"], "GET", "{root}");
+    assert_eq!(root["status"], 200, "{root}");
+    assert_eq!(root["level"], "INFO", "{root}");
+    assert!(
+        root["total_ms"].as_str().is_some_and(|t| t.contains('.')),
+        "{root}"
+    );
     let config = std::fs::read_to_string(data.join("gateway.toml")).unwrap();
-    let second = Demo::start(&data, &dir.path().join("second.log")).await;
+    let quiet = ["--log", "info,access=warn", "--log-format", "json"];
+    let second = Demo::start(&data, &dir.path().join("second.log"), &quiet).await;
     assert_eq!(second.field("Admin token"), token);
     assert_eq!(
         second.synced_extensions(),
@@ -434,4 +478,11 @@ async fn demo_runs_again_on_the_same_data_folder() {
     let http = second.client();
     check_signed_in_user(&second, &http).await;
     assert_eq!(second.interrupt().await.code(), Some(0));
+    let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    assert!(log.contains("gateway stopped"), "{log}");
+    assert_eq!(
+        json_access_lines(&log),
+        Vec::<Value>::new(),
+        "access=warn turns the lines off"
+    );
 }
