@@ -150,16 +150,11 @@ macro_rules! select_pbx_users {
 impl Store {
     /// Every PBX user of the tenant, by extension number.
     pub async fn pbx_users(&self, tenant_id: &TenantId) -> Result<Vec<PbxUser>, StoreError> {
-        let rows = sqlx::query(select_pbx_users!(
+        let query = sqlx::query(select_pbx_users!(
             "WHERE tenant_id = $1 ORDER BY extension_number"
         ))
-        .bind(tenant_id)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(PbxUser::from_row)
-            .collect::<Result<_, _>>()?)
+        .bind(tenant_id);
+        self.fetch_converted(query, PbxUser::from_row).await
     }
 
     /// Enabled PBX users whose name, extension, email or department contains `q`
@@ -268,17 +263,26 @@ impl Store {
         &self,
         tenant_id: &TenantId,
     ) -> Result<Vec<DirectoryUser>, StoreError> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled,
              source FROM ms365_users WHERE tenant_id = $1 ORDER BY oid",
         )
-        .bind(tenant_id)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(DirectoryUser::from_row)
-            .collect::<Result<_, _>>()?)
+        .bind(tenant_id);
+        self.fetch_converted(query, DirectoryUser::from_row).await
+    }
+
+    /// Each directory entry's user principal name, by oid: what the contacts phase needs of
+    /// the directory, without the rest of 50,000 rows.
+    pub async fn directory_upns(
+        &self,
+        tenant_id: &TenantId,
+    ) -> Result<std::collections::HashMap<ObjectId, String>, StoreError> {
+        let query =
+            sqlx::query("SELECT oid, upn FROM ms365_users WHERE tenant_id = $1").bind(tenant_id);
+        let pairs = self
+            .fetch_converted(query, |row| Ok((row.try_get("oid")?, row.try_get("upn")?)))
+            .await?;
+        Ok(pairs.into_iter().collect())
     }
 
     /// Applies `writes` in one transaction: all of them or none.

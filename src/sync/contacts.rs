@@ -156,13 +156,7 @@ pub async fn sync_contacts(
     // Personal contacts of in-scope users; books of users out of scope go.
     let users = ctx.store.pbx_users(tenant).await?;
     // One read of the directory, not one query per user (50,000 on a large tenant).
-    let upns: HashMap<ObjectId, String> = ctx
-        .store
-        .directory_users(tenant)
-        .await?
-        .into_iter()
-        .map(|d| (d.oid, d.upn))
-        .collect();
+    let upns: HashMap<ObjectId, String> = ctx.store.directory_upns(tenant).await?;
     let mut owners = HashSet::new();
     for u in &users {
         let Some(oid) = u.ms365_oid.as_ref().map(ObjectId::as_str) else {

@@ -141,6 +141,15 @@ impl World {
             .into_iter()
             .map(|d| (d.oid.clone(), d))
             .collect();
+        // The contacts phase's slim read agrees with the whole rows.
+        let upns: BTreeMap<ObjectId, String> = (self.store.directory_upns(&acme()).await)
+            .unwrap()
+            .into_iter()
+            .collect();
+        let expected: BTreeMap<ObjectId, String> = (dirs.iter())
+            .map(|(oid, d)| (oid.clone(), d.upn.clone()))
+            .collect();
+        assert_eq!(upns, expected);
         let mut out = BTreeMap::new();
         for p in self.store.pbx_users(&acme()).await.unwrap() {
             let Some(oid) = p.ms365_oid.clone() else {
