@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{DirectoryUser, Store, StoreError, now_epoch};
+use super::directory_creates::{create_users, insert_pbx_users, upsert_directories};
+use super::{Backend, DirectoryUser, Store, StoreError, now_epoch};
 use crate::ids::{ObjectId, TenantId};
 
 /// The synced profile fields of a PBX user (PortSIP names where PortSIP has them).
@@ -234,11 +235,13 @@ impl Store {
             updated_at: now,
         };
         let mut tx = self.pool().begin().await?;
-        insert_pbx_user(&mut tx, &user).await.map_err(|e| {
-            conflict_or(e, || {
-                format!("extension {extension_number} or username {username} is taken")
-            })
-        })?;
+        insert_pbx_users(&mut tx, self.backend(), &[&user])
+            .await
+            .map_err(|e| {
+                conflict_or(e, || {
+                    format!("extension {extension_number} or username {username} is taken")
+                })
+            })?;
         tx.commit().await?;
         Ok(user)
     }
@@ -293,8 +296,23 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         let now = now_epoch();
-        for write in writes {
-            apply_write(&mut tx, tenant_id, write, now).await?;
+        let mut rest = writes;
+        while let Some(first) = rest.first() {
+            // A run of creates (a new tenant's whole round) goes many to a statement.
+            let creates: Vec<(&PbxUser, &DirectoryUser)> = rest
+                .iter()
+                .map_while(|w| match w {
+                    DirectoryWrite::Create { user, directory } => Some((&**user, &**directory)),
+                    _ => None,
+                })
+                .collect();
+            if creates.is_empty() {
+                apply_write(&mut tx, self.backend(), tenant_id, first, now).await?;
+                rest = &rest[1..];
+            } else {
+                create_users(&mut tx, self.backend(), &creates, now).await?;
+                rest = &rest[creates.len()..];
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -372,21 +390,14 @@ fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
 
 async fn apply_write(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     tenant_id: &TenantId,
     write: &DirectoryWrite,
     now: i64,
 ) -> Result<(), StoreError> {
     match write {
         DirectoryWrite::Create { user, directory } => {
-            insert_pbx_user(tx, user).await.map_err(|e| {
-                conflict_or(e, || {
-                    format!(
-                        "extension {} or username {} was taken meanwhile",
-                        user.extension_number, user.username
-                    )
-                })
-            })?;
-            upsert_directory(tx, directory, now).await?;
+            create_users(tx, backend, &[(&**user, &**directory)], now).await?
         }
         DirectoryWrite::Update {
             oid,
@@ -398,76 +409,10 @@ async fn apply_write(
             disable_user(tx, tenant_id, oid, reason, now).await?
         }
         DirectoryWrite::Delete { oid } => delete_user(tx, tenant_id, oid).await?,
-        DirectoryWrite::Adopt { directory } => upsert_directory(tx, directory, now).await?,
+        DirectoryWrite::Adopt { directory } => {
+            upsert_directories(tx, backend, &[directory], now).await?
+        }
     }
-    Ok(())
-}
-
-async fn insert_pbx_user(
-    tx: &mut Transaction<'static, Any>,
-    u: &PbxUser,
-) -> Result<(), sqlx::Error> {
-    let p = &u.profile;
-    sqlx::query(
-        "INSERT INTO pbx_users (id, tenant_id, extension_number, username, display_name, first_name,
-         last_name, email, mobile_phone, work_phone, title, department, office, enabled, source,
-         ms365_oid, sync_disabled, sync_disabled_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-    )
-    .bind(&u.id)
-    .bind(&u.tenant_id)
-    .bind(&u.extension_number)
-    .bind(&u.username)
-    .bind(&p.display_name)
-    .bind(&p.first_name)
-    .bind(&p.last_name)
-    .bind(&p.email)
-    .bind(&p.mobile_phone)
-    .bind(&p.work_phone)
-    .bind(&p.title)
-    .bind(&p.department)
-    .bind(&p.office)
-    .bind(i64::from(u.enabled))
-    .bind(u.source.as_str())
-    .bind(&u.ms365_oid)
-    .bind(&u.sync_disabled)
-    .bind(u.sync_disabled_at)
-    .bind(u.created_at)
-    .bind(u.updated_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Creates or refreshes a synced directory entry; an administrator-given role is kept, and
-/// an administrator's binding of the oid is never overwritten.
-async fn upsert_directory(
-    tx: &mut Transaction<'static, Any>,
-    u: &DirectoryUser,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO ms365_users (tenant_id, oid, upn, pbx_user_id, extension, display_name, email,
-         role, enabled, source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (tenant_id, oid) DO UPDATE SET upn = excluded.upn,
-         pbx_user_id = excluded.pbx_user_id, extension = excluded.extension,
-         display_name = excluded.display_name, email = excluded.email, enabled = excluded.enabled,
-         source = excluded.source, updated_at = excluded.updated_at
-         WHERE ms365_users.source = 'sync'",
-    )
-    .bind(&u.tenant_id)
-    .bind(&u.oid)
-    .bind(&u.upn)
-    .bind(&u.pbx_user_id)
-    .bind(&u.extension)
-    .bind(&u.display_name)
-    .bind(&u.email)
-    .bind(u.role.as_str())
-    .bind(i64::from(u.enabled))
-    .bind(&u.source)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 

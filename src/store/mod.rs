@@ -13,6 +13,7 @@ mod contact_books;
 mod contacts;
 mod credentials;
 mod directory;
+mod directory_creates;
 mod focused;
 mod id_columns;
 mod migrations;
