@@ -207,8 +207,8 @@ fn number(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// Milliseconds with three decimals (`0.124`), as the `tracing` path writes them.
-fn millis(out: &mut Vec<u8>, d: Duration) {
+/// Milliseconds with three decimals (`0.124`), for both ways the line is written.
+pub(super) fn millis(out: &mut Vec<u8>, d: Duration) {
     let micros = d.as_micros();
     out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
     let frac = (micros % 1000) as u16;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::directory_creates::{create_users, insert_pbx_users, upsert_directories};
+use super::directory_creates::{conflict_or, create_users, insert_pbx_users, upsert_directories};
 use super::{Backend, DirectoryUser, Store, StoreError, now_epoch};
 use crate::ids::{ObjectId, TenantId};
 
@@ -377,14 +377,6 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(())
-    }
-}
-
-/// A unique-constraint failure as a [`StoreError::Conflict`] with `message`.
-fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
-        _ => StoreError::Query(e),
     }
 }
 

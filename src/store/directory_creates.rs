@@ -26,6 +26,14 @@ const DIRECTORY_UPSERT: &str = "ON CONFLICT (tenant_id, oid) DO UPDATE SET upn =
     source = excluded.source, updated_at = excluded.updated_at
     WHERE ms365_users.source = 'sync'";
 
+/// A unique violation as a `Conflict` saying `message`; anything else as it is.
+pub(super) fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Query(e),
+    }
+}
+
 /// Creates PBX users and their directory entries: the PBX users first, since a directory
 /// entry names its PBX user. A taken extension or username is a `Conflict`.
 pub(super) async fn create_users(
@@ -35,20 +43,15 @@ pub(super) async fn create_users(
     now: i64,
 ) -> Result<(), StoreError> {
     let users: Vec<&PbxUser> = created.iter().map(|(u, _)| *u).collect();
-    insert_pbx_users(tx, backend, &users)
-        .await
-        .map_err(|e| match (&e, users.as_slice()) {
-            (sqlx::Error::Database(db), [user]) if db.is_unique_violation() => {
-                StoreError::Conflict(format!(
-                    "extension {} or username {} was taken meanwhile",
-                    user.extension_number, user.username
-                ))
-            }
-            (sqlx::Error::Database(db), _) if db.is_unique_violation() => StoreError::Conflict(
-                "an extension or username of this batch was taken meanwhile".into(),
+    insert_pbx_users(tx, backend, &users).await.map_err(|e| {
+        conflict_or(e, || match users.as_slice() {
+            [user] => format!(
+                "extension {} or username {} was taken meanwhile",
+                user.extension_number, user.username
             ),
-            _ => StoreError::Query(e),
-        })?;
+            _ => "an extension or username of this batch was taken meanwhile".into(),
+        })
+    })?;
     let directories: Vec<&DirectoryUser> = created.iter().map(|(_, d)| *d).collect();
     upsert_directories(tx, backend, &directories, now).await?;
     Ok(())
