@@ -1,7 +1,8 @@
 //! Applying a plan: new users get their extension number and username here, from a fresh
 //! look at the store and in oid order (so a plan approved days later still gets free
-//! numbers, and the numbers do not depend on Graph's order); then the writes go to the
-//! store in transactions of `batch_size`. A batch that fails is retried one user at a
+//! numbers, and the numbers do not depend on Graph's order). The writes are built and sent
+//! a batch (`batch_size`) at a time, each batch one transaction, so a new tenant's round
+//! never holds all of its writes at once. A batch that fails is retried one user at a
 //! time, so one conflicting user (a number taken on the PBX side meanwhile) fails alone,
 //! with its reason, and the rest is applied. The delta cursor is saved only after every
 //! write is committed and no user failed: a failed user is retried by the next run.
@@ -237,7 +238,10 @@ fn adoptable<'a>(
     out
 }
 
-/// Turns changes into writes; users without a free number fail here.
+/// Turns a slice of the plan's changes into writes; users without a free number fail
+/// here. Called a batch at a time, in plan order, so the numbers are those a single pass
+/// would give while only one batch of writes exists at once (a new tenant's round is
+/// 50,000 of them).
 fn assign(changes: &[Change], current: &mut Current<'_>, run: &mut Tracker) -> Writes {
     let mut out = Writes::default();
     for change in changes {
@@ -306,27 +310,29 @@ fn is_item_error(e: &StoreError) -> bool {
     )
 }
 
+/// Assigns and writes the changes a batch at a time, each batch in one transaction.
 async fn write_batches(
     store: &Store,
-    tenant_id: &TenantId,
-    w: Writes,
+    current: &mut Current<'_>,
+    changes: &[Change],
     batch: usize,
     run: &mut Tracker,
 ) -> Result<(), SyncError> {
-    let total = w.writes.len() as u64;
+    let tenant_id = current.tenant_id;
+    let total = changes.len() as u64;
     let mut done = 0u64;
     run.progress("apply", 0, total).await;
-    let batch = batch.max(1);
-    for (meta, writes) in w.meta.chunks(batch).zip(w.writes.chunks(batch)) {
-        match store.apply_directory_writes(tenant_id, writes).await {
+    for changes in changes.chunks(batch.max(1)) {
+        let Writes { meta, writes } = assign(changes, current, run);
+        match store.apply_directory_writes(tenant_id, &writes).await {
             Ok(()) => meta.iter().for_each(|m| run.count(m.effect)),
             Err(e) if is_item_error(&e) => {
                 tracing::warn!(error = %e, "a batch of user writes failed; retrying one by one");
-                one_by_one(store, tenant_id, meta, writes, run).await?;
+                one_by_one(store, tenant_id, &meta, &writes, run).await?;
             }
             Err(e) => return Err(e.into()),
         }
-        done += writes.len() as u64;
+        done += changes.len() as u64;
         run.progress("apply", done, total).await;
     }
     Ok(())
@@ -366,8 +372,8 @@ async fn apply_plan(
         .map(|l| l.local_id.as_str())
         .collect();
     let mut current = Current::new(tenant_id, range, &pbx, &dir, &found_on_pbx);
-    let writes = assign(&plan.changes, &mut current, run);
     if run.is_dry() {
+        let writes = assign(&plan.changes, &mut current, run);
         for (m, w) in writes.meta.iter().zip(&writes.writes) {
             run.count(m.effect);
             if run.preview.len() < MAX_PREVIEW {
@@ -376,7 +382,7 @@ async fn apply_plan(
         }
         return Ok(());
     }
-    write_batches(store, tenant_id, writes, opts.batch_size, run).await
+    write_batches(store, &mut current, &plan.changes, opts.batch_size, run).await
 }
 
 /// The stored rows assigning needs. A delta round whose users all have their PBX user
