@@ -1,13 +1,18 @@
 //! Profile photos of synced users, one row per (tenant, oid): the image as downloaded, its
 //! content type and Graph's `mediaEtag`, so a later run downloads only changed photos.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{AssertSqlSafe, Row};
 
-use super::focused::{IDS_PER_STATEMENT, placeholders};
+use super::focused::{IDS_PER_STATEMENT, placeholders, value_rows};
 use super::{Store, StoreError, now_epoch};
 use crate::ids::{ObjectId, TenantId};
+
+/// Photos one upsert statement carries at most, and the bytes it carries at most (Graph
+/// serves photos up to 4 MB; the statement is held in memory whole while it is sent).
+const PHOTOS_PER_STATEMENT: usize = 50;
+const PHOTO_BYTES_PER_STATEMENT: usize = 1 << 20;
 
 /// A photo to store: whose, its `mediaEtag`, content type and bytes.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +66,8 @@ impl Store {
     }
 
     /// Stores (or replaces) `photos` in one transaction: a batch of downloads is one commit
-    /// (on PostgreSQL one WAL flush) instead of one per photo.
+    /// (on PostgreSQL one WAL flush) instead of one per photo, and a few multi-row
+    /// statements instead of a round trip per photo.
     pub async fn save_photos(
         &self,
         tenant_id: &TenantId,
@@ -72,22 +78,26 @@ impl Store {
         }
         let now = now_epoch();
         let mut tx = self.pool().begin().await?;
-        for p in photos {
-            sqlx::query(
+        let mut rest = photos;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(statement_len(rest));
+            let sql = format!(
                 "INSERT INTO user_photos (tenant_id, oid, etag, content_type, bytes, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                 VALUES {}
                  ON CONFLICT (tenant_id, oid) DO UPDATE SET etag = excluded.etag,
                  content_type = excluded.content_type, bytes = excluded.bytes,
                  updated_at = excluded.updated_at",
-            )
-            .bind(tenant_id)
-            .bind(p.oid)
-            .bind(p.etag)
-            .bind(p.content_type)
-            .bind(p.bytes.to_vec())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+                value_rows(self.backend(), chunk.len(), 6)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for p in chunk {
+                query = (query.bind(tenant_id).bind(p.oid).bind(p.etag))
+                    .bind(p.content_type)
+                    .bind(p.bytes.to_vec())
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await?;
+            rest = tail;
         }
         tx.commit().await?;
         Ok(())
@@ -134,5 +144,112 @@ impl Store {
             content_type: row.try_get("content_type")?,
             bytes: row.try_get("bytes")?,
         }))
+    }
+}
+
+/// How many of `photos` the next statement takes: at least one, within the statement's
+/// limits, and never one oid twice (an upsert may not touch a row twice; the second photo
+/// of an oid goes in the next statement, so the last one given is what stays).
+fn statement_len(photos: &[NewPhoto<'_>]) -> usize {
+    let mut oids = HashSet::new();
+    let mut bytes = 0;
+    for (i, photo) in photos.iter().enumerate().take(PHOTOS_PER_STATEMENT) {
+        bytes += photo.bytes.len();
+        let fits = bytes <= PHOTO_BYTES_PER_STATEMENT && oids.insert(photo.oid);
+        if !fits && i > 0 {
+            return i;
+        }
+    }
+    photos.len().min(PHOTOS_PER_STATEMENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_db::TestDb;
+    use super::*;
+    use crate::config::TenantSeed;
+
+    fn oid(n: usize) -> ObjectId {
+        ObjectId::new(format!("00000000-0000-0000-0000-{n:012}"))
+    }
+
+    fn photo<'a>(oid: &'a ObjectId, bytes: &'a [u8]) -> NewPhoto<'a> {
+        NewPhoto {
+            oid,
+            etag: "e",
+            content_type: "image/jpeg",
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_statement_takes_at_most_its_rows_and_bytes_and_each_oid_once() {
+        let oids: Vec<ObjectId> = (0..60).map(oid).collect();
+        let (small, big) = (vec![0u8; 1_000], vec![0u8; 700_000]);
+        let many: Vec<NewPhoto> = oids.iter().map(|o| photo(o, &small)).collect();
+        assert_eq!(statement_len(&many), PHOTOS_PER_STATEMENT);
+        assert_eq!(statement_len(&many[..3]), 3);
+        let two_big = [photo(&oids[0], &big), photo(&oids[1], &big)];
+        assert_eq!(statement_len(&two_big), 1, "1.4 MB is two statements");
+        let huge = vec![0u8; 2 * PHOTO_BYTES_PER_STATEMENT];
+        let alone = [photo(&oids[0], &huge), photo(&oids[1], &small)];
+        assert_eq!(
+            statement_len(&alone),
+            1,
+            "a photo over the limit still goes, alone"
+        );
+        let twice = [
+            photo(&oids[0], &small),
+            photo(&oids[1], &small),
+            photo(&oids[0], &small),
+        ];
+        assert_eq!(statement_len(&twice), 2);
+    }
+
+    #[tokio::test]
+    async fn photos_are_saved_over_several_statements_and_the_last_of_an_oid_stays() {
+        let db = TestDb::new().await;
+        let store = db.open(2).await.unwrap();
+        let t = TenantId::from_static("a");
+        let seed = TenantSeed {
+            id: t.clone(),
+            domain: "a.test".into(),
+            name: "a".into(),
+            pbx_login: None,
+        };
+        store.upsert_tenant(&seed).await.unwrap();
+        let oids: Vec<ObjectId> = (0..120).map(oid).collect();
+        let etags: Vec<String> = (0..120).map(|n| format!("etag-{n}")).collect();
+        let bytes: Vec<Vec<u8>> = (0..120).map(|n| vec![n as u8; 100 + n]).collect();
+        let mut photos: Vec<NewPhoto> = (0..120)
+            .map(|n| NewPhoto {
+                oid: &oids[n],
+                etag: &etags[n],
+                content_type: "image/png",
+                bytes: &bytes[n],
+            })
+            .collect();
+        // Oid 5 again, with other content: the later photo is the one kept.
+        photos.push(NewPhoto {
+            oid: &oids[5],
+            etag: "etag-5-new",
+            content_type: "image/jpeg",
+            bytes: b"new",
+        });
+        store.save_photos(&t, &photos).await.unwrap();
+        let stored = store.photo_etags(&t, &oids).await.unwrap();
+        assert_eq!(stored.len(), 120);
+        assert_eq!(stored[&oids[119]], "etag-119");
+        let five = store.photo(&t, &oids[5]).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                five.etag.as_str(),
+                five.content_type.as_str(),
+                &five.bytes[..]
+            ),
+            ("etag-5-new", "image/jpeg", &b"new"[..])
+        );
+        let last = store.photo(&t, &oids[119]).await.unwrap().unwrap();
+        assert_eq!(last.bytes, bytes[119]);
     }
 }
