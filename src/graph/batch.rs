@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::client::{Call, GraphClient, JSON, MAX_JSON_BODY, decode};
 use super::error::GraphError;
@@ -60,7 +62,58 @@ pub struct BatchResponse {
     pub headers: BTreeMap<String, String>,
     /// JSON answers as JSON; binary ones (photo `$value`) as a base64 string.
     #[serde(default)]
-    pub body: serde_json::Value,
+    pub body: ItemBody,
+}
+
+/// An item's body as it came, JSON text parsed only where it is read, straight into the
+/// type the reader wants: a contacts page of a thousand contacts is not built as
+/// `serde_json::Value`s first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ItemBody(Box<RawValue>);
+
+impl ItemBody {
+    /// The body as a `T`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// The body as JSON (`null` when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        self.parse().unwrap_or_default()
+    }
+}
+
+impl Default for ItemBody {
+    fn default() -> Self {
+        ItemBody::from(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for ItemBody {
+    fn from(value: serde_json::Value) -> Self {
+        let raw = serde_json::value::to_raw_value(&value).expect("a JSON value serialises");
+        ItemBody(raw)
+    }
+}
+
+impl PartialEq for ItemBody {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for ItemBody {}
+
+/// The part of a Graph error body the client reads.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorCode,
+}
+
+#[derive(Deserialize)]
+struct ErrorCode {
+    code: String,
 }
 
 impl BatchResponse {
@@ -68,9 +121,13 @@ impl BatchResponse {
         (200..300).contains(&self.status)
     }
 
-    /// The `error.code` of a failed item.
-    pub fn error_code(&self) -> Option<&str> {
-        self.body.get("error")?.get("code")?.as_str()
+    /// The `error.code` of a failed item (a successful one has none: its body, maybe a
+    /// page of a thousand contacts, is not searched for one).
+    pub fn error_code(&self) -> Option<String> {
+        if self.is_success() {
+            return None;
+        }
+        Some(self.body.parse::<ErrorBody>().ok()?.error.code)
     }
 
     /// The item's mailbox does not exist for Graph ([`super::error::NO_MAILBOX_CODE`]).
@@ -96,7 +153,7 @@ impl BatchResponse {
 
     /// A binary body (Graph base64-encodes non-JSON item bodies).
     pub fn binary_body(&self) -> Option<Vec<u8>> {
-        let text = self.body.as_str()?;
+        let text: String = self.body.parse().ok()?;
         base64::engine::general_purpose::STANDARD.decode(text).ok()
     }
 

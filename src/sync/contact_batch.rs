@@ -126,7 +126,7 @@ pub(super) async fn first_pages(
 
 fn first_answer(ctx: &SyncContext, answer: BatchResponse) -> Option<FirstAnswer> {
     if answer.status == 410
-        || (answer.error_code()).is_some_and(crate::graph::error::is_sync_state_code)
+        || (answer.error_code()).is_some_and(|c| crate::graph::error::is_sync_state_code(&c))
     {
         return Some(FirstAnswer::Expired);
     }
@@ -136,7 +136,7 @@ fn first_answer(ctx: &SyncContext, answer: BatchResponse) -> Option<FirstAnswer>
     if !answer.is_success() {
         return None;
     }
-    let page: Page<Contact> = serde_json::from_value(answer.body).ok()?;
+    let page: Page<Contact> = answer.body.parse().ok()?;
     // The same check a page fetched on its own gets: links never leave the Graph host.
     for link in page.next_link.iter().chain(page.delta_link.iter()) {
         ctx.graph.check_origin(link).ok()?;

@@ -271,7 +271,7 @@ fn decide(answer: &BatchResponse, stored: Option<&str>) -> Decision {
     if !answer.is_success() {
         return Decision::Skip(format!("photo metadata: HTTP {}", answer.status));
     }
-    let meta: PhotoMeta = match serde_json::from_value(answer.body.clone()) {
+    let meta: PhotoMeta = match answer.body.parse() {
         Ok(meta) => meta,
         Err(e) => return Decision::Skip(format!("photo metadata unreadable: {e}")),
     };
@@ -359,7 +359,7 @@ mod tests {
             id: "0".into(),
             status,
             headers: Default::default(),
-            body,
+            body: body.into(),
         }
     }
 

@@ -43,7 +43,7 @@ async fn throttled_items_are_retried_alone_after_their_retry_after() {
     let answers = client.batch(requests).await.unwrap();
     let got: Vec<(&str, u16)> = answers.iter().map(|a| (a.id.as_str(), a.status)).collect();
     assert_eq!(got, [("a", 200), ("b", 200), ("c", 404)]);
-    assert_eq!(answers[1].body["id"], "b");
+    assert_eq!(answers[1].body.json()["id"], "b");
 
     let hits = server.hits();
     assert_eq!(hits.len(), 2);
@@ -128,7 +128,7 @@ async fn large_input_is_split_into_batches_of_twenty() {
     assert_eq!(answers.len(), 45);
     for (i, answer) in answers.iter().enumerate() {
         assert_eq!(answer.id, i.to_string());
-        assert_eq!(answer.body["n"], i.to_string());
+        assert_eq!(answer.body.json()["n"], i.to_string());
     }
     let sizes: Vec<usize> = server.hits().iter().map(|h| item_ids(h).len()).collect();
     assert_eq!(sizes, [20, 20, 5]);
@@ -149,4 +149,26 @@ async fn missing_item_answer_is_an_error() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("`2`"), "{err}");
+}
+
+#[test]
+fn item_bodies_are_read_as_each_reader_asks() {
+    let answers: Vec<crate::graph::batch::BatchResponse> = serde_json::from_value(j!([
+        {"id": "1", "status": 404, "body": {"error": {"code": "MailboxNotEnabledForRESTAPI", "message": "x"}}},
+        {"id": "2", "status": 200, "body": {"value": [{"id": "c1"}], "error": {"code": "not an error"}}},
+        {"id": "3", "status": 200, "headers": {"Content-Type": "image/png"}, "body": "iVBORw=="},
+        {"id": "4", "status": 204}
+    ]))
+    .unwrap();
+    assert!(answers[0].is_no_mailbox());
+    assert_eq!(
+        answers[0].error_code().as_deref(),
+        Some("MailboxNotEnabledForRESTAPI")
+    );
+    assert_eq!(answers[1].error_code(), None, "a success has no error code");
+    let page: crate::graph::Page<crate::graph::model::Contact> = answers[1].body.parse().unwrap();
+    assert_eq!(page.value[0].id, "c1");
+    assert_eq!(answers[2].binary_body().unwrap(), b"\x89PNG");
+    assert_eq!(answers[3].body.json(), Value::Null, "no body reads as null");
+    assert_eq!(answers[3].binary_body(), None);
 }
