@@ -4,6 +4,9 @@
 //! (see `photo_downloads`), capped in size and checked to be a JPEG or PNG. A user without
 //! a photo (404) loses the stored one.
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
+
 use super::photo_downloads::{self, Pending};
 use super::plan::FetchMode;
 use super::run::RunReport;
@@ -19,6 +22,9 @@ pub const DEFAULT_MAX_PHOTO_BYTES: usize = 512 * 1024;
 pub const DEFAULT_PHOTO_CONCURRENCY: usize = 8;
 /// Users whose metadata is fetched (and whose downloads run) per round, bounding memory.
 const USERS_PER_ROUND: usize = 400;
+/// Rounds in flight at once: one round's metadata is asked for while the one before it
+/// downloads and stores, so Graph and the store do not wait on each other.
+const ROUNDS_IN_FLIGHT: usize = 2;
 /// Content types stored; anything else is skipped.
 pub(super) const ALLOWED_TYPES: &[&str] = &["image/jpeg", "image/png"];
 
@@ -171,6 +177,19 @@ pub struct PhotoReport {
     pub graph_requests: u64,
 }
 
+impl PhotoReport {
+    /// Adds a round's figures (the run's Graph request count is taken at the end).
+    fn absorb(&mut self, round: PhotoReport) {
+        self.checked += round.checked;
+        self.downloaded += round.downloaded;
+        self.unchanged += round.unchanged;
+        self.removed += round.removed;
+        self.without_photo += round.without_photo;
+        self.skipped.extend(round.skipped);
+        self.no_mailbox.extend(round.no_mailbox);
+    }
+}
+
 enum Decision {
     Unchanged,
     Download(Pending),
@@ -203,11 +222,20 @@ pub async fn sync_photos(ctx: &SyncContext, opts: &PhotoOptions) -> Result<Photo
         .filter_map(|u| u.ms365_oid)
         .filter(|oid| opts.scope.covers(oid))
         .collect();
-    for round in oids.chunks(USERS_PER_ROUND) {
-        let result = sync_round(ctx, opts, round, &mut report).await;
-        report.graph_requests = ctx.graph.stats().requests - before;
-        result?;
+    let mut rounds = oids.chunks(USERS_PER_ROUND);
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        while in_flight.len() < ROUNDS_IN_FLIGHT
+            && let Some(round) = rounds.next()
+        {
+            in_flight.push_back(sync_round(ctx, opts, round));
+        }
+        match in_flight.next().await {
+            Some(round) => report.absorb(round?),
+            None => break,
+        }
     }
+    report.graph_requests = ctx.graph.stats().requests - before;
     tracing::info!(
         tenant = %tenant,
         checked = report.checked,
@@ -220,12 +248,13 @@ pub async fn sync_photos(ctx: &SyncContext, opts: &PhotoOptions) -> Result<Photo
     Ok(report)
 }
 
+/// One round of users: their metadata, then the downloads it calls for.
 async fn sync_round(
     ctx: &SyncContext,
     opts: &PhotoOptions,
     oids: &[ObjectId],
-    report: &mut PhotoReport,
-) -> Result<(), SyncError> {
+) -> Result<PhotoReport, SyncError> {
+    let mut report = PhotoReport::default();
     let tenant = &ctx.tenant_id;
     let requests = oids
         .iter()
@@ -251,13 +280,14 @@ async fn sync_round(
                 ..p
             }),
             Decision::NoPhoto => without.push(oid.clone()),
-            Decision::NoMailbox => no_mailbox(report, oid),
-            Decision::Skip(reason) => skip(report, oid, reason),
+            Decision::NoMailbox => no_mailbox(&mut report, oid),
+            Decision::Skip(reason) => skip(&mut report, oid, reason),
         }
     }
-    no_photo(ctx, &without, report).await?;
-    let alone = photo_downloads::in_batches(ctx, opts, downloads, report).await?;
-    photo_downloads::one_by_one(ctx, opts, alone, report).await
+    no_photo(ctx, &without, &mut report).await?;
+    let alone = photo_downloads::in_batches(ctx, opts, downloads, &mut report).await?;
+    photo_downloads::one_by_one(ctx, opts, alone, &mut report).await?;
+    Ok(report)
 }
 
 /// What to do after a metadata answer, given the stored ETag.

@@ -1177,3 +1177,46 @@ async fn an_administrator_binding_is_never_synced_over() {
         .unwrap();
     assert_eq!(entry, binding, "nor disabled by the sync");
 }
+
+/// Photos of a tenant larger than one round (400 users) go in several rounds, two in flight
+/// at once: every round's figures are counted once and every photo is stored.
+#[tokio::test]
+async fn photos_of_many_rounds_are_all_stored_and_counted_once() {
+    use ms365_gateway::sync::{PhotoOptions, sync_photos};
+    let w = World::new(bigger(1_000)).await;
+    let mut settings = w.store.ms365_settings(&acme()).await.unwrap();
+    settings.users.sync_photo = true;
+    w.store
+        .save_ms365_settings(&acme(), &settings)
+        .await
+        .unwrap();
+    w.sync_ok().await;
+    let synced: Vec<ObjectId> = (w.store.pbx_users(&acme()).await.unwrap().into_iter())
+        .filter(|u| u.enabled && u.ms365_oid.is_some())
+        .filter_map(|u| u.ms365_oid)
+        .collect();
+    assert!(synced.len() > 800, "{} users synced", synced.len());
+    let with: Vec<&ObjectId> = synced.iter().step_by(3).collect();
+    for oid in &with {
+        let bytes = format!("photo of {oid}").into_bytes();
+        w.em().set_photo(DIRECTORY, oid.as_str(), Some(bytes));
+    }
+    let first = sync_photos(&w.ctx(), &PhotoOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(first.checked, synced.len(), "{first:?}");
+    assert_eq!(first.downloaded, with.len(), "{first:?}");
+    assert_eq!(first.without_photo, synced.len() - with.len(), "{first:?}");
+    assert!(first.skipped.is_empty(), "{:?}", first.skipped);
+    let stored = w.store.photo_etags(&acme(), &synced).await.unwrap();
+    assert_eq!(stored.len(), with.len());
+    assert!(with.iter().all(|oid| stored.contains_key(*oid)));
+    let again = sync_photos(&w.ctx(), &PhotoOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.checked, again.unchanged, again.downloaded),
+        (synced.len(), with.len(), 0),
+        "{again:?}"
+    );
+}
