@@ -391,12 +391,14 @@ fn main() {
         let (cu, cc) = change(&w, changed_percent, contacts).await;
         let change_secs = started.elapsed().as_secs_f64();
         reset_own_peak_rss();
+        // What glibc kept from the full run and the change step: where the delta peak starts.
+        let delta_start_rss = own_rss_mb();
         let delta = run(&w, "delta").await;
         let delta_rss = own_peak_rss_mb();
         println!(
             "\nfull sync {full:.2} s (peak RSS {full_rss:.0} MiB); changed {cu} users and {cc} contacts \
-             in the emulator ({change_secs:.1} s, not timed); delta sync {delta:.2} s (peak RSS {delta_rss:.0} MiB); \
-             emulator peak RSS {:.0} MiB",
+             in the emulator ({change_secs:.1} s, not timed); delta sync {delta:.2} s (RSS {delta_start_rss:.0} MiB \
+             at its start, peak {delta_rss:.0} MiB); emulator peak RSS {:.0} MiB",
             peak_rss_mb(w.emulator.child.id())
         );
         let stats = w.ctx.graph.stats();
