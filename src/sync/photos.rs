@@ -180,13 +180,25 @@ pub struct PhotoReport {
 impl PhotoReport {
     /// Adds a round's figures (the run's Graph request count is taken at the end).
     fn absorb(&mut self, round: PhotoReport) {
-        self.checked += round.checked;
-        self.downloaded += round.downloaded;
-        self.unchanged += round.unchanged;
-        self.removed += round.removed;
-        self.without_photo += round.without_photo;
-        self.skipped.extend(round.skipped);
-        self.no_mailbox.extend(round.no_mailbox);
+        // Named one by one, so a new field cannot be forgotten here.
+        let PhotoReport {
+            disabled: _,
+            checked,
+            downloaded,
+            unchanged,
+            removed,
+            without_photo,
+            skipped,
+            no_mailbox,
+            graph_requests: _,
+        } = round;
+        self.checked += checked;
+        self.downloaded += downloaded;
+        self.unchanged += unchanged;
+        self.removed += removed;
+        self.without_photo += without_photo;
+        self.skipped.extend(skipped);
+        self.no_mailbox.extend(no_mailbox);
     }
 }
 
