@@ -296,8 +296,7 @@ async fn save_cursors(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TenantSeed;
-    use crate::store::test_db::TestDb;
+    use crate::store::test_db::{TestDb, add_tenant};
 
     fn contact(i: u32, phone: &str) -> (String, ContactFields) {
         let fields = ContactFields {
@@ -377,15 +376,8 @@ mod tests {
     async fn a_group_write_ends_where_page_by_page_writes_end() {
         let db = TestDb::new().await;
         let store = db.open(2).await.unwrap();
-        let (grouped, single) = (TenantId::from_static("a"), TenantId::from_static("b"));
+        let (grouped, single) = (add_tenant(&store, "a").await, add_tenant(&store, "b").await);
         for t in [&grouped, &single] {
-            let seed = TenantSeed {
-                id: t.clone(),
-                domain: format!("{t}.test"),
-                name: t.to_string(),
-                pbx_login: None,
-            };
-            store.upsert_tenant(&seed).await.unwrap();
             let before = [contact(1, "old"), contact(2, "x"), contact(9, "x")];
             for owner in ["u1", "u2"] {
                 let book = ContactBook::Personal(owner.into());

@@ -527,13 +527,7 @@ mod tests {
     /// A store holding tenant `t`.
     async fn with_tenant_t(db: &crate::store::test_db::TestDb) -> Store {
         let store = db.open(2).await.unwrap();
-        let seed = crate::config::TenantSeed {
-            pbx_login: None,
-            id: TenantId::from_static("t"),
-            domain: "t.test".into(),
-            name: "T".into(),
-        };
-        store.upsert_tenant(&seed).await.unwrap();
+        crate::store::test_db::add_tenant(&store, "t").await;
         store
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::columns::bind_profile;
 use super::directory_creates::{conflict_or, create_users, insert_pbx_users, upsert_directories};
 use super::{Backend, DirectoryUser, Store, StoreError, now_epoch};
 use crate::ids::{ObjectId, TenantId};
@@ -419,7 +420,7 @@ async fn update_user(
 ) -> Result<(), StoreError> {
     let enabled = i64::from(disabled.is_none());
     // The first disabling time is kept: the grace period runs from it.
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE pbx_users SET display_name = $3, first_name = $4, last_name = $5, email = $6,
          mobile_phone = $7, work_phone = $8, title = $9, department = $10, office = $11,
          enabled = $12, sync_disabled = $13,
@@ -428,21 +429,13 @@ async fn update_user(
          WHERE tenant_id = $1 AND ms365_oid = $2 AND source = 'ms365'",
     )
     .bind(tenant_id)
-    .bind(oid)
-    .bind(&p.display_name)
-    .bind(&p.first_name)
-    .bind(&p.last_name)
-    .bind(&p.email)
-    .bind(&p.mobile_phone)
-    .bind(&p.work_phone)
-    .bind(&p.title)
-    .bind(&p.department)
-    .bind(&p.office)
-    .bind(enabled)
-    .bind(disabled)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    .bind(oid);
+    bind_profile(query, p)
+        .bind(enabled)
+        .bind(disabled)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     mirror_directory(tx, tenant_id, oid, upn, now).await
 }
 

@@ -6,6 +6,7 @@
 
 use sqlx::{Any, AssertSqlSafe, Transaction};
 
+use super::columns::{bind_directory_user, bind_profile};
 use super::focused::value_rows;
 use super::{Backend, DirectoryUser, PbxUser, StoreError};
 
@@ -66,21 +67,12 @@ pub(super) async fn insert_pbx_users(
         let sql = format!("{PBX_USER_INSERT} {}", value_rows(backend, chunk.len(), 20));
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for u in chunk {
-            let p = &u.profile;
             q = q
                 .bind(&u.id)
                 .bind(&u.tenant_id)
                 .bind(&u.extension_number)
-                .bind(&u.username)
-                .bind(&p.display_name)
-                .bind(&p.first_name)
-                .bind(&p.last_name)
-                .bind(&p.email)
-                .bind(&p.mobile_phone)
-                .bind(&p.work_phone)
-                .bind(&p.title)
-                .bind(&p.department)
-                .bind(&p.office)
+                .bind(&u.username);
+            q = bind_profile(q, &u.profile)
                 .bind(i64::from(u.enabled))
                 .bind(u.source.as_str())
                 .bind(&u.ms365_oid)
@@ -110,18 +102,7 @@ pub(super) async fn upsert_directories(
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for u in chunk {
-            q = q
-                .bind(&u.tenant_id)
-                .bind(&u.oid)
-                .bind(&u.upn)
-                .bind(&u.pbx_user_id)
-                .bind(&u.extension)
-                .bind(&u.display_name)
-                .bind(&u.email)
-                .bind(u.role.as_str())
-                .bind(i64::from(u.enabled))
-                .bind(&u.source)
-                .bind(now);
+            q = bind_directory_user(q, u, now);
         }
         q.execute(&mut **tx).await?;
     }
@@ -130,11 +111,10 @@ pub(super) async fn upsert_directories(
 
 #[cfg(test)]
 mod tests {
+    use super::super::Role;
     use super::super::directory::{DirectoryWrite, PbxProfile, PbxUserSource};
-    use super::super::test_db::TestDb;
-    use super::super::{Role, Store};
+    use super::super::test_db::{TestDb, add_tenant};
     use super::*;
-    use crate::config::TenantSeed;
     use crate::ids::{ObjectId, TenantId};
 
     fn create(t: &TenantId, n: usize) -> DirectoryWrite {
@@ -174,23 +154,11 @@ mod tests {
         }
     }
 
-    async fn tenant(store: &Store, id: &'static str) -> TenantId {
-        let t = TenantId::from_static(id);
-        let seed = TenantSeed {
-            id: t.clone(),
-            domain: format!("{t}.test"),
-            name: t.to_string(),
-            pbx_login: None,
-        };
-        store.upsert_tenant(&seed).await.unwrap();
-        t
-    }
-
     #[tokio::test]
     async fn runs_of_creates_span_statements_and_keep_their_order_with_other_writes() {
         let db = TestDb::new().await;
         let store = db.open(2).await.unwrap();
-        let t = tenant(&store, "a").await;
+        let t = add_tenant(&store, "a").await;
         // 250 creates (three statements), a disable of one of them, then one more create.
         let mut writes: Vec<DirectoryWrite> = (0..250).map(|n| create(&t, n)).collect();
         let disabled = ObjectId::new("00000000-0000-0000-0000-000000000007");
@@ -215,7 +183,7 @@ mod tests {
     async fn a_taken_extension_fails_the_whole_batch_and_names_a_single_create() {
         let db = TestDb::new().await;
         let store = db.open(2).await.unwrap();
-        let t = tenant(&store, "a").await;
+        let t = add_tenant(&store, "a").await;
         store
             .apply_directory_writes(&t, &[create(&t, 1)])
             .await

@@ -9,6 +9,7 @@
 
 mod admin_tokens;
 mod cluster;
+mod columns;
 mod contact_books;
 mod contacts;
 mod credentials;

@@ -6,6 +6,7 @@ use sqlx::AnyConnection;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::columns::bind_directory_user;
 use super::{Store, StoreError, now_epoch};
 use crate::ids::{ObjectId, TenantId};
 use crate::settings::Ms365Settings;
@@ -194,25 +195,15 @@ async fn write_directory_user(
     conn: &mut AnyConnection,
     u: &DirectoryUser,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO ms365_users (tenant_id, oid, upn, pbx_user_id, extension, display_name, email, role, enabled,
          source, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (tenant_id, oid) DO UPDATE SET upn = excluded.upn, pbx_user_id = excluded.pbx_user_id,
          extension = excluded.extension, display_name = excluded.display_name, email = excluded.email,
          role = excluded.role, enabled = excluded.enabled, source = excluded.source, updated_at = excluded.updated_at",
-    )
-    .bind(&u.tenant_id)
-    .bind(&u.oid)
-    .bind(&u.upn)
-    .bind(&u.pbx_user_id)
-    .bind(&u.extension)
-    .bind(&u.display_name)
-    .bind(&u.email)
-    .bind(u.role.as_str())
-    .bind(i64::from(u.enabled))
-    .bind(&u.source)
-    .bind(now_epoch())
-    .execute(conn)
-    .await?;
+    );
+    bind_directory_user(query, u, now_epoch())
+        .execute(conn)
+        .await?;
     Ok(())
 }

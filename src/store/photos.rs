@@ -165,9 +165,8 @@ fn statement_len(photos: &[NewPhoto<'_>]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_db::TestDb;
+    use super::super::test_db::{TestDb, add_tenant};
     use super::*;
-    use crate::config::TenantSeed;
 
     fn oid(n: usize) -> ObjectId {
         ObjectId::new(format!("00000000-0000-0000-0000-{n:012}"))
@@ -210,14 +209,7 @@ mod tests {
     async fn photos_are_saved_over_several_statements_and_the_last_of_an_oid_stays() {
         let db = TestDb::new().await;
         let store = db.open(2).await.unwrap();
-        let t = TenantId::from_static("a");
-        let seed = TenantSeed {
-            id: t.clone(),
-            domain: "a.test".into(),
-            name: "a".into(),
-            pbx_login: None,
-        };
-        store.upsert_tenant(&seed).await.unwrap();
+        let t = add_tenant(&store, "a").await;
         let oids: Vec<ObjectId> = (0..120).map(oid).collect();
         let etags: Vec<String> = (0..120).map(|n| format!("etag-{n}")).collect();
         let bytes: Vec<Vec<u8>> = (0..120).map(|n| vec![n as u8; 100 + n]).collect();

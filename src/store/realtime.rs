@@ -346,19 +346,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TenantSeed;
     use crate::store::test_db::TestDb;
 
     async fn store_with_tenant() -> (TestDb, Store) {
         let db = TestDb::new().await;
         let store = db.open(1).await.unwrap();
-        let seed = TenantSeed {
-            id: TenantId::from_static("t1"),
-            domain: "t1.test".into(),
-            name: "T1".into(),
-            pbx_login: None,
-        };
-        store.upsert_tenant(&seed).await.unwrap();
+        crate::store::test_db::add_tenant(&store, "t1").await;
         (db, store)
     }
 

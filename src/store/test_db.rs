@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sqlx::Connection;
 
 use super::{Store, StoreError};
+use crate::config::TenantSeed;
+use crate::ids::TenantId;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -98,6 +100,19 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// Adds tenant `id` (domain `{id}.test`) to `store`: most store tests need one to own rows.
+pub(crate) async fn add_tenant(store: &Store, id: &'static str) -> TenantId {
+    let tenant = TenantId::from_static(id);
+    let seed = TenantSeed {
+        id: tenant.clone(),
+        domain: format!("{tenant}.test"),
+        name: tenant.to_string(),
+        pbx_login: None,
+    };
+    store.upsert_tenant(&seed).await.unwrap();
+    tenant
 }
 
 /// `ut_<pid>_<n>` schemas whose process is gone.
