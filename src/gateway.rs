@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::config::{Config, ConfigError};
 use crate::edge::conn::{ListenerContext, ProxyService, ResponseFuture, StopSignals, http_builder};
 use crate::edge::proxy::{Upstream, UpstreamTarget};
 use crate::edge::server::{CertReloader, WatchedListener, accept_loop};
@@ -55,7 +55,8 @@ impl StartError {
     /// True when the administrator's configuration is at fault (exit status 2).
     pub fn is_config_error(&self) -> bool {
         match self {
-            StartError::Config(_) | StartError::Tls(TlsError::Load { .. }) => true,
+            StartError::Config(_)
+            | StartError::Tls(TlsError::Load { .. } | TlsError::UpstreamName(_)) => true,
             StartError::Keyring(e) => e.is_config_error(),
             _ => false,
         }
@@ -77,6 +78,8 @@ pub struct Gateway {
     permits: Arc<Semaphore>,
     /// The threads client connections run on.
     edge: EdgeWorkers,
+    /// The PBX's keep-alive connections (for the idle sweep).
+    upstream: Upstream,
     /// Directory sync queue and schedule; stops with the graceful shutdown signal.
     sync_worker: crate::sync::worker::SyncWorker,
     /// The admin API's shared state (for the certificate expiry watch).
@@ -216,9 +219,9 @@ impl Gateway {
                 None => None,
             };
             let socket = bind(l.bind, &format!("listener[{}].bind", l.index)).await?;
+            let target = upstream.target(l.upstream.as_ref().unwrap_or(&config.upstream.url))?;
             let (router, proxy) = listener_routes(
-                l,
-                &config,
+                target,
                 upstream.clone(),
                 sso.clone(),
                 admin_api.clone(),
@@ -258,6 +261,7 @@ impl Gateway {
             sync_worker,
             admin_api,
             sso,
+            upstream,
             realtime: (realtime, realtime_task),
         })
     }
@@ -312,6 +316,7 @@ impl Gateway {
             tunnels,
             permits,
             edge,
+            upstream,
             sync_worker,
             admin_api,
             sso,
@@ -354,6 +359,8 @@ impl Gateway {
             stop.graceful.clone(),
         );
         tasks.push(("certificate reloader".into(), tokio::spawn(reload)));
+        let sweep = upstream.sweep_idle(stop.graceful.clone());
+        tasks.push(("upstream idle sweep".into(), tokio::spawn(sweep)));
         tasks.push(("sync worker".into(), tokio::spawn(sync_worker.run())));
         let (realtime, realtime_task) = realtime;
         let notifications = realtime.run(realtime_task, stop.graceful.clone());
@@ -428,14 +435,12 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
 /// The routes of one public listener (the gateway's own paths, then the proxy for the
 /// rest) and the proxy the edge calls directly for paths that are not the gateway's.
 fn listener_routes(
-    listener: &ListenerConfig,
-    config: &Config,
+    target: UpstreamTarget,
     upstream: Upstream,
     sso: Arc<crate::sso::Sso>,
     admin_api: Arc<crate::admin::AdminState>,
     realtime: Arc<crate::realtime::Realtime>,
 ) -> (Router, Arc<ProxyRoute>) {
-    let target = UpstreamTarget::new(listener.upstream.as_ref().unwrap_or(&config.upstream.url));
     let route = Arc::new(ProxyRoute {
         upstream,
         target,
@@ -487,14 +492,14 @@ async fn proxy_handler(
     if response.status() != http::StatusCode::UNAUTHORIZED {
         return response;
     }
-    let renewed = (route.sso.pbx_sessions())
-        .renew_refused(&bearer.session, &bearer.token)
-        .await;
+    // Boxed, as is the retry: rare, and large futures every request would carry otherwise.
+    let renewed =
+        Box::pin((route.sso.pbx_sessions()).renew_refused(&bearer.session, &bearer.token)).await;
     match (again, renewed) {
         (Some(again), Some(token)) => {
             let mut headers = identity.headers;
             crate::sso::identity::set_bearer(&mut headers, &token);
-            route.upstream.forward(&route.target, again, headers).await
+            Box::pin(route.upstream.forward(&route.target, again, headers)).await
         }
         _ => response,
     }

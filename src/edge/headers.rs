@@ -34,6 +34,11 @@ const IDENTITY_FOLDED: &str = "xpbx";
 /// Removes hop-by-hop headers. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` are
 /// re-added afterwards, because a WebSocket handshake must reach the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none, so look before removing each by name: a scan of the names
+    // present costs less than a dozen hashed lookups.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let upgrade = headers.get(UPGRADE).cloned();
     let te_trailers = headers.get_all(TE).iter().any(|v| {
         v.to_str().is_ok_and(|s| {

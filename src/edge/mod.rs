@@ -5,6 +5,7 @@
 //! - [`workers`]: the threads with one event loop each that serve client connections.
 //! - [`conn`]: one connection's life: handshake, HTTP, idle timeout, shutdown.
 //! - [`proxy`]: forwarding to the upstream, streaming, WebSocket splicing.
+//! - [`upstream`]: the HTTP/1.1 client for the PBX, driven from the request's own task.
 //! - [`proxy_protocol`]: the client address from a trusted balancer's PROXY header.
 //! - [`headers`]: hop-by-hop, forwarding and identity header rules.
 //! - [`slow`]: slow clients: a minimum request-body rate, responses nobody reads, idle
@@ -23,9 +24,11 @@ pub(crate) mod proxy_protocol;
 pub(crate) mod server;
 pub(crate) mod slow;
 pub(crate) mod tls;
+pub(crate) mod upstream;
 pub(crate) mod workers;
 
 pub use access_line::{AccessLogFormat, install as install_access_log};
 pub use conn::ConnInfo;
 pub use proxy_protocol::v2_header;
 pub use tls::install_default_crypto_provider;
+pub use upstream::decode_answer as decode_upstream_answer;

@@ -3,16 +3,14 @@
 //! upstream's body to the client), WebSocket upgrades are spliced into a bidirectional copy,
 //! and upstream failures become quick 502/504 answers while the gateway keeps serving.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::header::HOST;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,21 +20,32 @@ use super::headers;
 use super::problem::HttpError;
 use super::slow::{Activity, ActivityIo};
 use super::tls::TlsError;
+use super::upstream::{ClientError, Endpoint, Origin, Upgraded};
 use crate::config::{ServerLimits, UpstreamConfig};
 use crate::metrics::{KindLabels, Metrics};
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
-/// The upstream HTTP client, shared by every listener: a keep-alive pool per edge worker, so
-/// a request and the upstream connection that carries it run on the same thread.
+/// The upstream side of every listener: where each listener's requests go, with the
+/// keep-alive connections of each upstream kept per edge worker, so a request and the
+/// upstream connection that carries it are served by the same thread.
 #[derive(Clone)]
 pub struct Upstream {
-    clients: Arc<[Client<Connector, Body>]>,
+    origins: Arc<Origins>,
     response_timeout: Duration,
     metrics: Arc<Metrics>,
     tunnels: Tunnels,
     hard_stop: CancellationToken,
     limits: Arc<ServerLimits>,
+}
+
+/// Every upstream the listeners name, once each (two listeners in front of the same PBX
+/// share its connections).
+struct Origins {
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    workers: usize,
+    idle_per_pool: usize,
+    idle_timeout: Duration,
+    known: Mutex<Vec<(Scheme, Authority, Arc<Origin>)>>,
 }
 
 /// Where spliced WebSocket connections live: a tracker shutdown waits on, and the
@@ -49,34 +58,11 @@ pub struct Tunnels {
 }
 
 /// Where one listener's proxied requests go.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct UpstreamTarget {
-    scheme: Scheme,
-    authority: Authority,
-}
-
-impl UpstreamTarget {
-    pub fn new(uri: &Uri) -> Self {
-        UpstreamTarget {
-            scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: uri
-                .authority()
-                .cloned()
-                .expect("validated upstream URL has a host"),
-        }
-    }
-
-    fn uri_for(&self, original: &Uri) -> Result<Uri, http::Error> {
-        let path = original
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-    }
+    origin: Arc<Origin>,
+    /// `Host` for a request that names none.
+    host: HeaderValue,
 }
 
 impl Upstream {
@@ -90,20 +76,16 @@ impl Upstream {
         hard_stop: CancellationToken,
     ) -> Result<Self, TlsError> {
         let workers = workers.max(1);
-        let idle_per_pool = config.pool_max_idle_per_host.div_ceil(workers);
-        let connector = upstream_connector(config)?;
-        let clients = (0..workers)
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(config.pool_idle_timeout)
-                    .pool_max_idle_per_host(idle_per_pool)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(connector.clone())
-            })
-            .collect();
+        let origins = Origins {
+            tls: super::upstream::tls_config(config)?,
+            connect_timeout: config.connect_timeout,
+            workers,
+            idle_per_pool: config.pool_max_idle_per_host.div_ceil(workers),
+            idle_timeout: config.pool_idle_timeout,
+            known: Mutex::new(Vec::new()),
+        };
         Ok(Upstream {
-            clients,
+            origins: Arc::new(origins),
             response_timeout: config.response_timeout,
             metrics,
             tunnels,
@@ -112,10 +94,55 @@ impl Upstream {
         })
     }
 
-    /// The pool of the edge worker this runs on (the first one elsewhere).
-    fn client(&self) -> &Client<Connector, Body> {
-        let index = super::workers::current().unwrap_or(0);
-        &self.clients[index % self.clients.len()]
+    /// Where requests for the upstream at `uri` (a validated `http`/`https` URL) go.
+    pub fn target(&self, uri: &Uri) -> Result<UpstreamTarget, TlsError> {
+        let o = &self.origins;
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = uri
+            .authority()
+            .cloned()
+            .expect("validated upstream URL has a host");
+        let host =
+            HeaderValue::from_str(authority.as_str()).expect("an authority is a header value");
+        let mut known = o.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, origin)) = known
+            .iter()
+            .find(|(s, a, _)| *s == scheme && *a == authority)
+        {
+            let origin = origin.clone();
+            return Ok(UpstreamTarget { origin, host });
+        }
+        let endpoint = Endpoint::new(uri, &o.tls, o.connect_timeout)?;
+        let origin = Arc::new(Origin::new(
+            endpoint,
+            o.workers,
+            o.idle_per_pool,
+            o.idle_timeout,
+        ));
+        known.push((scheme, authority, origin.clone()));
+        Ok(UpstreamTarget { origin, host })
+    }
+
+    /// Closes idle upstream connections past `[upstream] pool_idle_timeout` every half of
+    /// it, until `stop`.
+    pub async fn sweep_idle(self, stop: CancellationToken) {
+        let every = (self.origins.idle_timeout / 2).max(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let origins: Vec<Arc<Origin>> = {
+                let known = self.origins.known.lock().unwrap_or_else(|e| e.into_inner());
+                known.iter().map(|(_, _, o)| o.clone()).collect()
+            };
+            let closed: usize = origins.iter().map(|o| o.sweep()).sum();
+            if closed > 0 {
+                tracing::debug!(closed, "idle upstream connections closed");
+            }
+        }
     }
 
     /// Forwards `req` to `target` and returns the upstream's answer (or a 502/504).
@@ -143,72 +170,36 @@ impl Upstream {
             false => None,
         };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let mut outgoing = match self.prepare(target, &conn, req, upgrade) {
-            Ok(r) => r,
-            Err(e) => return e.to_response(&client_headers),
-        };
-        outgoing.headers_mut().extend(identity);
+        let (mut parts, body) = req.into_parts();
+        prepare(target, &conn, &mut parts, upgrade);
+        parts.headers.extend(identity);
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.response_timeout, self.client().request(outgoing)).await;
+        let sent = target.origin.send(&parts, body);
+        let result = tokio::time::timeout(self.response_timeout, sent).await;
         let elapsed = started.elapsed();
-        let mut response = match result {
-            Ok(Ok(r)) => r,
+        let answer = match result {
+            Ok(Ok(answer)) => answer,
             Ok(Err(e)) => return self.failed(&conn, classify(&e), &e, &client_headers),
             Err(_) => {
-                return self.failed(
-                    &conn,
-                    HttpError::UpstreamTimeout,
-                    &"response timeout",
-                    &client_headers,
-                );
+                let cause = &"response timeout";
+                return self.failed(&conn, HttpError::UpstreamTimeout, cause, &client_headers);
             }
         };
         conn.metrics.observe_upstream(elapsed.as_secs_f64());
+        let mut response = answer.response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
-        if let (true, Some(client_upgrade), Some(slot)) = (switching, client_upgrade, slot) {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            self.splice(
-                client_upgrade,
-                upstream_upgrade,
-                conn.listener.clone(),
-                slot,
-            );
+        if let Some(upstream) = answer.upgraded {
+            let Some((client, slot)) = client_upgrade.zip(slot) else {
+                // The PBX switched protocols for a request that did not ask to.
+                let cause = &"unrequested protocol switch";
+                return self.failed(&conn, HttpError::UpstreamProtocol, cause, &client_headers);
+            };
+            self.splice(client, upstream, conn.listener.clone(), slot);
         }
         let (mut parts, body) = response.into_parts();
         parts.extensions.insert(UpstreamLatency(elapsed));
         Response::from_parts(parts, Body::new(body))
-    }
-
-    fn prepare(
-        &self,
-        target: &UpstreamTarget,
-        conn: &ConnInfo,
-        req: Request<Body>,
-        upgrade: bool,
-    ) -> Result<Request<Body>, HttpError> {
-        let (mut parts, body) = req.into_parts();
-        let uri = target
-            .uri_for(&parts.uri)
-            .map_err(|e| HttpError::BadRequest(format!("bad request target: {e}")))?;
-        // HTTP/2 names the host in `:authority`; the PBX reads `Host`.
-        if !parts.headers.contains_key(HOST)
-            && let Some(authority) = parts.uri.authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            parts.headers.insert(HOST, host);
-        }
-        let headers = &mut parts.headers;
-        headers::remove_hop_by_hop(headers, upgrade);
-        headers::strip_identity_headers(headers);
-        let host = headers.get(HOST).cloned();
-        let host = host.as_ref().and_then(|h| h.to_str().ok());
-        headers::set_forwarded(headers, &conn.hop, host);
-        parts.uri = uri;
-        // The PBX speaks HTTP/1.1; an HTTP/2 client's request is translated.
-        parts.version = Version::HTTP_11;
-        Ok(Request::from_parts(parts, body))
     }
 
     fn failed(
@@ -242,7 +233,7 @@ impl Upstream {
     fn splice(
         &self,
         client: hyper::upgrade::OnUpgrade,
-        upstream: hyper::upgrade::OnUpgrade,
+        mut upstream: Upgraded,
         listener: Arc<str>,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) {
@@ -250,8 +241,8 @@ impl Upstream {
         let idle = self.limits.slow.websocket_idle_timeout;
         self.tunnels.tracker.spawn(async move {
             let _slot = slot;
-            let (client, upstream) = match tokio::try_join!(client, upstream) {
-                Ok(pair) => pair,
+            let client = match client.await {
+                Ok(client) => client,
                 Err(e) => {
                     tracing::debug!(%listener, error = %e, "upgrade did not complete");
                     return;
@@ -262,7 +253,6 @@ impl Upstream {
                 inner: TokioIo::new(client),
                 activity: activity.clone(),
             };
-            let mut upstream = TokioIo::new(upstream);
             tokio::select! {
                 result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                     if let Err(e) = result {
@@ -278,7 +268,7 @@ impl Upstream {
     }
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> HttpError {
+fn classify(error: &ClientError) -> HttpError {
     if super::slow::SlowBody::in_chain(error) {
         HttpError::SlowRequest
     } else if error.is_connect() {
@@ -289,45 +279,28 @@ fn classify(error: &hyper_util::client::legacy::Error) -> HttpError {
     }
 }
 
-/// The connector every pool uses: plain TCP or TLS to the PBX, as its URL says.
-fn upstream_connector(config: &UpstreamConfig) -> Result<Connector, TlsError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let tls = upstream_tls_config(config)?;
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
-}
-
-fn upstream_tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
+/// Makes a client's request one for the PBX: hop-by-hop and identity headers removed,
+/// `Host` present, forwarding headers written, HTTP/1.1.
+fn prepare(
+    target: &UpstreamTarget,
+    conn: &ConnInfo,
+    parts: &mut http::request::Parts,
+    upgrade: bool,
+) {
+    // HTTP/2 names the host in `:authority`; the PBX reads `Host`.
+    if !parts.headers.contains_key(HOST) {
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| target.host.clone());
+        parts.headers.insert(HOST, host);
     }
-    if let Some(path) = &config.ca_file {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
-        let err = |reason: String| TlsError::Load {
-            key: "upstream.ca_file".into(),
-            path: path.clone(),
-            reason,
-        };
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?;
-        for cert in certs {
-            roots
-                .add(cert.map_err(|e| err(e.to_string()))?)
-                .map_err(|e| err(e.to_string()))?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(super::tls::crypto_provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tls)
+    let headers = &mut parts.headers;
+    headers::remove_hop_by_hop(headers, upgrade);
+    headers::strip_identity_headers(headers);
+    let host = headers.get(HOST).cloned();
+    let host = host.as_ref().and_then(|h| h.to_str().ok());
+    headers::set_forwarded(headers, &conn.hop, host);
+    parts.version = Version::HTTP_11;
 }

@@ -30,6 +30,8 @@ pub enum TlsError {
     SelfSigned { path: PathBuf, reason: String },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("the upstream host {0} cannot be checked against a TLS certificate")]
+    UpstreamName(String),
 }
 
 /// The one crypto provider of the whole process (aws-lc-rs).

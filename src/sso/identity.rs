@@ -49,8 +49,11 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
             req.headers(),
         ));
     }
+    // The session and PBX-token lookups are boxed: their futures (a database query, a call
+    // to the PBX) are large, and every proxied request's future, copied once per request,
+    // would otherwise be as large as they are.
     let session = match session_cookie(req.headers()).map(str::to_string) {
-        Some(value) => sso.sessions.resolve_shared(&value).await.unwrap_or_else(|e| {
+        Some(value) => Box::pin(sso.sessions.resolve_shared(&value)).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "session lookup failed; treating the request as anonymous");
             None
         }),
@@ -71,7 +74,7 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
     if req.headers().contains_key(AUTHORIZATION) {
         return Ok(identity);
     }
-    if let Some(token) = sso.pbx.bearer(&info).await {
+    if let Some(token) = Box::pin(sso.pbx.bearer(&info)).await {
         set_bearer(&mut identity.headers, &token);
         identity.pbx = Some(PbxBearer {
             session: info,

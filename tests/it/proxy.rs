@@ -118,6 +118,45 @@ async fn http2_client_reaches_http1_upstream_with_its_host() {
     gw.stop().await;
 }
 
+/// A PBX behind TLS with a certificate of its own CA (`[upstream] ca_file`), reached by an
+/// HTTP/2 client whose body has no length: it goes upstream chunked, whole. Without the CA
+/// the PBX's certificate is refused and the client gets 502.
+#[tokio::test]
+async fn https_upstream_with_its_own_ca_gets_an_http2_body_of_unknown_length() {
+    let setup = Setup::new();
+    let pbx_ca = crate::common::pki::TestCa::new();
+    let leaf = pbx_ca.issue(setup.dir.path(), "upstream", &["localhost"]);
+    let ca_file = setup.path("pbx-ca.pem");
+    std::fs::write(&ca_file, &pbx_ca.cert_pem).unwrap();
+    let upstream = crate::common::StubUpstream::start_tls(&leaf).await;
+    let url = format!("https://localhost:{}", upstream.addr.port());
+    let trusted = format!("ca_file = \"{}\"", ca_file.display());
+    for (extra, expected) in [
+        (trusted.as_str(), StatusCode::OK),
+        ("", StatusCode::BAD_GATEWAY),
+    ] {
+        let toml = setup.config_toml(&Options {
+            upstream_url: &url,
+            upstream_extra: extra,
+            ..Default::default()
+        });
+        let gw = TestGateway::start(setup.config(&toml)).await;
+        let mut c = client::h2(gw.pbx(), "pbx.test", &setup.ca.roots()).await;
+        let pieces = [vec![b'a'; 1000], vec![b'b'; 40_000], vec![b'c'; 7]]
+            .map(|piece| Ok::<_, client::BoxError>(Frame::data(Bytes::from(piece))));
+        let stream = futures_util::stream::iter(pieces);
+        let req = Request::post("https://pbx.test/slurp")
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .unwrap();
+        let (parts, body) = client::read_body(c.send_request(req).await.unwrap()).await;
+        assert_eq!(parts.status, expected, "{extra:?}: {body:?}");
+        if expected == StatusCode::OK {
+            assert_eq!(body, "41007 bytes");
+        }
+        gw.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn websocket_echo_through_the_proxy_text_binary_and_close() {
     let setup = Setup::new();

@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-pub type ReqBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ReqBody = BoxBody<Bytes, BoxError>;
 
 pub fn body(bytes: impl Into<Bytes>) -> ReqBody {
     Full::new(bytes.into())

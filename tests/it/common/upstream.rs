@@ -44,6 +44,23 @@ struct Shared {
 
 impl StubUpstream {
     pub async fn start() -> StubUpstream {
+        Self::start_with(None).await
+    }
+
+    /// The same stub behind TLS with `leaf` (a PBX with its own certificate).
+    pub async fn start_tls(leaf: &super::pki::Leaf) -> StubUpstream {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let cert = CertificateDer::from_pem_file(&leaf.cert).unwrap();
+        let key = PrivateKeyDer::from_pem_file(&leaf.key).unwrap();
+        let tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> StubUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -58,12 +75,16 @@ impl StubUpstream {
                     return;
                 };
                 let shared = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| route(req, shared.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve(stream, shared).await;
+                            }
+                        }
+                        None => serve(stream, shared).await,
+                    }
                 });
             }
         });
@@ -78,6 +99,17 @@ impl StubUpstream {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+async fn serve<S>(stream: S, shared: Shared)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| route(req, shared.clone()));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await;
 }
 
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {

@@ -1,0 +1,142 @@
+//! Idle keep-alive connections to one upstream, one pool per edge worker. An idle
+//! connection is only its socket: no task polls it and no buffer is kept for it, so holding
+//! hundreds costs file descriptors, not memory. Read buffers are kept apart, a few per pool,
+//! and handed to whichever connection is used next, so a busy pool reads into the same
+//! memory request after request instead of allocating a buffer each time. Newest first, so
+//! a quiet period lets the extra connections of a burst age out; a connection the PBX closed
+//! while it sat here is noticed when it is taken (the reactor already knows) and dropped.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::connect::Stream;
+
+/// A connection in use: its socket and the bytes read from it but not yet consumed.
+pub struct Conn {
+    pub stream: Stream,
+    pub read_buf: BytesMut,
+}
+
+/// Read buffers a pool keeps for the connections it hands out.
+const SPARE_BUFFERS: usize = 32;
+
+struct Idle {
+    stream: Stream,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Kept {
+    idle: VecDeque<Idle>,
+    buffers: Vec<BytesMut>,
+}
+
+/// The idle connections of one worker to one upstream.
+pub struct Pool {
+    kept: Mutex<Kept>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+        Pool {
+            kept: Mutex::new(Kept::default()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection on a new `stream`, with a kept read buffer if there is one.
+    pub fn wrap(&self, stream: Stream) -> Conn {
+        let read_buf = self.lock().buffers.pop().unwrap_or_default();
+        Conn { stream, read_buf }
+    }
+
+    /// The most recently used connection that is still open, if any.
+    pub fn take(&self) -> Option<Conn> {
+        let now = Instant::now();
+        let mut dropped = Vec::new();
+        let found = {
+            let mut kept = self.lock();
+            let Kept { idle, buffers } = &mut *kept;
+            loop {
+                let Some(entry) = idle.pop_back() else {
+                    break None;
+                };
+                if now.duration_since(entry.since) >= self.idle_timeout {
+                    // Everything older has expired too.
+                    dropped.push(entry);
+                    dropped.extend(idle.drain(..));
+                    break None;
+                }
+                if entry.stream.idle_is_broken() {
+                    dropped.push(entry);
+                    continue;
+                }
+                let read_buf = buffers.pop().unwrap_or_default();
+                break Some(Conn {
+                    stream: entry.stream,
+                    read_buf,
+                });
+            }
+        };
+        // Closing sockets is done outside the lock.
+        drop(dropped);
+        found
+    }
+
+    /// Keeps `conn` for the next request, unless its read buffer holds bytes nobody asked
+    /// for (then it is closed); the oldest connection goes when the pool is full.
+    pub fn put(&self, conn: Conn) {
+        if !conn.read_buf.is_empty() || self.max_idle == 0 {
+            return;
+        }
+        let entry = Idle {
+            stream: conn.stream,
+            since: Instant::now(),
+        };
+        let evicted = {
+            let mut kept = self.lock();
+            if kept.buffers.len() < SPARE_BUFFERS {
+                kept.buffers.push(conn.read_buf);
+            }
+            kept.idle.push_back(entry);
+            (kept.idle.len() > self.max_idle).then(|| kept.idle.pop_front())
+        };
+        drop(evicted);
+    }
+
+    /// Closes the connections idle for longer than the timeout; returns how many.
+    /// A pool left with no connection gives its read buffers back too.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let (expired, buffers) = {
+            let mut kept = self.lock();
+            let fresh = (kept.idle.iter())
+                .position(|entry| now.duration_since(entry.since) < self.idle_timeout)
+                .unwrap_or(kept.idle.len());
+            let expired: Vec<Idle> = kept.idle.drain(..fresh).collect();
+            let buffers = match kept.idle.is_empty() {
+                true => std::mem::take(&mut kept.buffers),
+                false => Vec::new(),
+            };
+            (expired, buffers)
+        };
+        drop(buffers);
+        expired.len()
+    }
+
+    /// How many connections are idle now.
+    #[cfg(test)]
+    pub fn idle_count(&self) -> usize {
+        self.lock().idle.len()
+    }
+}

@@ -1,0 +1,322 @@
+//! The client against a scripted upstream on a real socket: every answer is written byte for
+//! byte by the test, so keep-alive, framing, faults and the pool are seen as the wire has them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::{Answer, ClientError, Endpoint, Origin};
+
+/// What the scripted upstream does after writing an answer.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    KeepOpen,
+    Close,
+    /// Read the request, then close without answering.
+    Hang,
+}
+
+/// An upstream that answers each request with the next scripted bytes and reports every
+/// request it read, whole, on `requests`.
+struct Scripted {
+    origin: Arc<Origin>,
+    accepted: Arc<AtomicUsize>,
+    requests: mpsc::UnboundedReceiver<String>,
+}
+
+async fn scripted(answers: Vec<(&'static [u8], After)>) -> Scripted {
+    scripted_with_idle(answers, Duration::from_secs(60)).await
+}
+
+async fn scripted_with_idle(answers: Vec<(&'static [u8], After)>, idle: Duration) -> Scripted {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (tx, requests) = mpsc::unbounded_channel();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(answer_requests(socket, answers.clone(), tx.clone()));
+        }
+    });
+    let uri: http::Uri = format!("http://{addr}").parse().unwrap();
+    let endpoint = Endpoint::new(&uri, &no_roots(), Duration::from_secs(2)).unwrap();
+    let origin = Arc::new(Origin::new(endpoint, 1, 8, idle));
+    Scripted {
+        origin,
+        accepted,
+        requests,
+    }
+}
+
+fn no_roots() -> Arc<rustls::ClientConfig> {
+    let tls = rustls::ClientConfig::builder_with_provider(crate::edge::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Arc::new(tls)
+}
+
+type Script = Arc<Mutex<VecDeque<(&'static [u8], After)>>>;
+
+async fn answer_requests(
+    mut socket: TcpStream,
+    answers: Script,
+    requests: mpsc::UnboundedSender<String>,
+) {
+    loop {
+        let Some(request) = read_request(&mut socket).await else {
+            return;
+        };
+        let _ = requests.send(request);
+        let next = answers.lock().unwrap().pop_front();
+        let Some((bytes, after)) = next else { return };
+        if after == After::Hang {
+            return;
+        }
+        if socket.write_all(bytes).await.is_err() || after == After::Close {
+            return;
+        }
+    }
+}
+
+/// A request's head and body (by content-length, or chunked up to its last chunk).
+async fn read_request(socket: &mut TcpStream) -> Option<String> {
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    let complete = |seen: &[u8]| -> Option<bool> {
+        let text = String::from_utf8_lossy(seen).to_ascii_lowercase();
+        let Some(end) = text.find("\r\n\r\n") else {
+            return Some(false);
+        };
+        let body = &text[end + 4..];
+        if let Some(at) = text.find("content-length: ") {
+            let n: usize = text[at + 16..].split("\r\n").next()?.parse().ok()?;
+            return Some(body.len() >= n);
+        }
+        Some(!text.contains("transfer-encoding: chunked") || body.ends_with("0\r\n\r\n"))
+    };
+    loop {
+        match socket.read(&mut byte).await {
+            Ok(1) => seen.push(byte[0]),
+            _ => return None,
+        }
+        if complete(&seen) == Some(true) {
+            return Some(String::from_utf8_lossy(&seen).into_owned());
+        }
+    }
+}
+
+fn get(path: &str) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.uri = path.parse().unwrap();
+    parts.headers.insert("host", "pbx.test".parse().unwrap());
+    parts
+}
+
+async fn body_of(answer: Answer) -> Bytes {
+    answer
+        .response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+}
+
+const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+
+#[tokio::test]
+async fn a_kept_connection_carries_the_next_request() {
+    let mut up = scripted(vec![(HELLO, After::KeepOpen), (HELLO, After::KeepOpen)]).await;
+    for _ in 0..2 {
+        let answer = up.origin.send(&get("/a?b=c"), Body::empty()).await.unwrap();
+        assert_eq!(answer.response.status(), StatusCode::OK);
+        assert_eq!(body_of(answer).await, "hello");
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(up.origin.idle_count(), 1);
+    let first = up.requests.recv().await.unwrap();
+    assert!(first.starts_with("GET /a?b=c HTTP/1.1\r\n"), "{first}");
+    assert!(first.contains("host: pbx.test\r\n"), "{first}");
+}
+
+#[tokio::test]
+async fn a_body_left_unread_closes_its_connection() {
+    let long: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part";
+    let up = scripted(vec![(long, After::KeepOpen), (HELLO, After::KeepOpen)]).await;
+    let answer = up.origin.send(&get("/"), Body::empty()).await.unwrap();
+    drop(answer);
+    assert_eq!(up.origin.idle_count(), 0);
+    let answer = up.origin.send(&get("/"), Body::empty()).await.unwrap();
+    assert_eq!(body_of(answer).await, "hello");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn connections_idle_past_the_timeout_are_swept_and_not_reused() {
+    let answers = vec![(HELLO, After::KeepOpen); 3];
+    let up = scripted_with_idle(answers, Duration::ZERO).await;
+    body_of(up.origin.send(&get("/"), Body::empty()).await.unwrap()).await;
+    assert_eq!((up.origin.idle_count(), up.origin.sweep()), (1, 1));
+    assert_eq!(up.origin.idle_count(), 0);
+    body_of(up.origin.send(&get("/"), Body::empty()).await.unwrap()).await;
+    body_of(up.origin.send(&get("/"), Body::empty()).await.unwrap()).await;
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_upstream_closed_is_replaced_for_a_request_without_body() {
+    let up = scripted(vec![(HELLO, After::Close), (HELLO, After::KeepOpen)]).await;
+    let answer = up.origin.send(&get("/"), Body::empty()).await.unwrap();
+    assert_eq!(body_of(answer).await, "hello");
+    // The answer said keep-alive, so the connection was kept; the upstream closed it anyway.
+    assert_eq!(up.origin.idle_count(), 1);
+    let answer = up.origin.send(&get("/"), Body::empty()).await.unwrap();
+    assert_eq!(body_of(answer).await, "hello");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn chunked_answers_with_trailers_and_close_delimited_answers_are_read_whole() {
+    let chunked: &'static [u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+        5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n";
+    let close: &'static [u8] = b"HTTP/1.1 200 OK\r\n\r\nuntil the end";
+    let up = scripted(vec![(chunked, After::KeepOpen), (close, After::Close)]).await;
+    let answer = up.origin.send(&get("/"), Body::empty()).await.unwrap();
+    let collected = answer.response.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["x-sum"], "11");
+    assert_eq!(collected.to_bytes(), "hello world");
+    assert_eq!(
+        up.origin.idle_count(),
+        1,
+        "a chunked answer keeps its connection"
+    );
+    let answer = up.origin.send(&get("/"), Body::empty()).await.unwrap();
+    assert_eq!(body_of(answer).await, "until the end");
+    assert_eq!(
+        up.origin.idle_count(),
+        0,
+        "a close-delimited answer ends its connection"
+    );
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_goes_chunked_and_a_known_one_with_its_length() {
+    let mut up = scripted(vec![(HELLO, After::KeepOpen), (HELLO, After::KeepOpen)]).await;
+    let pieces = ["abc", "", "defg"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s)));
+    let mut post = get("/upload");
+    post.method = Method::POST;
+    let streamed = Body::from_stream(futures_util::stream::iter(pieces));
+    body_of(up.origin.send(&post, streamed).await.unwrap()).await;
+    let request = up.requests.recv().await.unwrap();
+    assert!(
+        request.starts_with("POST /upload HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.ends_with("transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"),
+        "{request}"
+    );
+    post.headers.insert("content-length", "3".parse().unwrap());
+    body_of(up.origin.send(&post, Body::from("xyz")).await.unwrap()).await;
+    let request = up.requests.recv().await.unwrap();
+    assert!(
+        request.ends_with("content-length: 3\r\n\r\nxyz"),
+        "{request}"
+    );
+    assert!(!request.contains("transfer-encoding"), "{request}");
+}
+
+#[tokio::test]
+async fn an_answer_cut_short_fails_and_its_connection_is_not_kept() {
+    let cut: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc";
+    let up = scripted(vec![(cut, After::Close)]).await;
+    let answer = up.origin.send(&get("/"), Body::empty()).await.unwrap();
+    let error = answer.response.into_body().collect().await.unwrap_err();
+    assert!(matches!(error, ClientError::ClosedEarly), "{error:?}");
+    assert_eq!(up.origin.idle_count(), 0);
+}
+
+#[tokio::test]
+async fn informational_answers_are_skipped_and_garbage_is_a_protocol_error() {
+    let early_hints: &'static [u8] =
+        b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+    let garbage: &'static [u8] = b"SSH-2.0-OpenSSH_9.6\r\n\r\n";
+    let up = scripted(vec![
+        (early_hints, After::KeepOpen),
+        (garbage, After::Close),
+    ])
+    .await;
+    let answer = up.origin.send(&get("/"), Body::empty()).await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::NO_CONTENT);
+    assert!(answer.response.headers().get("link").is_none());
+    let Err(error) = up.origin.send(&get("/"), Body::empty()).await else {
+        panic!("garbage was taken for an answer");
+    };
+    assert!(matches!(error, ClientError::Protocol(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_switch_of_protocols_hands_over_the_connection_with_its_early_bytes() {
+    let switch: &'static [u8] =
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nearly";
+    let up = scripted(vec![(switch, After::KeepOpen)]).await;
+    let answer = up.origin.send(&get("/ws"), Body::empty()).await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut upgraded = answer.upgraded.expect("the connection after 101");
+    let mut early = [0u8; 5];
+    upgraded.read_exact(&mut early).await.unwrap();
+    assert_eq!(&early, b"early");
+    assert_eq!(up.origin.idle_count(), 0);
+}
+
+#[tokio::test]
+async fn nobody_listening_is_a_connect_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let uri: http::Uri = format!("http://{addr}").parse().unwrap();
+    let endpoint = Endpoint::new(&uri, &no_roots(), Duration::from_secs(2)).unwrap();
+    let origin = Arc::new(Origin::new(endpoint, 1, 8, Duration::from_secs(60)));
+    let Err(error) = origin.send(&get("/"), Body::empty()).await else {
+        panic!("a closed port answered");
+    };
+    assert!(error.is_connect(), "{error:?}");
+}
+
+#[tokio::test]
+async fn only_an_idempotent_request_goes_again_when_a_kept_connection_closes_unanswered() {
+    let script = vec![
+        (HELLO, After::KeepOpen),
+        (HELLO, After::Hang),
+        (HELLO, After::KeepOpen),
+    ];
+    let up = scripted(script).await;
+    body_of(up.origin.send(&get("/"), Body::empty()).await.unwrap()).await;
+    let answer = up.origin.send(&get("/again"), Body::empty()).await.unwrap();
+    assert_eq!(body_of(answer).await, "hello");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+
+    let up = scripted(vec![(HELLO, After::KeepOpen), (HELLO, After::Hang)]).await;
+    body_of(up.origin.send(&get("/"), Body::empty()).await.unwrap()).await;
+    let mut notify = get("/event");
+    notify.method = Method::from_bytes(b"NOTIFY").unwrap();
+    let Err(error) = up.origin.send(&notify, Body::empty()).await else {
+        panic!("a request that is not idempotent was sent again");
+    };
+    assert!(matches!(error, ClientError::NoAnswer(_)), "{error:?}");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
