@@ -34,13 +34,18 @@ pub async fn read_head(
 ) -> Result<ResponseHead, ClientError> {
     let mut answered = false;
     poll_fn(|cx| {
+        // The answer first: a PBX that answered early (a 413) and closed makes the rest of
+        // the upload fail, and its answer is what the client should get.
+        if let Poll::Ready(head) = poll_head(conn, method, &mut answered, cx) {
+            return Poll::Ready(head);
+        }
         if let Some(sending) = upload
             && let Poll::Ready(sent) = sending.poll_send(&mut conn.stream, cx)
         {
             sent?;
             *upload = None;
         }
-        poll_head(conn, method, &mut answered, cx)
+        Poll::Pending
     })
     .await
 }

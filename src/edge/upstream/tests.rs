@@ -320,3 +320,32 @@ async fn only_an_idempotent_request_goes_again_when_a_kept_connection_closes_una
     assert!(matches!(error, ClientError::NoAnswer(_)), "{error:?}");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn an_answer_sent_before_the_whole_body_reaches_the_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.unwrap_or(0) == 1 {
+            seen.push(byte[0]);
+        }
+        let refusal =
+            b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let _ = socket.write_all(refusal).await;
+    });
+    let uri: http::Uri = format!("http://{addr}").parse().unwrap();
+    let endpoint = Endpoint::new(&uri, &no_roots(), Duration::from_secs(2)).unwrap();
+    let origin = Arc::new(Origin::new(endpoint, 1, 8, Duration::from_secs(60)));
+    // A body whose end never comes: the answer must not wait for it.
+    let (_keep_open, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let endless = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let mut post = get("/upload");
+    post.method = Method::POST;
+    let answer = origin.send(&post, endless).await.unwrap();
+    assert_eq!(answer.response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}

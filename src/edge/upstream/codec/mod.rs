@@ -184,7 +184,7 @@ pub fn encode_request_head(
         Framing::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Length(len) if !headers.contains_key(CONTENT_LENGTH) => {
             dst.extend_from_slice(b"content-length: ");
-            put_uint(dst, len, 10);
+            dst.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
             dst.extend_from_slice(b"\r\n");
         }
         Framing::Length(_) | Framing::None | Framing::Close => {}
@@ -195,8 +195,9 @@ pub fn encode_request_head(
 /// Appends a chunk's size line ("{len:x}\r\n") to `dst`; the caller then writes the data and
 /// "\r\n".
 pub fn encode_chunk_size(dst: &mut BytesMut, len: usize) {
-    put_uint(dst, len as u64, 16);
-    dst.extend_from_slice(b"\r\n");
+    use std::fmt::Write as _;
+    // Writing to a `BytesMut` cannot fail.
+    let _ = write!(dst, "{len:x}\r\n");
 }
 
 /// What the chunked decoder could take from the buffer.
@@ -511,23 +512,6 @@ fn list_items<'a>(
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
-}
-
-/// Appends `n` in base 10 or 16 without going through `fmt`.
-fn put_uint(dst: &mut BytesMut, mut n: u64, radix: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // u64::MAX has 20 decimal digits.
-    let mut scratch = [0u8; 20];
-    let mut at = scratch.len();
-    loop {
-        at -= 1;
-        scratch[at] = DIGITS[(n % radix) as usize];
-        n /= radix;
-        if n == 0 {
-            break;
-        }
-    }
-    dst.extend_from_slice(&scratch[at..]);
 }
 
 /// Reads `wire` as the answer to a `GET`, handed over `step` bytes at a time as reads
