@@ -487,7 +487,7 @@ async fn proxy_handler(
     // by another instance): a refusal renews it, and a request without a body goes again.
     let again = bodiless_copy(&req);
     let response = (route.upstream)
-        .forward(&route.target, req, identity.headers.clone())
+        .forward(&route.target, req, identity.headers)
         .await;
     if response.status() != http::StatusCode::UNAUTHORIZED {
         return response;
@@ -497,8 +497,7 @@ async fn proxy_handler(
         Box::pin((route.sso.pbx_sessions()).renew_refused(&bearer.session, &bearer.token)).await;
     match (again, renewed) {
         (Some(again), Some(token)) => {
-            let mut headers = identity.headers;
-            crate::sso::identity::set_bearer(&mut headers, &token);
+            let headers = crate::sso::identity::with_bearer(&bearer.session, &token);
             Box::pin(route.upstream.forward(&route.target, again, headers)).await
         }
         _ => response,

@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::header::HOST;
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 
 use super::access_line::AccessLine;
@@ -47,12 +48,35 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// The request as its log line names it: method, host and path (only the path: query
+/// strings can carry codes and tokens). Kept as what the server parsed, whose clones share
+/// its bytes, so a logged request costs no copy of them.
+pub struct LineRequest {
+    pub method: Method,
+    pub host: Option<HeaderValue>,
+    pub uri: Uri,
+}
+
+impl LineRequest {
+    pub fn of<B>(req: &Request<B>) -> Self {
+        LineRequest {
+            method: req.method().clone(),
+            host: req.headers().get(HOST).cloned(),
+            uri: req.uri().clone(),
+        }
+    }
+
+    /// The `Host` header, else the URI's authority (HTTP/2's `:authority`).
+    fn host(&self) -> &str {
+        super::headers::request_host_of(self.host.as_ref(), &self.uri).unwrap_or_default()
+    }
+}
+
 /// What the log line says about a request, gathered before the body streams.
 pub struct RequestRecord {
     pub listener: Arc<str>,
-    /// (method, host, path) for the log line; `None` when the access log is off, so the
-    /// copies are not made at all. Path only: query strings can carry codes and tokens.
-    pub line: Option<(Method, String, String)>,
+    /// What the log line names; `None` when the access log is off.
+    pub line: Option<LineRequest>,
     pub route: &'static str,
     pub status: StatusCode,
     pub started: Instant,
@@ -65,9 +89,10 @@ impl RequestRecord {
     fn finish(&self, bytes: u64, completed: bool) {
         let total = self.started.elapsed();
         self.metrics.count_request(self.route, self.status.as_u16());
-        let Some((method, host, path)) = &self.line else {
+        let Some(request) = &self.line else {
             return;
         };
+        let (method, host, path) = (&request.method, request.host(), request.uri.path());
         let line = AccessLine {
             listener: &self.listener,
             method: method.as_str(),

@@ -21,8 +21,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::access_log::{InFlight, MeteredBody, RequestRecord, UpstreamLatency};
-use super::headers::{ClientHop, request_host};
+use super::access_log::{InFlight, LineRequest, MeteredBody, RequestRecord, UpstreamLatency};
+use super::gated::Gated;
+use super::headers::ClientHop;
 use super::slow::{Activity, ActivityIo, MinRateBody};
 use crate::config::ServerLimits;
 use crate::metrics::{ListenerLabels, ListenerMetrics, Metrics, ResultLabels};
@@ -234,28 +235,54 @@ async fn serve_io<I>(
     tokio::pin!(conn);
     let mut draining = false;
     loop {
+        // Gated: the watchers are looked at when their own timers or tokens fire, not on
+        // each of the connection's many wakes.
+        let watched = Gated::new(watch(stop, &activity, &in_flight, &ctx.limits, draining));
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(listener = %ctx.name, %peer, error = %e, "connection ended with an error");
                 }
                 break;
             }
-            _ = stop.graceful.cancelled(), if !draining => {
-                conn.as_mut().graceful_shutdown();
-                draining = true;
-            }
-            _ = idle_expired(&activity, &in_flight, ctx.limits.idle_timeout), if !draining => {
-                conn.as_mut().graceful_shutdown();
-                draining = true;
-            }
-            // A client that takes none of its response: nothing graceful is left to do.
-            _ = activity.write_stalled(ctx.limits.slow.send_timeout) => {
-                tracing::debug!(listener = %ctx.name, %peer, "the client stopped reading; closing");
-                break;
-            }
-            _ = stop.hard.cancelled() => break,
+            event = watched => match event {
+                Watched::Drain => {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                Watched::Stalled => {
+                    tracing::debug!(listener = %ctx.name, %peer, "the client stopped reading; closing");
+                    break;
+                }
+                Watched::Hard => break,
+            },
         }
+    }
+}
+
+/// What ends a connection, or starts its end, other than the connection itself.
+enum Watched {
+    /// Shutdown began, or nothing moved for the idle timeout: finish what is in flight.
+    Drain,
+    /// A client that takes none of its response: nothing graceful is left to do.
+    Stalled,
+    /// The grace period is over.
+    Hard,
+}
+
+async fn watch(
+    stop: &StopSignals,
+    activity: &Activity,
+    in_flight: &InFlight,
+    limits: &ServerLimits,
+    draining: bool,
+) -> Watched {
+    tokio::select! {
+        _ = stop.graceful.cancelled(), if !draining => Watched::Drain,
+        _ = idle_expired(activity, in_flight, limits.idle_timeout), if !draining => Watched::Drain,
+        _ = activity.write_stalled(limits.slow.send_timeout) => Watched::Stalled,
+        _ = stop.hard.cancelled() => Watched::Hard,
     }
 }
 
@@ -268,12 +295,8 @@ async fn handle_request(
     let guard = in_flight.enter();
     let started = Instant::now();
     let route = route_class(req.uri().path());
-    let line = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
-        let host = request_host(req.headers(), req.uri())
-            .unwrap_or_default()
-            .to_string();
-        (req.method().clone(), host, req.uri().path().to_string())
-    });
+    let line =
+        tracing::enabled!(target: "access", tracing::Level::INFO).then(|| LineRequest::of(&req));
     req.extensions_mut().insert(info);
     let slow = ctx.limits.slow;
     let req = req.map(|body| {

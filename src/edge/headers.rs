@@ -180,9 +180,12 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop, host: Option<&str
 
 /// The host the client addressed: `Host`, else the URI authority (HTTP/2).
 pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
-    headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
+    request_host_of(headers.get(HOST), uri)
+}
+
+/// [`request_host`] from the `Host` header's value.
+pub fn request_host_of<'a>(host: Option<&'a HeaderValue>, uri: &'a http::Uri) -> Option<&'a str> {
+    host.and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))
 }
 

@@ -4,6 +4,7 @@
 //! - [`server`]: accept loops and the certificate reload task.
 //! - [`workers`]: the threads with one event loop each that serve client connections.
 //! - [`conn`]: one connection's life: handshake, HTTP, idle timeout, shutdown.
+//! - [`gated`]: a future polled only when its own waker fired (a connection's watchers).
 //! - [`proxy`]: forwarding to the upstream, streaming, WebSocket splicing.
 //! - [`upstream`]: the HTTP/1.1 client for the PBX, driven from the request's own task.
 //! - [`proxy_protocol`]: the client address from a trusted balancer's PROXY header.
@@ -17,6 +18,7 @@
 pub(crate) mod access_line;
 pub(crate) mod access_log;
 pub(crate) mod conn;
+mod gated;
 pub(crate) mod headers;
 pub(crate) mod problem;
 pub(crate) mod proxy;

@@ -75,17 +75,6 @@ impl HttpError {
     }
 }
 
-/// The request headers [`wants_json`] reads, copied on their own.
-pub fn negotiation_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for name in [ACCEPT, http::HeaderName::from_static("x-requested-with")] {
-        if let Some(v) = headers.get(&name) {
-            out.insert(name, v.clone());
-        }
-    }
-    out
-}
-
 /// True when the client asked for JSON rather than a page.
 pub fn wants_json(headers: &HeaderMap) -> bool {
     let accept = headers

@@ -151,38 +151,42 @@ impl Upstream {
         &self,
         target: &UpstreamTarget,
         mut req: Request<Body>,
-        identity: http::HeaderMap,
+        identity: Vec<(http::HeaderName, http::HeaderValue)>,
     ) -> Response<Body> {
         let Some(conn) = req.extensions().get::<ConnInfo>().cloned() else {
             return HttpError::BadRequest("no connection information".into())
                 .to_response(req.headers());
         };
-        // Only what error pages look at, not a copy of every header.
-        let client_headers = crate::edge::problem::negotiation_headers(req.headers());
         let upgrade =
             req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
         // A tunnel needs a connection slot of its own before the PBX is asked.
         let slot = match upgrade {
             true => match self.tunnels.permits.clone().try_acquire_owned() {
                 Ok(slot) => Some(slot),
-                Err(_) => return HttpError::Busy.to_response(&client_headers),
+                Err(_) => return HttpError::Busy.to_response(req.headers()),
             },
             false => None,
         };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         prepare(target, &conn, &mut parts, upgrade);
-        parts.headers.extend(identity);
+        // Moved, not cloned: a clone of a value made from a string allocates.
+        parts.headers.reserve(identity.len());
+        for (name, value) in identity {
+            parts.headers.insert(name, value);
+        }
         let started = Instant::now();
         let sent = target.origin.send(&parts, body);
         let result = tokio::time::timeout(self.response_timeout, sent).await;
         let elapsed = started.elapsed();
         let answer = match result {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return self.failed(&conn, classify(&e), &e, &client_headers),
+            // Error pages look at `Accept` and `X-Requested-With`, which the PBX's copy of
+            // the client's headers still has.
+            Ok(Err(e)) => return self.failed(&conn, classify(&e), &e, &parts.headers),
             Err(_) => {
                 let cause = &"response timeout";
-                return self.failed(&conn, HttpError::UpstreamTimeout, cause, &client_headers);
+                return self.failed(&conn, HttpError::UpstreamTimeout, cause, &parts.headers);
             }
         };
         conn.metrics.observe_upstream(elapsed.as_secs_f64());
@@ -193,7 +197,7 @@ impl Upstream {
             let Some((client, slot)) = client_upgrade.zip(slot) else {
                 // The PBX switched protocols for a request that did not ask to.
                 let cause = &"unrequested protocol switch";
-                return self.failed(&conn, HttpError::UpstreamProtocol, cause, &client_headers);
+                return self.failed(&conn, HttpError::UpstreamProtocol, cause, &parts.headers);
             };
             self.splice(client, upstream, conn.listener.clone(), slot);
         }

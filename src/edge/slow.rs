@@ -117,11 +117,13 @@ where
     }
 }
 
-/// When a connection last moved a byte, and since when a write has been waiting for the
-/// client to read.
+/// Whether a connection moves bytes, and since when a write has been waiting for the client
+/// to read. A read or write only bumps a counter: reading the clock on every one cost more
+/// than 1 % of a proxied request (docs/benchmarks.md); [`Activity::idle_for`] looks at the
+/// counter a few times per idle period instead.
 pub struct Activity {
     base: Instant,
-    last_ms: AtomicU64,
+    moved: AtomicU64,
     /// Milliseconds since `base` + 1 of the first write the client did not take; 0: none.
     blocked_ms: AtomicU64,
 }
@@ -130,11 +132,15 @@ impl Default for Activity {
     fn default() -> Self {
         Activity {
             base: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
             blocked_ms: AtomicU64::new(0),
         }
     }
 }
+
+/// How many times per idle period [`Activity::idle_for`] looks whether bytes moved: an idle
+/// connection is closed at most a quarter of the period late, never early.
+const IDLE_CHECKS: u32 = 4;
 
 impl Activity {
     fn now_ms(&self) -> u64 {
@@ -142,26 +148,24 @@ impl Activity {
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.moved.fetch_add(1, Ordering::Relaxed);
     }
 
     fn wrote(&self) {
         self.touch();
-        self.blocked_ms.store(0, Ordering::Relaxed);
+        self.flushed();
     }
 
     fn flushed(&self) {
-        self.blocked_ms.store(0, Ordering::Relaxed);
+        // Most writes find nothing waiting: a load, and no store to the shared line.
+        if self.blocked_ms.load(Ordering::Relaxed) != 0 {
+            self.blocked_ms.store(0, Ordering::Relaxed);
+        }
     }
 
     fn write_waits(&self) {
         let now = self.now_ms() + 1;
         let _ = (self.blocked_ms).compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// The last byte read or written.
-    pub fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
     /// Since when a write has been waiting for the client, if one is.
@@ -172,11 +176,20 @@ impl Activity {
         }
     }
 
-    /// Resolves when no byte has moved for `idle`.
+    /// Resolves when no byte has moved for `idle` (at most `idle / IDLE_CHECKS` later).
     pub async fn idle_for(&self, idle: Duration) {
+        let step = (idle / IDLE_CHECKS).max(Duration::from_millis(1));
+        let mut seen = self.moved.load(Ordering::Relaxed);
+        // Bytes last moved at or before this.
+        let mut quiet_since = Instant::now();
         loop {
-            tokio::time::sleep_until((self.last() + idle).into()).await;
-            if self.last() + idle <= Instant::now() {
+            let next = (quiet_since + idle).min(Instant::now() + step);
+            tokio::time::sleep_until(next.into()).await;
+            let moved = self.moved.load(Ordering::Relaxed);
+            if moved != seen {
+                seen = moved;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= idle {
                 return;
             }
         }
@@ -295,5 +308,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(collected.to_bytes().len(), 4096);
+    }
+
+    #[tokio::test]
+    async fn idle_for_waits_out_the_last_byte_and_never_ends_early() {
+        let activity = Arc::new(Activity::default());
+        let idle = Duration::from_millis(80);
+        let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let busy = tokio::spawn({
+            let (activity, last) = (activity.clone(), last.clone());
+            async move {
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    activity.touch();
+                    *last.lock().unwrap() = Instant::now();
+                }
+            }
+        });
+        let started = Instant::now();
+        activity.idle_for(idle).await;
+        busy.await.unwrap();
+        let quiet = last.lock().unwrap().elapsed();
+        assert!(quiet >= idle, "ended {quiet:?} after the last byte");
+        assert!(started.elapsed() >= Duration::from_millis(150) + idle);
+        assert!(quiet < idle * 4, "ended {quiet:?} after the last byte");
     }
 }

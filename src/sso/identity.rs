@@ -25,10 +25,11 @@ pub const X_PBX_EXTENSION: HeaderName = HeaderName::from_static("x-pbx-extension
 pub const X_PBX_ROLE: HeaderName = HeaderName::from_static("x-pbx-role");
 
 /// What the proxy adds to a request: the identity headers and, when the user's PBX token
-/// went as the bearer, which one (so a refusal by the PBX can renew it and retry).
+/// went as the bearer, which one (so a refusal by the PBX can renew it and retry). A list,
+/// not a map: the proxy only appends them to the request's own map.
 #[derive(Default)]
 pub struct Identity {
-    pub headers: HeaderMap,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub pbx: Option<PbxBearer>,
 }
 
@@ -52,8 +53,8 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
     // The session and PBX-token lookups are boxed: their futures (a database query, a call
     // to the PBX) are large, and every proxied request's future, copied once per request,
     // would otherwise be as large as they are.
-    let session = match session_cookie(req.headers()).map(str::to_string) {
-        Some(value) => Box::pin(sso.sessions.resolve_shared(&value)).await.unwrap_or_else(|e| {
+    let session = match session_cookie(req.headers()) {
+        Some(value) => Box::pin(sso.sessions.resolve_shared(value)).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "session lookup failed; treating the request as anonymous");
             None
         }),
@@ -74,7 +75,12 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
     if req.headers().contains_key(AUTHORIZATION) {
         return Ok(identity);
     }
-    if let Some(token) = Box::pin(sso.pbx.bearer(&info)).await {
+    // Checked first: the boxed lookup allocates, and without a PBX API it finds nothing.
+    let pbx_token = match sso.pbx.enabled() {
+        true => Box::pin(sso.pbx.bearer(&info)).await,
+        false => None,
+    };
+    if let Some(token) = pbx_token {
         set_bearer(&mut identity.headers, &token);
         identity.pbx = Some(PbxBearer {
             session: info,
@@ -89,18 +95,29 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
     Ok(identity)
 }
 
-/// Sets `Authorization: Bearer <token>`.
-pub fn set_bearer(headers: &mut HeaderMap, token: &str) {
+/// Sets `Authorization: Bearer <token>`, in place of one set before.
+fn set_bearer(headers: &mut Vec<(HeaderName, HeaderValue)>, token: &str) {
+    headers.retain(|(name, _)| name != AUTHORIZATION);
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-        headers.insert(AUTHORIZATION, v);
+        headers.push((AUTHORIZATION, v));
     }
 }
 
-fn identity_headers(info: &SessionInfo) -> HeaderMap {
-    let mut h = HeaderMap::new();
+/// The identity headers of `info` with `token` as the bearer: what a request sent again
+/// after a renewal carries (built anew rather than kept from the first try, whose values
+/// went to the PBX).
+pub fn with_bearer(info: &SessionInfo, token: &str) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = identity_headers(info);
+    set_bearer(&mut headers, token);
+    headers
+}
+
+fn identity_headers(info: &SessionInfo) -> Vec<(HeaderName, HeaderValue)> {
+    // Room for the bearer too.
+    let mut h = Vec::with_capacity(6);
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
+            h.push((name, v));
         }
     };
     set(X_PBX_TENANT, info.tenant_id.as_str());

@@ -313,20 +313,21 @@ impl Sessions {
         if !plausible_cookie(cookie_value) {
             return Ok(None);
         }
-        let id_hash = hash_cookie(cookie_value);
+        let hash = CookieHash::of(cookie_value);
+        let id_hash = hash.as_str();
         let (now, epoch) = (self.clock.now(), self.clock.epoch());
         let generation = {
             let mut cache = self.cache();
-            match cache.get(&id_hash, now, self.cache_ttl) {
+            match cache.get(id_hash, now, self.cache_ttl) {
                 Some(info) if info.expires_at > epoch => return Ok(Some(info)),
                 Some(_) => {
-                    cache.remove(&id_hash);
+                    cache.remove(id_hash);
                     return Ok(None);
                 }
                 None => cache.generation,
             }
         };
-        let info = self.load(&id_hash, epoch).await?.map(Arc::new);
+        let info = self.load(id_hash, epoch).await?.map(Arc::new);
         if let Some(info) = &info {
             // Skipped when a logout evicted anything meanwhile: what was read may be stale.
             self.cache()
@@ -472,14 +473,27 @@ impl Sessions {
 
 /// Lower-case hex SHA-256 of a cookie value: the session's id in the store.
 pub fn hash_cookie(value: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = digest(&SHA256, value.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in d.as_ref() {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    CookieHash::of(value).as_str().to_string()
+}
+
+/// [`hash_cookie`] on the stack: the proxy looks one up on every request with a session.
+struct CookieHash([u8; 64]);
+
+impl CookieHash {
+    fn of(value: &str) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let d = digest(&SHA256, value.as_bytes());
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(d.as_ref()) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        CookieHash(out)
     }
-    out
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
 }
 
 /// Shape check before any lookup, so garbage never costs a database round trip.

@@ -19,17 +19,32 @@ use super::pool::{Conn, Pool};
 use super::upload::Upload;
 use super::{ClientError, Origin};
 
-/// A fresh read buffer's size: a typical answer's head and body in one read.
-const READ_BUFFER: usize = 16 * 1024;
-/// Below this much free space a read first makes room for another [`READ_BUFFER`].
-const READ_MIN_SPACE: usize = 2 * 1024;
+/// What a connection's first read makes room for: one page, like nginx's
+/// `proxy_buffer_size`, which holds a typical answer's head and a small body. A body handed
+/// on keeps its part of the buffer alive until the client has it, so under HTTP/2 every
+/// stream in flight holds one: at 16 KiB, 320 streams held 11 MB (heaptrack,
+/// docs/benchmarks.md).
+pub const READ_BUFFER: usize = 4 * 1024;
+/// The most one read makes room for: a large body is read in pieces this big.
+const READ_BUFFER_MAX: usize = 64 * 1024;
+/// Below this much free space a read first makes room for another piece.
+const READ_MIN_SPACE: usize = 1024;
 
-/// Reads more of the connection's bytes into its buffer; `Ok(0)` at end of stream.
+/// Reads more of the connection's bytes into its buffer; `Ok(0)` at end of stream. A read
+/// that filled all the room it had doubles the room the next one gets, so a large body
+/// quickly moves in large pieces while small answers keep small buffers.
 pub fn poll_read_more(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     if conn.read_buf.capacity() - conn.read_buf.len() < READ_MIN_SPACE {
-        conn.read_buf.reserve(READ_BUFFER);
+        conn.read_buf.reserve(conn.read_size);
     }
-    tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.read_buf)
+    let room = conn.read_buf.capacity() - conn.read_buf.len();
+    let polled = tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.read_buf);
+    if let Poll::Ready(Ok(n)) = polled
+        && n == room
+    {
+        conn.read_size = (conn.read_size * 2).min(READ_BUFFER_MAX);
+    }
+    polled
 }
 
 /// Where a finished connection goes: its origin's pool of the worker it was taken on.

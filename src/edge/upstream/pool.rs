@@ -12,16 +12,31 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use super::body::READ_BUFFER;
 use super::connect::Stream;
 
 /// A connection in use: its socket and the bytes read from it but not yet consumed.
 pub struct Conn {
     pub stream: Stream,
     pub read_buf: BytesMut,
+    /// How much room the next read that needs some makes (grows while reads fill it).
+    pub read_size: usize,
+}
+
+impl Conn {
+    fn new(stream: Stream, read_buf: BytesMut) -> Self {
+        Conn {
+            stream,
+            read_buf,
+            read_size: READ_BUFFER,
+        }
+    }
 }
 
 /// Read buffers a pool keeps for the connections it hands out.
 const SPARE_BUFFERS: usize = 32;
+/// A buffer grown for a large body is not kept: the next answer is most likely small.
+const SPARE_MAX_BYTES: usize = 4 * READ_BUFFER;
 
 struct Idle {
     stream: Stream,
@@ -57,7 +72,7 @@ impl Pool {
     /// A connection on a new `stream`, with a kept read buffer if there is one.
     pub fn wrap(&self, stream: Stream) -> Conn {
         let read_buf = self.lock().buffers.pop().unwrap_or_default();
-        Conn { stream, read_buf }
+        Conn::new(stream, read_buf)
     }
 
     /// The most recently used connection that is still open, if any.
@@ -82,10 +97,7 @@ impl Pool {
                     continue;
                 }
                 let read_buf = buffers.pop().unwrap_or_default();
-                break Some(Conn {
-                    stream: entry.stream,
-                    read_buf,
-                });
+                break Some(Conn::new(entry.stream, read_buf));
             }
         };
         // Closing sockets is done outside the lock.
@@ -105,7 +117,7 @@ impl Pool {
         };
         let evicted = {
             let mut kept = self.lock();
-            if kept.buffers.len() < SPARE_BUFFERS {
+            if kept.buffers.len() < SPARE_BUFFERS && conn.read_buf.capacity() <= SPARE_MAX_BYTES {
                 kept.buffers.push(conn.read_buf);
             }
             kept.idle.push_back(entry);

@@ -349,3 +349,36 @@ async fn an_answer_sent_before_the_whole_body_reaches_the_client() {
     let answer = origin.send(&post, endless).await.unwrap();
     assert_eq!(answer.response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn reads_start_at_a_page_and_grow_while_a_large_body_fills_them() {
+    let body = vec![b'x'; 96 * 1024];
+    let mut answer =
+        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+    answer.extend_from_slice(&body);
+    let answer: &'static [u8] = answer.leak();
+    let up = scripted(vec![(answer, After::KeepOpen), (HELLO, After::KeepOpen)]).await;
+    let mut response = up
+        .origin
+        .send(&get("/big"), Body::empty())
+        .await
+        .unwrap()
+        .response;
+    let mut sizes = Vec::new();
+    while let Some(frame) = response.body_mut().frame().await {
+        sizes.push(frame.unwrap().into_data().unwrap().len());
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), body.len());
+    assert!(
+        sizes[0] < super::body::READ_BUFFER,
+        "the first read shares one page with the head: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().any(|&n| n > 2 * super::body::READ_BUFFER),
+        "later reads grew: {sizes:?}"
+    );
+    // The connection is kept, and the next small answer is read as before.
+    let answer = up.origin.send(&get("/"), Body::empty()).await.unwrap();
+    assert_eq!(body_of(answer).await, "hello");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
