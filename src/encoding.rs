@@ -39,7 +39,28 @@ fn hex(bytes: &[u8], digits: &[u8; 16]) -> String {
 
 /// Lower-case hex SHA-256 of `bytes`: how hashed tokens, states and scopes are stored.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex_lower(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+    Sha256Hex::of(bytes).as_str().to_owned()
+}
+
+/// [`sha256_hex`] on the stack, for a lookup that needs no `String` (the proxy resolves a
+/// session cookie's hash on every request that carries one).
+pub struct Sha256Hex([u8; 64]);
+
+impl Sha256Hex {
+    pub fn of(bytes: &[u8]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(digest.as_ref()) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        Sha256Hex(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
 }
 
 #[cfg(test)]

@@ -95,9 +95,8 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
     Ok(identity)
 }
 
-/// Sets `Authorization: Bearer <token>`, in place of one set before.
+/// Adds `Authorization: Bearer <token>` to identity headers that have none yet.
 fn set_bearer(headers: &mut Vec<(HeaderName, HeaderValue)>, token: &str) {
-    headers.retain(|(name, _)| name != AUTHORIZATION);
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
         headers.push((AUTHORIZATION, v));
     }

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -313,7 +312,7 @@ impl Sessions {
         if !plausible_cookie(cookie_value) {
             return Ok(None);
         }
-        let hash = CookieHash::of(cookie_value);
+        let hash = crate::encoding::Sha256Hex::of(cookie_value.as_bytes());
         let id_hash = hash.as_str();
         let (now, epoch) = (self.clock.now(), self.clock.epoch());
         let generation = {
@@ -473,27 +472,7 @@ impl Sessions {
 
 /// Lower-case hex SHA-256 of a cookie value: the session's id in the store.
 pub fn hash_cookie(value: &str) -> String {
-    CookieHash::of(value).as_str().to_string()
-}
-
-/// [`hash_cookie`] on the stack: the proxy looks one up on every request with a session.
-struct CookieHash([u8; 64]);
-
-impl CookieHash {
-    fn of(value: &str) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let d = digest(&SHA256, value.as_bytes());
-        let mut out = [0u8; 64];
-        for (pair, b) in out.chunks_exact_mut(2).zip(d.as_ref()) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0xf)];
-        }
-        CookieHash(out)
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
-    }
+    crate::encoding::sha256_hex(value.as_bytes())
 }
 
 /// Shape check before any lookup, so garbage never costs a database round trip.
