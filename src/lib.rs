@@ -36,6 +36,7 @@
 //! - [`signals`]: SIGTERM/SIGINT to shutdown, SIGHUP to certificate reload.
 //! - [`fsutil`]: owner-only files for secrets.
 //! - `log_writer`: log lines queued to one writer thread, never blocking a request.
+//! - `shard`: which shard of a per-request value (metrics, log buffer) a thread writes.
 //! - `encoding`: hex and percent-encoding, written once.
 //! - [`web`]: what the gateway's pages and browser endpoints share: same-origin checks, the
 //!   post-login path check, embedded assets and page security headers.
@@ -63,6 +64,7 @@ pub(crate) mod realtime;
 pub(crate) mod schedule;
 pub(crate) mod seal;
 pub mod settings;
+pub(crate) mod shard;
 pub(crate) mod signals;
 pub mod sso;
 pub mod store;

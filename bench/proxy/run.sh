@@ -631,12 +631,16 @@ run_one() { # round proxy proto may-retry
         }')
     # proxy CPU per request; h2load CPU (% of one core); CPU used by anything else on the
     # machine (% of all cores: background noise, should be ~0).
-    read -r cpu h2cpu other < <(awk -v a="$s0" -v b="$s1" -v hz="$CLK_TCK" -v rps="$rps" -v n="$NCPU" 'BEGIN {
+    # Also, for the progress log: upstream and h2load CPU per request and the machine's idle
+    # share, which tell a proxy that costs more CPU from one that leaves the cores waiting.
+    read -r cpu h2cpu other upcpu gencpu idle < <(awk -v a="$s0" -v b="$s1" -v hz="$CLK_TCK" -v rps="$rps" -v n="$NCPU" 'BEGIN {
         split(a, x, " "); split(b, y, " ")
         secs = (y[1] - x[1]) / 1e9
         proxy = (y[2] - x[2]) / hz; up = (y[3] - x[3]) / hz; gen = (y[4] - x[4]) / hz; all = (y[5] - x[5]) / hz
         o = (all - proxy - up - gen) / secs / n * 100; if (o < 0) o = 0
-        printf "%.1f %.0f %.0f\n", (rps > 0 ? proxy / secs / rps * 1e6 : 0), gen / secs * 100, o
+        idle = 100 - all / secs / n * 100; if (idle < 0) idle = 0
+        per = (rps > 0 ? 1e6 / secs / rps : 0)
+        printf "%.1f %.0f %.0f %.1f %.1f %.0f\n", proxy * per, gen / secs * 100, o, up * per, gen * per, idle
     }')
     rm -f "$logf"
     if ((may_retry && other > NOISY_PCT && $(noise_budget_left) > 0)); then
@@ -646,7 +650,8 @@ run_one() { # round proxy proto may-retry
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$proto" "$rps" "$p50" "$p99" "$mean" \
         "$done_" "$errors" "$hwm" "$cpu" "$conns" "$h2cpu" "$other" >>"$RAW"
     log "round $round $proto $proxy: $rps req/s, p50 ${p50}us, p99 ${p99}us, errors $errors, peak RSS $((hwm / 1024)) MiB," \
-        "proxy CPU ${cpu}us/req, upstream conns opened $conns, h2load CPU ${h2cpu}%, other CPU ${other}%"
+        "proxy CPU ${cpu}us/req, upstream conns opened $conns, h2load CPU ${h2cpu}%, other CPU ${other}%," \
+        "upstream CPU ${upcpu}us/req, h2load CPU ${gencpu}us/req, machine idle ${idle}%"
 }
 
 START=$(date +%s)

@@ -16,7 +16,7 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 
 use super::access_line::AccessLine;
-use crate::metrics::ListenerMetrics;
+use super::conn::ConnInfo;
 
 /// Upstream time to response headers, set by the proxy in response extensions.
 #[derive(Debug, Clone, Copy)]
@@ -74,27 +74,29 @@ impl LineRequest {
 
 /// What the log line says about a request, gathered before the body streams.
 pub struct RequestRecord {
-    pub listener: Arc<str>,
+    /// The connection: its listener's name and metrics.
+    pub conn: ConnInfo,
     /// What the log line names; `None` when the access log is off.
     pub line: Option<LineRequest>,
     pub route: &'static str,
     pub status: StatusCode,
     pub started: Instant,
     pub upstream: Option<Duration>,
-    pub metrics: Arc<ListenerMetrics>,
     pub _in_flight: InFlightGuard,
 }
 
 impl RequestRecord {
     fn finish(&self, bytes: u64, completed: bool) {
         let total = self.started.elapsed();
-        self.metrics.count_request(self.route, self.status.as_u16());
+        self.conn
+            .metrics
+            .count_request(self.route, self.status.as_u16());
         let Some(request) = &self.line else {
             return;
         };
         let (method, host, path) = (&request.method, request.host(), request.uri.path());
         let line = AccessLine {
-            listener: &self.listener,
+            listener: &self.conn.listener,
             method: method.as_str(),
             host,
             path,
@@ -109,7 +111,7 @@ impl RequestRecord {
         }
         tracing::info!(
             target: "access",
-            listener = %self.listener,
+            listener = %self.conn.listener,
             method = %method,
             host = %host,
             path = %path,
@@ -123,7 +125,8 @@ impl RequestRecord {
 
     /// Records the time to response headers.
     pub fn record_header_latency(&self) {
-        self.metrics
+        self.conn
+            .metrics
             .observe_duration(self.route, self.started.elapsed().as_secs_f64());
     }
 }

@@ -29,8 +29,14 @@ use crate::config::ServerLimits;
 use crate::metrics::{ListenerLabels, ListenerMetrics, Metrics, ResultLabels};
 
 /// Facts about the connection a request arrived on, in every request's extensions.
+/// Made once per connection and shared by its requests: a clone touches only this
+/// connection's count, never one that the other edge workers' requests write too.
 #[derive(Clone, Debug)]
-pub struct ConnInfo {
+pub struct ConnInfo(Arc<ConnFacts>);
+
+/// What a [`ConnInfo`] holds.
+#[derive(Debug)]
+pub struct ConnFacts {
     pub peer: SocketAddr,
     /// Listener name (`pbx#0`).
     pub listener: Arc<str>,
@@ -41,18 +47,27 @@ pub struct ConnInfo {
     /// The listener's pre-resolved request metrics.
     pub metrics: Arc<ListenerMetrics>,
     /// The forwarding headers' per-connection part.
-    pub hop: Arc<ClientHop>,
+    pub hop: ClientHop,
+}
+
+impl std::ops::Deref for ConnInfo {
+    type Target = ConnFacts;
+
+    fn deref(&self) -> &ConnFacts {
+        &self.0
+    }
 }
 
 /// The reverse proxy as the edge calls it: every request whose path the gateway does not
 /// answer itself goes here directly, without a pass through the router (the routes are
-/// matched only for the gateway's own paths, see `skips_router`).
+/// matched only for the gateway's own paths, see `skips_router`). The answer borrows the
+/// service, which the connection holds, so a request clones no shared handle to it.
 pub trait ProxyService: Send + Sync + 'static {
-    fn call(self: Arc<Self>, req: Request<Body>) -> ResponseFuture;
+    fn call(&self, req: Request<Body>) -> ResponseFuture<'_>;
 }
 
 /// What a [`ProxyService`] returns.
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'static>>;
+pub type ResponseFuture<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
 
 impl ConnInfo {
     /// `trusted` says whether `peer` is one of `[server] trusted_proxies`.
@@ -64,14 +79,14 @@ impl ConnInfo {
         metrics: Arc<ListenerMetrics>,
         trusted: bool,
     ) -> Self {
-        ConnInfo {
+        ConnInfo(Arc::new(ConnFacts {
             peer,
             listener,
             listener_index,
             proto,
             metrics,
-            hop: Arc::new(ClientHop::new(peer, proto, trusted)),
-        }
+            hop: ClientHop::new(peer, proto, trusted),
+        }))
     }
 }
 
@@ -221,12 +236,14 @@ async fn serve_io<I>(
         ctx.request_metrics.clone(),
         ctx.limits.trusts(peer.ip()),
     );
-    let service = {
-        let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
-        hyper::service::service_fn(move |req| {
-            handle_request(req, info.clone(), ctx.clone(), in_flight.clone())
-        })
-    };
+    // One handle per connection, cloned by each of its requests: the listener's shared
+    // context is reached through it, not cloned (a count both edge workers would write).
+    let conn = Arc::new(Connection {
+        ctx: ctx.clone(),
+        info,
+        in_flight: in_flight.clone(),
+    });
+    let service = hyper::service::service_fn(move |req| handle_request(req, conn.clone()));
     let io = TokioIo::new(ActivityIo {
         inner: io,
         activity: activity.clone(),
@@ -286,18 +303,24 @@ async fn watch(
     }
 }
 
+/// What a connection's requests share.
+struct Connection {
+    ctx: Arc<ListenerContext>,
+    info: ConnInfo,
+    in_flight: Arc<InFlight>,
+}
+
 async fn handle_request(
     mut req: Request<Incoming>,
-    info: ConnInfo,
-    ctx: Arc<ListenerContext>,
-    in_flight: Arc<InFlight>,
+    conn: Arc<Connection>,
 ) -> Result<Response<MeteredBody<Body>>, Infallible> {
-    let guard = in_flight.enter();
+    let guard = conn.in_flight.enter();
     let started = Instant::now();
     let route = route_class(req.uri().path());
     let line =
         tracing::enabled!(target: "access", tracing::Level::INFO).then(|| LineRequest::of(&req));
-    req.extensions_mut().insert(info);
+    req.extensions_mut().insert(conn.info.clone());
+    let ctx = &conn.ctx;
     let slow = ctx.limits.slow;
     let req = req.map(|body| {
         if slow.body_min_rate == 0 || http_body::Body::is_end_stream(&body) {
@@ -307,7 +330,7 @@ async fn handle_request(
         }
     });
     let response = if skips_router(route, req.uri().path()) {
-        ctx.proxy.clone().call(req).await
+        ctx.proxy.call(req).await
     } else {
         match ctx.router.clone().oneshot(req).await {
             Ok(r) => r,
@@ -315,13 +338,12 @@ async fn handle_request(
         }
     };
     let record = RequestRecord {
-        listener: ctx.name.clone(),
+        conn: conn.info.clone(),
         line,
         route,
         status: response.status(),
         started,
         upstream: response.extensions().get::<UpstreamLatency>().map(|u| u.0),
-        metrics: ctx.request_metrics.clone(),
         _in_flight: guard,
     };
     record.record_header_latency();

@@ -3,6 +3,7 @@
 //! identity headers that only the gateway may set (`X-PBX-*`) stripped from clients.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 use http::header::{
     CONNECTION, HOST, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
@@ -10,8 +11,10 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue};
 
+const HOP_BY_HOP_COUNT: usize = 9;
+
 /// Hop-by-hop headers always removed, besides those listed in `Connection`.
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -34,9 +37,15 @@ const IDENTITY_FOLDED: &str = "xpbx";
 /// Removes hop-by-hop headers. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` are
 /// re-added afterwards, because a WebSocket handshake must reach the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none, so look before removing each by name: a scan of the names
-    // present costs less than a dozen hashed lookups.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One scan of the names present says which to remove: cheaper than a hashed lookup
+    // for each of them, and most messages carry none or only `Connection`.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
     let upgrade = headers.get(UPGRADE).cloned();
@@ -46,17 +55,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
+    // `Connection: keep-alive` or `upgrade` names nothing more to remove, so the usual
+    // answer makes no list (and no header name) at all.
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| !is_removed_anyway(token))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     if te_trailers {
@@ -66,6 +79,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, upgrade);
     }
+}
+
+/// A `Connection` token that needs no removal of its own: empty, or a name the fixed list
+/// removes anyway (`keep-alive`, `upgrade`).
+fn is_removed_anyway(token: &str) -> bool {
+    token.is_empty()
+        || HOP_BY_HOP
+            .iter()
+            .any(|h| token.eq_ignore_ascii_case(h.as_str()))
 }
 
 /// True for a request that asks to switch protocols (WebSocket over HTTP/1.1).
@@ -113,6 +135,10 @@ pub struct ClientHop {
     address: HeaderValue,
     /// `for=…;proto=…`: the `Forwarded` element without its `host`.
     element: String,
+    /// The last `Host` a `Forwarded` element was made for (a copy, so the client
+    /// connection's read buffer is not held), and that element: a connection's requests
+    /// nearly always name the same host, so it is formatted once and then shared.
+    last_element: Mutex<Option<(HeaderValue, HeaderValue)>>,
     /// Peer is a configured trusted proxy: extend its headers instead of replacing them.
     trusted: bool,
 }
@@ -132,8 +158,26 @@ impl ClientHop {
             proto,
             address,
             element: format!("for={node};proto={proto}"),
+            last_element: Mutex::new(None),
             trusted,
         }
+    }
+
+    /// [`Self::element`] as a header value, made once per host the connection names.
+    fn element_value(&self, host: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let Some(host) = host else {
+            return HeaderValue::try_from(self.element(None)).ok();
+        };
+        let mut last = self.last_element.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((named, element)) = &*last
+            && named == host
+        {
+            return Some(element.clone());
+        }
+        let element = HeaderValue::try_from(self.element(host.to_str().ok())).ok()?;
+        let named = HeaderValue::from_bytes(host.as_bytes()).ok()?;
+        *last = Some((named, element.clone()));
+        Some(element)
     }
 
     /// The `Forwarded` element of a request to `host`.
@@ -153,28 +197,28 @@ impl ClientHop {
 }
 
 /// Writes `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream; `host` is the
-/// `Host` (or HTTP/2 `:authority`) the client used.
-pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop, host: Option<&str>) {
-    let element = hop.element(host);
+/// `Host` (or HTTP/2 `:authority`) the client used, when it is visible ASCII.
+pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop, host: Option<&HeaderValue>) {
     if hop.trusted {
+        let host = host.and_then(|h| h.to_str().ok());
         let address = hop.address.to_str().unwrap_or_default();
         append_list(headers, X_FORWARDED_FOR, address);
-        append_list(headers, FORWARDED, &element);
+        append_list(headers, FORWARDED, &hop.element(host));
         set_if_absent(headers, X_FORWARDED_PROTO, hop.proto);
         if let Some(host) = host {
             set_if_absent(headers, X_FORWARDED_HOST, host);
         }
     } else {
         headers.insert(X_FORWARDED_FOR, hop.address.clone());
-        match HeaderValue::try_from(element) {
-            Ok(element) => headers.insert(FORWARDED, element),
-            Err(_) => headers.remove(FORWARDED),
+        match hop.element_value(host) {
+            Some(element) => headers.insert(FORWARDED, element),
+            None => headers.remove(FORWARDED),
         };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
         match host {
-            Some(host) => set_value(headers, X_FORWARDED_HOST, host),
-            None => drop(headers.remove(X_FORWARDED_HOST)),
-        }
+            Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
     }
 }
 
@@ -293,7 +337,11 @@ mod tests {
             ("forwarded", "for=6.6.6.6"),
         ]);
         let hop = ClientHop::new("192.0.2.7:5000".parse().unwrap(), "https", false);
-        set_forwarded(&mut h, &hop, Some("pbx.example.com"));
+        set_forwarded(
+            &mut h,
+            &hop,
+            Some(&HeaderValue::from_static("pbx.example.com")),
+        );
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-host"], "pbx.example.com");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -301,6 +349,46 @@ mod tests {
             h["forwarded"],
             "for=192.0.2.7;proto=https;host=\"pbx.example.com\""
         );
+    }
+
+    #[test]
+    fn each_request_gets_the_forwarded_element_of_its_own_host() {
+        let hop = ClientHop::new("192.0.2.7:5000".parse().unwrap(), "https", false);
+        let forwarded = |host: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            set_forwarded(&mut h, &hop, host.map(HeaderValue::from_static).as_ref());
+            (h.get(FORWARDED).cloned(), h.get(X_FORWARDED_HOST).cloned())
+        };
+        let a = "for=192.0.2.7;proto=https;host=\"a.example.com\"";
+        let b = "for=192.0.2.7;proto=https;host=\"b.example.com\"";
+        // The second request to a host reuses the first one's element; another host, or
+        // none, gets its own.
+        for (host, element) in [
+            (Some("a.example.com"), a),
+            (Some("a.example.com"), a),
+            (Some("b.example.com"), b),
+            (None, "for=192.0.2.7;proto=https"),
+            (Some("a.example.com"), a),
+        ] {
+            let (got, x_host) = forwarded(host);
+            assert_eq!(got.unwrap(), element);
+            assert_eq!(x_host.as_ref().map(|v| v.to_str().unwrap()), host);
+        }
+    }
+
+    #[test]
+    fn every_header_the_connection_header_names_is_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, Close, , x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            // RFC 9110 §7.6.1: a field named like any option goes, `close` included.
+            ("close", "1"),
+            ("content-type", "text/html"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
     }
 
     #[test]

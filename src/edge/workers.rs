@@ -122,6 +122,7 @@ fn spawn_worker(
         .name(format!("edge-{index}"))
         .spawn(move || {
             WORKER_INDEX.with(|w| w.set(Some(index)));
+            crate::shard::enter(index);
             runtime.block_on(stop.cancelled());
             runtime.shutdown_timeout(BLOCKING_GRACE);
             let _ = done_tx.send(());

@@ -4,16 +4,18 @@
 //! [`sync`] hold the sign-in and the sync/PBX families (`docs/operations.md` lists them
 //! all, with the dashboard and alerts that use them).
 
+mod sharded;
 pub mod sign_in;
 pub mod sync;
 
-use std::sync::Arc;
+pub use sharded::{ShardedCounter, ShardedHistogram};
+
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,17 +63,12 @@ pub const NOTIFICATION_OUTCOMES: [&str; 7] = [
     "overloaded",
 ];
 
-fn latency_histogram() -> Histogram {
-    // 0.5 ms .. ~65 s
-    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
-}
-
 /// Every metric the gateway records.
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    pub upstream_duration: Family<ListenerLabels, Histogram, fn() -> Histogram>,
+    pub requests: Family<RequestLabels, ShardedCounter>,
+    pub request_duration: Family<RouteLabels, ShardedHistogram, fn() -> ShardedHistogram>,
+    pub upstream_duration: Family<ListenerLabels, ShardedHistogram, fn() -> ShardedHistogram>,
     pub upstream_errors: Family<KindLabels, Counter>,
     pub tls_handshakes: Family<ResultLabels, Counter>,
     pub connections_open: Family<ListenerLabels, Gauge>,
@@ -104,9 +101,9 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ms365_gateway");
         let requests = Family::default();
-        let request_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let upstream_duration =
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let latency = ShardedHistogram::latency as fn() -> ShardedHistogram;
+        let request_duration = Family::new_with_constructor(latency);
+        let upstream_duration = Family::new_with_constructor(latency);
         let upstream_errors = Family::default();
         let tls_handshakes = Family::default();
         let connections_open = Family::default();
@@ -236,14 +233,19 @@ impl std::fmt::Debug for Metrics {
 pub const ROUTE_CLASSES: [&str; 3] = ["sso", "admin", "proxy"];
 
 /// One listener's request metrics with their label sets resolved once, so recording a
-/// request costs no allocation: the proxy path records three metrics per request.
+/// request costs no allocation and takes no lock: the proxy path records three metrics per
+/// request, into the recording edge worker's own shards.
 pub struct ListenerMetrics {
     metrics: Arc<Metrics>,
     listener: String,
-    durations: [Histogram; 3],
-    upstream: Histogram,
-    requests: std::sync::RwLock<std::collections::HashMap<(usize, u16), Counter>>,
+    durations: [ShardedHistogram; 3],
+    upstream: ShardedHistogram,
+    /// Request counters by route class and status (100–599), made on first use.
+    by_status: Box<[OnceLock<ShardedCounter>]>,
 }
+
+/// The statuses [`ListenerMetrics`] keeps a counter slot for; others are looked up by label.
+const STATUS_SLOTS: std::ops::Range<u16> = 100..600;
 
 impl std::fmt::Debug for ListenerMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -271,10 +273,11 @@ impl ListenerMetrics {
                 listener: listener.to_string(),
             })
             .clone();
+        let slots = ROUTE_CLASSES.len() * STATUS_SLOTS.len();
         ListenerMetrics {
             durations,
             upstream,
-            requests: Default::default(),
+            by_status: (0..slots).map(|_| OnceLock::new()).collect(),
             listener: listener.to_string(),
             metrics,
         }
@@ -296,26 +299,19 @@ impl ListenerMetrics {
     }
 
     pub fn count_request(&self, route: &str, status: u16) {
-        let key = (Self::route_index(route), status);
-        if let Some(counter) = self
-            .requests
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            counter.inc();
-            return;
-        }
-        let labels = RequestLabels {
-            listener: self.listener.clone(),
-            route: ROUTE_CLASSES[key.0],
-            status,
+        let route = Self::route_index(route);
+        let counter = || {
+            let labels = RequestLabels {
+                listener: self.listener.clone(),
+                route: ROUTE_CLASSES[route],
+                status,
+            };
+            self.metrics.requests.get_or_create(&labels).clone()
         };
-        let counter = self.metrics.requests.get_or_create(&labels).clone();
-        counter.inc();
-        self.requests
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, counter);
+        if !STATUS_SLOTS.contains(&status) {
+            return counter().inc();
+        }
+        let slot = route * STATUS_SLOTS.len() + usize::from(status - STATUS_SLOTS.start);
+        self.by_status[slot].get_or_init(counter).inc();
     }
 }

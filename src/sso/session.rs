@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::pbx_session::PbxSessions;
 use super::session_keys::SessionKeys;
 use crate::ids::{ObjectId, TenantId};
+use crate::shard::{Padded, SHARDS};
 use crate::store::{DirectoryUser, SessionRecord, Store, StoreError, Tenant};
 
 /// Name of the session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no
@@ -31,7 +32,7 @@ pub const SESSION_COOKIE: &str = "__Host-pbx_session";
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// Longest a resolved session is served from memory without asking the store again.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Most sessions cached at once; beyond this the oldest entries go first.
+/// Most sessions cached at once in each cache shard; beyond this the oldest entries go first.
 pub const CACHE_CAPACITY: usize = 10_000;
 /// Longest lifetime of a session token (it is also capped by the session's own expiry).
 const TOKEN_LIFETIME_SECS: i64 = 3600;
@@ -184,7 +185,10 @@ pub struct Sessions {
     issuer: String,
     cache_ttl: Duration,
     clock: Arc<dyn Clock>,
-    cache: Mutex<ResolveCache>,
+    /// Recent resolutions, a cache per [`crate::shard`]: an edge worker looks up and fills
+    /// its own, so a request never takes a lock the other workers take (a session used on
+    /// both workers is loaded once by each). Evictions go to every shard.
+    cache: [Padded<Mutex<ResolveCache>>; SHARDS],
     rng: SystemRandom,
     /// Users' PBX sessions, ended with the gateway sessions they belong to.
     pbx: Option<Arc<PbxSessions>>,
@@ -210,7 +214,7 @@ impl Sessions {
             issuer,
             cache_ttl: DEFAULT_CACHE_TTL,
             clock: Arc::new(SystemClock),
-            cache: Mutex::new(ResolveCache::new(CACHE_CAPACITY)),
+            cache: std::array::from_fn(|_| Padded(Mutex::new(ResolveCache::new(CACHE_CAPACITY)))),
             rng: SystemRandom::new(),
             pbx: None,
         }
@@ -283,7 +287,7 @@ impl Sessions {
         };
         self.store.create_session(&record).await?;
         let info = SessionInfo::new(tenant, user, client, &record);
-        let mut cache = self.cache();
+        let mut cache = self.cache(crate::shard::current());
         let generation = cache.generation;
         cache.insert(
             Arc::new(info.clone()),
@@ -315,8 +319,10 @@ impl Sessions {
         let hash = crate::encoding::Sha256Hex::of(cookie_value.as_bytes());
         let id_hash = hash.as_str();
         let (now, epoch) = (self.clock.now(), self.clock.epoch());
+        // Taken once: a task off the edge may resume on another thread after the load.
+        let shard = crate::shard::current();
         let generation = {
-            let mut cache = self.cache();
+            let mut cache = self.cache(shard);
             match cache.get(id_hash, now, self.cache_ttl) {
                 Some(info) if info.expires_at > epoch => return Ok(Some(info)),
                 Some(_) => {
@@ -329,7 +335,7 @@ impl Sessions {
         let info = self.load(id_hash, epoch).await?.map(Arc::new);
         if let Some(info) = &info {
             // Skipped when a logout evicted anything meanwhile: what was read may be stale.
-            self.cache()
+            self.cache(shard)
                 .insert(info.clone(), now, self.cache_ttl, generation);
         }
         Ok(info)
@@ -344,7 +350,7 @@ impl Sessions {
         // Revoke first, then evict: a resolution racing with this either reads the
         // revocation or is refused a cache slot by the generation bump.
         let revoked = self.store.revoke_session(&id_hash).await?;
-        self.cache().remove(&id_hash);
+        self.each_cache(|cache| cache.remove(&id_hash));
         if let Some(pbx) = &self.pbx {
             pbx.end(&id_hash).await;
         }
@@ -358,7 +364,7 @@ impl Sessions {
         oid: &ObjectId,
     ) -> Result<u64, SessionError> {
         let ended = self.store.revoke_user_sessions(tenant_id, oid).await?;
-        self.cache().remove_user(tenant_id, oid);
+        self.each_cache(|cache| cache.remove_user(tenant_id, oid));
         if let Some(pbx) = &self.pbx {
             for id_hash in &ended {
                 pbx.end(id_hash).await;
@@ -464,9 +470,16 @@ impl Sessions {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    fn cache(&self) -> MutexGuard<'_, ResolveCache> {
+    fn cache(&self, shard: usize) -> MutexGuard<'_, ResolveCache> {
         // Every critical section leaves the map consistent, so a poisoned lock is usable.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.cache[shard]
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn each_cache(&self, mut evict: impl FnMut(&mut ResolveCache)) {
+        (0..SHARDS).for_each(|shard| evict(&mut self.cache(shard)));
     }
 }
 
@@ -635,6 +648,41 @@ mod tests {
                 .unwrap()
                 .ends_with("Max-Age=0")
         );
+    }
+
+    /// A session an edge worker cached is gone from that worker's cache once it is ended
+    /// from another one: logout evicts every shard, not only the caller's.
+    #[tokio::test]
+    async fn ending_a_session_evicts_it_from_every_workers_cache() {
+        let (db, keyring) = crate::keyring::test_keyring().await;
+        let store = db.open(2).await.unwrap();
+        let tenant_id = crate::store::test_db::add_tenant(&store, "t").await;
+        let tenant = store.tenant(&tenant_id).await.unwrap().unwrap();
+        let user = crate::store::DirectoryUser {
+            tenant_id,
+            oid: ObjectId::new("oid-1".to_string()),
+            upn: "u@t.test".into(),
+            pbx_user_id: "pbx-1".into(),
+            extension: Some("101".into()),
+            display_name: "U".into(),
+            email: None,
+            role: crate::store::Role::User,
+            enabled: true,
+            source: "sync".into(),
+        };
+        store.upsert_directory_user(&user).await.unwrap();
+        let keys = Arc::new(SessionKeys::load_or_create(&keyring).await.unwrap());
+        let sessions = Sessions::new(store, keys, DEFAULT_LIFETIME, "iss".into());
+        let (cookie, _) = (sessions.create(&tenant, &user, ClientKind::Portal, "pbx#0"))
+            .await
+            .unwrap();
+        // This test's thread plays edge worker 2, then worker 4 for the logout.
+        crate::shard::enter(2);
+        assert!(sessions.resolve_shared(&cookie).await.unwrap().is_some());
+        crate::shard::enter(4);
+        assert!(sessions.end(&cookie).await.unwrap());
+        crate::shard::enter(2);
+        assert!(sessions.resolve_shared(&cookie).await.unwrap().is_none());
     }
 
     #[test]

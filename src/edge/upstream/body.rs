@@ -13,11 +13,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::ClientError;
 use super::codec::{Chunk, ChunkedDecoder, Framing};
 use super::connect::Stream;
 use super::pool::{Conn, Pool};
 use super::upload::Upload;
-use super::{ClientError, Origin};
 
 /// What a connection's first read makes room for: one page, like nginx's
 /// `proxy_buffer_size`, which holds a typical answer's head and a small body. A body handed
@@ -47,15 +47,14 @@ pub fn poll_read_more(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<
     polled
 }
 
-/// Where a finished connection goes: its origin's pool of the worker it was taken on.
-pub struct Return {
-    pub origin: Arc<Origin>,
-    pub worker: usize,
-}
+/// Where a finished connection goes: its origin's pool of the worker it was taken on. That
+/// pool's own handle, not the origin's: only this worker counts its references, where a
+/// handle to the origin would be counted by every worker's requests.
+pub struct Return(pub Arc<Pool>);
 
 impl Return {
     fn pool(&self) -> &Pool {
-        self.origin.pool(self.worker)
+        &self.0
     }
 }
 

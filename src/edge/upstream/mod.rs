@@ -77,19 +77,15 @@ pub struct Answer {
 /// One upstream (scheme, host and port) and its idle connections, a pool per edge worker.
 pub struct Origin {
     endpoint: Endpoint,
-    pools: Box<[Pool]>,
+    pools: Box<[Arc<Pool>]>,
 }
 
 impl Origin {
     pub fn new(endpoint: Endpoint, workers: usize, max_idle: usize, idle: Duration) -> Self {
         let pools = (0..workers.max(1))
-            .map(|_| Pool::new(max_idle, idle))
+            .map(|_| Arc::new(Pool::new(max_idle, idle)))
             .collect();
         Origin { endpoint, pools }
-    }
-
-    fn pool(&self, worker: usize) -> &Pool {
-        &self.pools[worker % self.pools.len()]
     }
 
     /// Sends a request whose headers are ready for the wire (hop-by-hop headers removed,
@@ -159,10 +155,7 @@ impl Origin {
         let (body, upgraded) = match head.status {
             StatusCode::SWITCHING_PROTOCOLS => (UpstreamBody::empty(), Some(Upgraded::new(conn))),
             _ => {
-                let home = Return {
-                    origin: self.clone(),
-                    worker,
-                };
+                let home = Return(self.pools[worker].clone());
                 let body = UpstreamBody::new(head.framing, conn, head.keep_alive, home, upload);
                 (body, None)
             }
@@ -176,12 +169,12 @@ impl Origin {
 
     /// Closes the connections that stayed idle past the timeout; returns how many.
     pub fn sweep(&self) -> usize {
-        self.pools.iter().map(Pool::sweep).sum()
+        self.pools.iter().map(|p| p.sweep()).sum()
     }
 
     /// Idle connections in all pools.
     #[cfg(test)]
     pub fn idle_count(&self) -> usize {
-        self.pools.iter().map(Pool::idle_count).sum()
+        self.pools.iter().map(|p| p.idle_count()).sum()
     }
 }
