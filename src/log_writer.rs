@@ -235,6 +235,18 @@ mod tests {
         }
     }
 
+    /// A writer with room for every line, on a sink that keeps what it gets.
+    fn keeping_writer() -> (Arc<Mutex<Vec<u8>>>, QueuedWriter, LogFlush) {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let sink = HeldSink {
+            written: written.clone(),
+            release: None,
+            entered: None,
+        };
+        let (writer, flush) = spawn(sink, 1 << 20);
+        (written, writer, flush)
+    }
+
     fn log_line(writer: &QueuedWriter, text: &str) {
         let mut line = tracing_subscriber::fmt::MakeWriter::make_writer(writer);
         line.write_all(text.as_bytes()).unwrap();
@@ -278,13 +290,7 @@ mod tests {
     /// each thread's in the order it wrote them.
     #[test]
     fn every_workers_lines_arrive_in_their_order() {
-        let written = Arc::new(Mutex::new(Vec::new()));
-        let sink = HeldSink {
-            written: written.clone(),
-            release: None,
-            entered: None,
-        };
-        let (writer, flush) = spawn(sink, 1 << 20);
+        let (written, writer, flush) = keeping_writer();
         std::thread::scope(|s| {
             for thread in 0..4 {
                 let writer = &writer;
@@ -337,13 +343,7 @@ mod tests {
 
     #[test]
     fn every_line_reaches_the_sink_in_order_by_exit() {
-        let written = Arc::new(Mutex::new(Vec::new()));
-        let sink = HeldSink {
-            written: written.clone(),
-            release: None,
-            entered: None,
-        };
-        let (writer, flush) = spawn(sink, 1 << 20);
+        let (written, writer, flush) = keeping_writer();
         for i in 0..500 {
             log_line(&writer, &format!("{i}\n"));
         }
