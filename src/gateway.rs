@@ -482,14 +482,14 @@ async fn proxy(route: &ProxyRoute, mut req: Request<Body>) -> Response<Body> {
     let Some(bearer) = identity.pbx else {
         return route
             .upstream
-            .forward(&route.target, req, identity.headers)
+            .forward(&route.target, req, &identity.headers)
             .await;
     };
     // The user's PBX token can end before the gateway expected (a PBX restart, a renewal
     // by another instance): a refusal renews it, and a request without a body goes again.
     let again = bodiless_copy(&req);
     let response = (route.upstream)
-        .forward(&route.target, req, identity.headers)
+        .forward(&route.target, req, &identity.headers)
         .await;
     if response.status() != http::StatusCode::UNAUTHORIZED {
         return response;
@@ -500,7 +500,7 @@ async fn proxy(route: &ProxyRoute, mut req: Request<Body>) -> Response<Body> {
     match (again, renewed) {
         (Some(again), Some(token)) => {
             let headers = crate::sso::identity::with_bearer(&bearer.session, &token);
-            Box::pin(route.upstream.forward(&route.target, again, headers)).await
+            Box::pin(route.upstream.forward(&route.target, again, &headers)).await
         }
         _ => response,
     }

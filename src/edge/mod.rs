@@ -8,6 +8,7 @@
 //! - [`proxy`]: forwarding to the upstream, streaming, WebSocket splicing.
 //! - [`upstream`]: the HTTP/1.1 client for the PBX, driven from the request's own task.
 //! - [`proxy_protocol`]: the client address from a trusted balancer's PROXY header.
+//! - [`added_headers`]: the fields the proxy adds (identity, bearer), in wire form.
 //! - [`headers`]: hop-by-hop, forwarding and identity header rules.
 //! - [`slow`]: slow clients: a minimum request-body rate, responses nobody reads, idle
 //!   connections and tunnels.
@@ -17,6 +18,7 @@
 
 pub(crate) mod access_line;
 pub(crate) mod access_log;
+pub(crate) mod added_headers;
 pub(crate) mod conn;
 mod gated;
 pub(crate) mod headers;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::access_log::UpstreamLatency;
+use super::added_headers::AddedHeaders;
 use super::conn::ConnInfo;
 use super::headers;
 use super::problem::HttpError;
@@ -146,12 +147,12 @@ impl Upstream {
     }
 
     /// Forwards `req` to `target` and returns the upstream's answer (or a 502/504).
-    /// `identity` headers are set after the client's own headers were sanitised.
+    /// The `added` fields go after the client's own, which were sanitised first.
     pub async fn forward(
         &self,
         target: &UpstreamTarget,
         mut req: Request<Body>,
-        identity: Vec<(http::HeaderName, http::HeaderValue)>,
+        added: &AddedHeaders,
     ) -> Response<Body> {
         let Some(conn) = req.extensions().get::<ConnInfo>().cloned() else {
             return HttpError::BadRequest("no connection information".into())
@@ -170,13 +171,8 @@ impl Upstream {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         prepare(target, &conn, &mut parts, upgrade);
-        // Moved, not cloned: a clone of a value made from a string allocates.
-        parts.headers.reserve(identity.len());
-        for (name, value) in identity {
-            parts.headers.insert(name, value);
-        }
         let started = Instant::now();
-        let sent = target.origin.send(&parts, body);
+        let sent = target.origin.send(&parts, added, body);
         let result = tokio::time::timeout(self.response_timeout, sent).await;
         let elapsed = started.elapsed();
         let answer = match result {

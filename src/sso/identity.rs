@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use super::flow::FLOW_COOKIE_PREFIX;
 use super::session::{SESSION_COOKIE, SessionInfo, session_cookie};
 use super::state::Sso;
+use crate::edge::added_headers::AddedHeaders;
 use crate::edge::problem::render;
 
 pub const X_PBX_TENANT: HeaderName = HeaderName::from_static("x-pbx-tenant");
@@ -25,11 +26,11 @@ pub const X_PBX_EXTENSION: HeaderName = HeaderName::from_static("x-pbx-extension
 pub const X_PBX_ROLE: HeaderName = HeaderName::from_static("x-pbx-role");
 
 /// What the proxy adds to a request: the identity headers and, when the user's PBX token
-/// went as the bearer, which one (so a refusal by the PBX can renew it and retry). A list,
-/// not a map: the proxy only appends them to the request's own map.
+/// went as the bearer, which one (so a refusal by the PBX can renew it and retry). In wire
+/// form: the proxy writes them after the request's own, sanitised headers.
 #[derive(Default)]
 pub struct Identity {
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: AddedHeaders,
     pub pbx: Option<PbxBearer>,
 }
 
@@ -67,13 +68,12 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
         }
         return Ok(Identity::default());
     };
-    let mut identity = Identity {
-        headers: identity_headers(&info),
-        pbx: None,
-    };
     // A client that brings its own credentials keeps them.
     if req.headers().contains_key(AUTHORIZATION) {
-        return Ok(identity);
+        return Ok(Identity {
+            headers: identity_headers(&info, None),
+            pbx: None,
+        });
     }
     // Checked first: the boxed lookup allocates, and without a PBX API it finds nothing.
     let pbx_token = match sso.pbx.enabled() {
@@ -81,50 +81,60 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
         false => None,
     };
     if let Some(token) = pbx_token {
-        set_bearer(&mut identity.headers, &token);
-        identity.pbx = Some(PbxBearer {
-            session: info,
-            token,
+        return Ok(Identity {
+            headers: identity_headers(&info, Some(&token)),
+            pbx: Some(PbxBearer {
+                session: info,
+                token,
+            }),
         });
-    } else if sso.config.sso.forward_session_token {
-        match sso.sessions.token(&info) {
-            Ok((token, _)) => set_bearer(&mut identity.headers, &token),
-            Err(e) => tracing::warn!(error = %e, "could not sign the session token for the PBX"),
-        }
     }
-    Ok(identity)
-}
-
-/// Adds `Authorization: Bearer <token>` to identity headers that have none yet.
-fn set_bearer(headers: &mut Vec<(HeaderName, HeaderValue)>, token: &str) {
-    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-        headers.push((AUTHORIZATION, v));
-    }
+    let session_token = match sso.config.sso.forward_session_token {
+        true => sso
+            .sessions
+            .token(&info)
+            .map(|(token, _)| token)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "could not sign the session token for the PBX");
+            }),
+        false => Err(()),
+    };
+    Ok(Identity {
+        headers: identity_headers(&info, session_token.ok().as_deref()),
+        pbx: None,
+    })
 }
 
 /// The identity headers of `info` with `token` as the bearer: what a request sent again
-/// after a renewal carries (built anew rather than kept from the first try, whose values
-/// went to the PBX).
-pub fn with_bearer(info: &SessionInfo, token: &str) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers = identity_headers(info);
-    set_bearer(&mut headers, token);
-    headers
+/// after a renewal carries.
+pub fn with_bearer(info: &SessionInfo, token: &str) -> AddedHeaders {
+    identity_headers(info, Some(token))
 }
 
-fn identity_headers(info: &SessionInfo) -> Vec<(HeaderName, HeaderValue)> {
-    // Room for the bearer too.
-    let mut h = Vec::with_capacity(6);
-    let mut set = |name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.push((name, v));
-        }
-    };
-    set(X_PBX_TENANT, info.tenant_id.as_str());
-    set(X_PBX_DOMAIN, &info.domain);
-    set(X_PBX_USER, &info.pbx_user_id);
-    set(X_PBX_EXTENSION, info.extension.as_deref().unwrap_or(""));
-    set(X_PBX_ROLE, info.role.as_str());
-    h
+/// The `X-PBX-*` fields of `info` and, with a `bearer`, `Authorization: Bearer <bearer>`.
+/// A field whose value is not a valid header value is left out.
+fn identity_headers(info: &SessionInfo, bearer: Option<&str>) -> AddedHeaders {
+    let extension = info.extension.as_deref().unwrap_or("");
+    let fields = [
+        (&X_PBX_TENANT, info.tenant_id.as_str()),
+        (&X_PBX_DOMAIN, &info.domain),
+        (&X_PBX_USER, &info.pbx_user_id),
+        (&X_PBX_EXTENSION, extension),
+        (&X_PBX_ROLE, info.role.as_str()),
+    ];
+    // Names, ": " and CRLF, plus the bearer's line.
+    let size: usize = fields
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut added = AddedHeaders::builder(size + bearer.map_or(0, |t| t.len() + 30));
+    for (name, value) in fields {
+        added.push(name, value);
+    }
+    if let Some(token) = bearer {
+        added.push(&AUTHORIZATION, &format!("Bearer {token}"));
+    }
+    added.build()
 }
 
 /// A WebSocket upgrade carrying the session cookie from a page of another origin: the

@@ -583,16 +583,22 @@ pub fn clear_cookie_header() -> HeaderValue {
     )
 }
 
-/// The session cookie's value from the request's `Cookie` headers (HTTP/2 may split them).
+/// The session cookie's value from the request's `Cookie` headers (HTTP/2 may split them):
+/// the first non-empty one. Read as bytes, on every proxied request that has cookies: a
+/// byte outside ASCII in another cookie does not hide ours.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
-        .map(|(_, value)| value)
+    let value = (headers.get_all(COOKIE).iter())
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(session_cookie_in)?;
+    std::str::from_utf8(value).ok()
+}
+
+/// The value of a `name=value` pair if it is a non-empty session cookie.
+fn session_cookie_in(pair: &[u8]) -> Option<&[u8]> {
+    let value = (pair.trim_ascii())
+        .strip_prefix(SESSION_COOKIE.as_bytes())?
+        .strip_prefix(b"=")?;
+    (!value.is_empty()).then_some(value)
 }
 
 #[cfg(test)]
@@ -632,6 +638,15 @@ mod tests {
             HeaderValue::from_static("__host-pbx_session=no; pbx_session=no"),
         );
         assert_eq!(session_cookie(&h), None, "name is case-sensitive and exact");
+        let mut h = HeaderMap::new();
+        let v =
+            b"pref=caf\xe9; __Host-pbx_session=; __Host-pbx_session_x=no; __Host-pbx_session=v2";
+        h.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
+        assert_eq!(
+            session_cookie(&h),
+            Some("v2"),
+            "first non-empty, next to non-ASCII"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub use body::{Upgraded, UpstreamBody};
 pub use codec::{ProtocolError, decode_answer};
 pub use connect::{Endpoint, tls_config};
 
+use super::added_headers::AddedHeaders;
 use body::Return;
 use codec::{Framing, ResponseHead};
 use pool::{Conn, Pool};
@@ -89,17 +90,27 @@ impl Origin {
     }
 
     /// Sends a request whose headers are ready for the wire (hop-by-hop headers removed,
-    /// `Host` set) and returns the answer once its head is in; a request body still being
+    /// `Host` set), with the `added` lines after them, and returns the answer once its head is in; a request body still being
     /// sent then goes on inside the answer's body.
     pub async fn send(
         self: &Arc<Self>,
         parts: &http::request::Parts,
+        added: &AddedHeaders,
         body: Body,
     ) -> Result<Answer, ClientError> {
         let framing = exchange::request_framing(parts, &body);
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut head = BytesMut::with_capacity(256 + 64 * parts.headers.len());
-        codec::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
+        let mut head =
+            BytesMut::with_capacity(256 + 64 * parts.headers.len() + added.as_bytes().len());
+        let (method, headers) = (&parts.method, &parts.headers);
+        codec::encode_request_head(
+            &mut head,
+            method,
+            target,
+            headers,
+            added.as_bytes(),
+            framing,
+        );
         let worker = crate::edge::workers::current().unwrap_or(0) % self.pools.len();
         if framing == Framing::None {
             return self.send_bodiless(&head, &parts.method, worker).await;

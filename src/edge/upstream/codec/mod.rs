@@ -147,7 +147,8 @@ pub fn parse_response_head(
 /// Appends the request line and header section to `dst`.
 ///
 /// Writes "{method} {target} HTTP/1.1\r\n", every header of `headers` as "name: value\r\n"
-/// (every value of a multi-valued name, in order), then the framing header:
+/// (every value of a multi-valued name, in order), the `added` lines as they are (complete
+/// "name: value\r\n" lines, or nothing), then the framing header:
 /// `Framing::Chunked` adds "transfer-encoding: chunked\r\n"; `Framing::Length(n)` adds
 /// "content-length: n\r\n" unless `headers` already has content-length; None/Close add
 /// nothing; then "\r\n". The caller has already removed transfer-encoding and other
@@ -158,6 +159,7 @@ pub fn encode_request_head(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    added: &[u8],
     framing: Framing,
 ) {
     debug_assert!(
@@ -169,7 +171,7 @@ pub fn encode_request_head(
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     // One reservation for the common case; the framing line fits in the slack.
-    dst.reserve(method.as_str().len() + target.len() + fields + 64);
+    dst.reserve(method.as_str().len() + target.len() + fields + added.len() + 64);
     dst.extend_from_slice(method.as_str().as_bytes());
     dst.extend_from_slice(b" ");
     dst.extend_from_slice(target.as_bytes());
@@ -180,6 +182,8 @@ pub fn encode_request_head(
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
     }
+    debug_assert!(added.is_empty() || added.ends_with(b"\r\n"));
+    dst.extend_from_slice(added);
     match framing {
         Framing::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Length(len) if !headers.contains_key(CONTENT_LENGTH) => {

@@ -241,8 +241,12 @@ fn request_headers() -> HeaderMap {
 }
 
 fn encoded(method: Method, headers: &HeaderMap, framing: Framing) -> BytesMut {
+    encoded_adding(method, headers, b"", framing)
+}
+
+fn encoded_adding(method: Method, headers: &HeaderMap, added: &[u8], framing: Framing) -> BytesMut {
     let mut dst = BytesMut::from(&b"prev"[..]);
-    encode_request_head(&mut dst, &method, "/x?y=1", headers, framing);
+    encode_request_head(&mut dst, &method, "/x?y=1", headers, added, framing);
     dst
 }
 
@@ -266,6 +270,16 @@ fn request_head_encoding_is_exact() {
     let dst = encoded(Method::POST, &with_len, Framing::Length(3));
     let want = "prevPOST /x?y=1 HTTP/1.1\r\nhost: example.com\r\naccept: a\r\naccept: b\r\n\
                 content-length: 3\r\n\r\n";
+    assert_eq!(dst, want.as_bytes());
+}
+
+/// Added lines go after the request's own fields and before the framing line.
+#[test]
+fn added_lines_come_after_the_fields_and_before_the_framing() {
+    let added = b"x-pbx-user: u1\r\nauthorization: Bearer t\r\n";
+    let dst = encoded_adding(Method::POST, &request_headers(), added, Framing::Length(2));
+    let want = "prevPOST /x?y=1 HTTP/1.1\r\nhost: example.com\r\naccept: a\r\naccept: b\r\n\
+                x-pbx-user: u1\r\nauthorization: Bearer t\r\ncontent-length: 2\r\n\r\n";
     assert_eq!(dst, want.as_bytes());
 }
 
