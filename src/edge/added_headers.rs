@@ -22,12 +22,6 @@ pub struct AddedHeadersBuilder {
 }
 
 impl AddedHeaders {
-    /// No fields.
-    #[cfg(test)]
-    pub const NONE: AddedHeaders = AddedHeaders {
-        lines: Bytes::new(),
-    };
-
     /// A builder with room for `bytes` of lines (one allocation when the estimate holds).
     pub fn builder(bytes: usize) -> AddedHeadersBuilder {
         AddedHeadersBuilder {

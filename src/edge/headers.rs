@@ -11,6 +11,8 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue};
 
+use super::added_headers::AddedHeaders;
+
 const HOP_BY_HOP_COUNT: usize = 9;
 
 /// Hop-by-hop headers always removed, besides those listed in `Connection`.
@@ -30,6 +32,13 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// What the gateway writes for an untrusted peer, replacing whatever the client sent.
+const FORWARDING: [HeaderName; 4] = [
+    X_FORWARDED_FOR,
+    FORWARDED,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+];
 
 /// The identity headers' prefix (`X-PBX-`) with its non-alphanumerics dropped.
 const IDENTITY_FOLDED: &str = "xpbx";
@@ -132,13 +141,13 @@ pub struct ClientHop {
     /// `https`, or `http` on a `tls = false` listener.
     proto: &'static str,
     /// The peer's address as an `X-Forwarded-For` element.
-    address: HeaderValue,
+    address: String,
     /// `for=…;proto=…`: the `Forwarded` element without its `host`.
     element: String,
-    /// The last `Host` a `Forwarded` element was made for (a copy, so the client
-    /// connection's read buffer is not held), and that element: a connection's requests
-    /// nearly always name the same host, so it is formatted once and then shared.
-    last_element: Mutex<Option<(HeaderValue, HeaderValue)>>,
+    /// The last `Host` forwarding fields were made for (a copy, so the client connection's
+    /// read buffer is not held), and those fields: a connection's requests nearly always
+    /// name the same host, so they are formatted once and then shared.
+    last_fields: Mutex<Option<(HeaderValue, AddedHeaders)>>,
     /// Peer is a configured trusted proxy: extend its headers instead of replacing them.
     trusted: bool,
 }
@@ -153,31 +162,46 @@ impl ClientHop {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
-        let address = HeaderValue::from_str(&ip.to_string()).expect("an IP address is ASCII");
         ClientHop {
             proto,
-            address,
+            address: ip.to_string(),
             element: format!("for={node};proto={proto}"),
-            last_element: Mutex::new(None),
+            last_fields: Mutex::new(None),
             trusted,
         }
     }
 
-    /// [`Self::element`] as a header value, made once per host the connection names.
-    fn element_value(&self, host: Option<&HeaderValue>) -> Option<HeaderValue> {
+    /// The forwarding fields of a request to `host`, made once per host the connection
+    /// names.
+    fn fields(&self, host: Option<&HeaderValue>) -> AddedHeaders {
         let Some(host) = host else {
-            return HeaderValue::try_from(self.element(None)).ok();
+            return self.make_fields(None);
         };
-        let mut last = self.last_element.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((named, element)) = &*last
+        let mut last = self.last_fields.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((named, fields)) = &*last
             && named == host
         {
-            return Some(element.clone());
+            return fields.clone();
         }
-        let element = HeaderValue::try_from(self.element(host.to_str().ok())).ok()?;
-        let named = HeaderValue::from_bytes(host.as_bytes()).ok()?;
-        *last = Some((named, element.clone()));
-        Some(element)
+        let fields = self.make_fields(host.to_str().ok());
+        if let Ok(named) = HeaderValue::from_bytes(host.as_bytes()) {
+            *last = Some((named, fields.clone()));
+        }
+        fields
+    }
+
+    fn make_fields(&self, host: Option<&str>) -> AddedHeaders {
+        let element = self.element(host);
+        let host_len = host.map_or(0, str::len);
+        let size = 80 + self.address.len() + element.len() + host_len;
+        let mut fields = AddedHeaders::builder(size);
+        fields.push(&X_FORWARDED_FOR, &self.address);
+        fields.push(&FORWARDED, &element);
+        fields.push(&X_FORWARDED_PROTO, self.proto);
+        if let Some(host) = host {
+            fields.push(&X_FORWARDED_HOST, host);
+        }
+        fields.build()
     }
 
     /// The `Forwarded` element of a request to `host`.
@@ -196,30 +220,34 @@ impl ClientHop {
     }
 }
 
-/// Writes `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream; `host` is the
-/// `Host` (or HTTP/2 `:authority`) the client used, when it is visible ASCII.
-pub fn set_forwarded(headers: &mut HeaderMap, hop: &ClientHop, host: Option<&HeaderValue>) {
+/// `X-Forwarded-For/Proto/Host` and `Forwarded` for the upstream; `host` is the `Host` (or
+/// HTTP/2 `:authority`) the client used, when it is visible ASCII. A trusted hop's own
+/// headers are extended in `headers`, and nothing comes back. From any other peer the
+/// client's are removed and the gateway's come back as lines to add after the request's
+/// fields: they are the same for a connection's every request to one host, so they are
+/// made once, not inserted into each request's map.
+pub fn forwarding(
+    headers: &mut HeaderMap,
+    hop: &ClientHop,
+    host: Option<&HeaderValue>,
+) -> AddedHeaders {
     if hop.trusted {
         let host = host.and_then(|h| h.to_str().ok());
-        let address = hop.address.to_str().unwrap_or_default();
-        append_list(headers, X_FORWARDED_FOR, address);
+        append_list(headers, X_FORWARDED_FOR, &hop.address);
         append_list(headers, FORWARDED, &hop.element(host));
         set_if_absent(headers, X_FORWARDED_PROTO, hop.proto);
         if let Some(host) = host {
             set_if_absent(headers, X_FORWARDED_HOST, host);
         }
-    } else {
-        headers.insert(X_FORWARDED_FOR, hop.address.clone());
-        match hop.element_value(host) {
-            Some(element) => headers.insert(FORWARDED, element),
-            None => headers.remove(FORWARDED),
-        };
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
-        match host {
-            Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
-            None => headers.remove(X_FORWARDED_HOST),
-        };
+        return AddedHeaders::default();
     }
+    // One scan of the names: most clients send none of these.
+    if headers.keys().any(|name| FORWARDING.contains(name)) {
+        for name in &FORWARDING {
+            headers.remove(name);
+        }
+    }
+    hop.fields(host)
 }
 
 /// The host the client addressed: `Host`, else the URI authority (HTTP/2).
@@ -329,19 +357,29 @@ mod tests {
         assert_eq!(h["x-pb"], "short");
     }
 
+    /// The request's headers as the upstream gets them: its map, then the added lines.
+    fn forwarded(h: &mut HeaderMap, hop: &ClientHop, host: Option<&'static str>) {
+        let host = host.map(HeaderValue::from_static);
+        let added = forwarding(h, hop, host.as_ref());
+        for (name, value) in added.fields() {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            h.append(name, HeaderValue::from_bytes(value).unwrap());
+        }
+    }
+
     #[test]
     fn spoofed_forwarded_for_is_replaced_for_untrusted_peers() {
         let mut h = map(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-host", "evil"),
             ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-proto", "gopher"),
         ]);
         let hop = ClientHop::new("192.0.2.7:5000".parse().unwrap(), "https", false);
-        set_forwarded(
-            &mut h,
-            &hop,
-            Some(&HeaderValue::from_static("pbx.example.com")),
-        );
+        forwarded(&mut h, &hop, Some("pbx.example.com"));
+        for name in FORWARDING {
+            assert_eq!(h.get_all(&name).iter().count(), 1, "{name}");
+        }
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-host"], "pbx.example.com");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -354,9 +392,9 @@ mod tests {
     #[test]
     fn each_request_gets_the_forwarded_element_of_its_own_host() {
         let hop = ClientHop::new("192.0.2.7:5000".parse().unwrap(), "https", false);
-        let forwarded = |host: Option<&'static str>| {
-            let mut h = HeaderMap::new();
-            set_forwarded(&mut h, &hop, host.map(HeaderValue::from_static).as_ref());
+        let sent = |host: Option<&'static str>| {
+            let mut h = map(&[("x-forwarded-host", "evil")]);
+            forwarded(&mut h, &hop, host);
             (h.get(FORWARDED).cloned(), h.get(X_FORWARDED_HOST).cloned())
         };
         let a = "for=192.0.2.7;proto=https;host=\"a.example.com\"";
@@ -370,7 +408,7 @@ mod tests {
             (None, "for=192.0.2.7;proto=https"),
             (Some("a.example.com"), a),
         ] {
-            let (got, x_host) = forwarded(host);
+            let (got, x_host) = sent(host);
             assert_eq!(got.unwrap(), element);
             assert_eq!(x_host.as_ref().map(|v| v.to_str().unwrap()), host);
         }
@@ -398,7 +436,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let hop = ClientHop::new("[::1]:5000".parse().unwrap(), "http", true);
-        set_forwarded(&mut h, &hop, None);
+        forwarded(&mut h, &hop, None);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, ::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");

@@ -170,9 +170,10 @@ impl Upstream {
         };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        prepare(target, &conn, &mut parts, upgrade);
+        let forwarding = prepare(target, &conn, &mut parts, upgrade);
         let started = Instant::now();
-        let sent = target.origin.send(&parts, added, body);
+        let added = [&forwarding, added];
+        let sent = target.origin.send(&parts, &added, body);
         let result = tokio::time::timeout(self.response_timeout, sent).await;
         let elapsed = started.elapsed();
         let answer = match result {
@@ -285,13 +286,13 @@ fn classify(error: &ClientError) -> HttpError {
 }
 
 /// Makes a client's request one for the PBX: hop-by-hop and identity headers removed,
-/// `Host` present, forwarding headers written, HTTP/1.1.
+/// `Host` present, HTTP/1.1. Returns the forwarding headers to add.
 fn prepare(
     target: &UpstreamTarget,
     conn: &ConnInfo,
     parts: &mut http::request::Parts,
     upgrade: bool,
-) {
+) -> AddedHeaders {
     // HTTP/2 names the host in `:authority`; the PBX reads `Host`.
     if !parts.headers.contains_key(HOST) {
         let host = parts
@@ -306,6 +307,7 @@ fn prepare(
     headers::strip_identity_headers(headers);
     // A clone of the client's value shares its bytes; `to_str` keeps it to visible ASCII.
     let host = headers.get(HOST).filter(|h| h.to_str().is_ok()).cloned();
-    headers::set_forwarded(headers, &conn.hop, host.as_ref());
+    let forwarding = headers::forwarding(headers, &conn.hop, host.as_ref());
     parts.version = Version::HTTP_11;
+    forwarding
 }

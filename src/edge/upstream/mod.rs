@@ -95,22 +95,14 @@ impl Origin {
     pub async fn send(
         self: &Arc<Self>,
         parts: &http::request::Parts,
-        added: &AddedHeaders,
+        added: &[&AddedHeaders],
         body: Body,
     ) -> Result<Answer, ClientError> {
         let framing = exchange::request_framing(parts, &body);
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut head =
-            BytesMut::with_capacity(256 + 64 * parts.headers.len() + added.as_bytes().len());
+        let mut head = BytesMut::with_capacity(256 + 64 * parts.headers.len());
         let (method, headers) = (&parts.method, &parts.headers);
-        codec::encode_request_head(
-            &mut head,
-            method,
-            target,
-            headers,
-            added.as_bytes(),
-            framing,
-        );
+        codec::encode_request_head(&mut head, method, target, headers, added, framing);
         let worker = crate::edge::workers::current().unwrap_or(0) % self.pools.len();
         if framing == Framing::None {
             return self.send_bodiless(&head, &parts.method, worker).await;

@@ -15,9 +15,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::{Answer, ClientError, Endpoint, Origin};
-use crate::edge::added_headers::AddedHeaders;
-
-static NONE: AddedHeaders = AddedHeaders::NONE;
 
 /// What the scripted upstream does after writing an answer.
 #[derive(Clone, Copy, PartialEq)]
@@ -147,7 +144,7 @@ async fn a_kept_connection_carries_the_next_request() {
     for _ in 0..2 {
         let answer = up
             .origin
-            .send(&get("/a?b=c"), &NONE, Body::empty())
+            .send(&get("/a?b=c"), &[], Body::empty())
             .await
             .unwrap();
         assert_eq!(answer.response.status(), StatusCode::OK);
@@ -164,18 +161,10 @@ async fn a_kept_connection_carries_the_next_request() {
 async fn a_body_left_unread_closes_its_connection() {
     let long: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part";
     let up = scripted(vec![(long, After::KeepOpen), (HELLO, After::KeepOpen)]).await;
-    let answer = up
-        .origin
-        .send(&get("/"), &NONE, Body::empty())
-        .await
-        .unwrap();
+    let answer = up.origin.send(&get("/"), &[], Body::empty()).await.unwrap();
     drop(answer);
     assert_eq!(up.origin.idle_count(), 0);
-    let answer = up
-        .origin
-        .send(&get("/"), &NONE, Body::empty())
-        .await
-        .unwrap();
+    let answer = up.origin.send(&get("/"), &[], Body::empty()).await.unwrap();
     assert_eq!(body_of(answer).await, "hello");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
@@ -184,48 +173,22 @@ async fn a_body_left_unread_closes_its_connection() {
 async fn connections_idle_past_the_timeout_are_swept_and_not_reused() {
     let answers = vec![(HELLO, After::KeepOpen); 3];
     let up = scripted_with_idle(answers, Duration::ZERO).await;
-    body_of(
-        up.origin
-            .send(&get("/"), &NONE, Body::empty())
-            .await
-            .unwrap(),
-    )
-    .await;
+    body_of(up.origin.send(&get("/"), &[], Body::empty()).await.unwrap()).await;
     assert_eq!((up.origin.idle_count(), up.origin.sweep()), (1, 1));
     assert_eq!(up.origin.idle_count(), 0);
-    body_of(
-        up.origin
-            .send(&get("/"), &NONE, Body::empty())
-            .await
-            .unwrap(),
-    )
-    .await;
-    body_of(
-        up.origin
-            .send(&get("/"), &NONE, Body::empty())
-            .await
-            .unwrap(),
-    )
-    .await;
+    body_of(up.origin.send(&get("/"), &[], Body::empty()).await.unwrap()).await;
+    body_of(up.origin.send(&get("/"), &[], Body::empty()).await.unwrap()).await;
     assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
 async fn a_kept_connection_the_upstream_closed_is_replaced_for_a_request_without_body() {
     let up = scripted(vec![(HELLO, After::Close), (HELLO, After::KeepOpen)]).await;
-    let answer = up
-        .origin
-        .send(&get("/"), &NONE, Body::empty())
-        .await
-        .unwrap();
+    let answer = up.origin.send(&get("/"), &[], Body::empty()).await.unwrap();
     assert_eq!(body_of(answer).await, "hello");
     // The answer said keep-alive, so the connection was kept; the upstream closed it anyway.
     assert_eq!(up.origin.idle_count(), 1);
-    let answer = up
-        .origin
-        .send(&get("/"), &NONE, Body::empty())
-        .await
-        .unwrap();
+    let answer = up.origin.send(&get("/"), &[], Body::empty()).await.unwrap();
     assert_eq!(body_of(answer).await, "hello");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
@@ -236,11 +199,7 @@ async fn chunked_answers_with_trailers_and_close_delimited_answers_are_read_whol
         5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n";
     let close: &'static [u8] = b"HTTP/1.1 200 OK\r\n\r\nuntil the end";
     let up = scripted(vec![(chunked, After::KeepOpen), (close, After::Close)]).await;
-    let answer = up
-        .origin
-        .send(&get("/"), &NONE, Body::empty())
-        .await
-        .unwrap();
+    let answer = up.origin.send(&get("/"), &[], Body::empty()).await.unwrap();
     let collected = answer.response.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().unwrap()["x-sum"], "11");
     assert_eq!(collected.to_bytes(), "hello world");
@@ -249,11 +208,7 @@ async fn chunked_answers_with_trailers_and_close_delimited_answers_are_read_whol
         1,
         "a chunked answer keeps its connection"
     );
-    let answer = up
-        .origin
-        .send(&get("/"), &NONE, Body::empty())
-        .await
-        .unwrap();
+    let answer = up.origin.send(&get("/"), &[], Body::empty()).await.unwrap();
     assert_eq!(body_of(answer).await, "until the end");
     assert_eq!(
         up.origin.idle_count(),
@@ -269,7 +224,7 @@ async fn a_body_of_unknown_length_goes_chunked_and_a_known_one_with_its_length()
     let mut post = get("/upload");
     post.method = Method::POST;
     let streamed = Body::from_stream(futures_util::stream::iter(pieces));
-    body_of(up.origin.send(&post, &NONE, streamed).await.unwrap()).await;
+    body_of(up.origin.send(&post, &[], streamed).await.unwrap()).await;
     let request = up.requests.recv().await.unwrap();
     assert!(
         request.starts_with("POST /upload HTTP/1.1\r\n"),
@@ -280,13 +235,7 @@ async fn a_body_of_unknown_length_goes_chunked_and_a_known_one_with_its_length()
         "{request}"
     );
     post.headers.insert("content-length", "3".parse().unwrap());
-    body_of(
-        up.origin
-            .send(&post, &NONE, Body::from("xyz"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    body_of(up.origin.send(&post, &[], Body::from("xyz")).await.unwrap()).await;
     let request = up.requests.recv().await.unwrap();
     assert!(
         request.ends_with("content-length: 3\r\n\r\nxyz"),
@@ -299,11 +248,7 @@ async fn a_body_of_unknown_length_goes_chunked_and_a_known_one_with_its_length()
 async fn an_answer_cut_short_fails_and_its_connection_is_not_kept() {
     let cut: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc";
     let up = scripted(vec![(cut, After::Close)]).await;
-    let answer = up
-        .origin
-        .send(&get("/"), &NONE, Body::empty())
-        .await
-        .unwrap();
+    let answer = up.origin.send(&get("/"), &[], Body::empty()).await.unwrap();
     let error = answer.response.into_body().collect().await.unwrap_err();
     assert!(matches!(error, ClientError::ClosedEarly), "{error:?}");
     assert_eq!(up.origin.idle_count(), 0);
@@ -319,14 +264,10 @@ async fn informational_answers_are_skipped_and_garbage_is_a_protocol_error() {
         (garbage, After::Close),
     ])
     .await;
-    let answer = up
-        .origin
-        .send(&get("/"), &NONE, Body::empty())
-        .await
-        .unwrap();
+    let answer = up.origin.send(&get("/"), &[], Body::empty()).await.unwrap();
     assert_eq!(answer.response.status(), StatusCode::NO_CONTENT);
     assert!(answer.response.headers().get("link").is_none());
-    let Err(error) = up.origin.send(&get("/"), &NONE, Body::empty()).await else {
+    let Err(error) = up.origin.send(&get("/"), &[], Body::empty()).await else {
         panic!("garbage was taken for an answer");
     };
     assert!(matches!(error, ClientError::Protocol(_)), "{error:?}");
@@ -339,7 +280,7 @@ async fn a_switch_of_protocols_hands_over_the_connection_with_its_early_bytes() 
     let up = scripted(vec![(switch, After::KeepOpen)]).await;
     let answer = up
         .origin
-        .send(&get("/ws"), &NONE, Body::empty())
+        .send(&get("/ws"), &[], Body::empty())
         .await
         .unwrap();
     assert_eq!(answer.response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -358,7 +299,7 @@ async fn nobody_listening_is_a_connect_error() {
     let uri: http::Uri = format!("http://{addr}").parse().unwrap();
     let endpoint = Endpoint::new(&uri, &no_roots(), Duration::from_secs(2)).unwrap();
     let origin = Arc::new(Origin::new(endpoint, 1, 8, Duration::from_secs(60)));
-    let Err(error) = origin.send(&get("/"), &NONE, Body::empty()).await else {
+    let Err(error) = origin.send(&get("/"), &[], Body::empty()).await else {
         panic!("a closed port answered");
     };
     assert!(error.is_connect(), "{error:?}");
@@ -372,32 +313,20 @@ async fn only_an_idempotent_request_goes_again_when_a_kept_connection_closes_una
         (HELLO, After::KeepOpen),
     ];
     let up = scripted(script).await;
-    body_of(
-        up.origin
-            .send(&get("/"), &NONE, Body::empty())
-            .await
-            .unwrap(),
-    )
-    .await;
+    body_of(up.origin.send(&get("/"), &[], Body::empty()).await.unwrap()).await;
     let answer = up
         .origin
-        .send(&get("/again"), &NONE, Body::empty())
+        .send(&get("/again"), &[], Body::empty())
         .await
         .unwrap();
     assert_eq!(body_of(answer).await, "hello");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 
     let up = scripted(vec![(HELLO, After::KeepOpen), (HELLO, After::Hang)]).await;
-    body_of(
-        up.origin
-            .send(&get("/"), &NONE, Body::empty())
-            .await
-            .unwrap(),
-    )
-    .await;
+    body_of(up.origin.send(&get("/"), &[], Body::empty()).await.unwrap()).await;
     let mut notify = get("/event");
     notify.method = Method::from_bytes(b"NOTIFY").unwrap();
-    let Err(error) = up.origin.send(&notify, &NONE, Body::empty()).await else {
+    let Err(error) = up.origin.send(&notify, &[], Body::empty()).await else {
         panic!("a request that is not idempotent was sent again");
     };
     assert!(matches!(error, ClientError::NoAnswer(_)), "{error:?}");
@@ -429,7 +358,7 @@ async fn an_answer_sent_before_the_whole_body_reaches_the_client() {
     }));
     let mut post = get("/upload");
     post.method = Method::POST;
-    let answer = origin.send(&post, &NONE, endless).await.unwrap();
+    let answer = origin.send(&post, &[], endless).await.unwrap();
     assert_eq!(answer.response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -443,7 +372,7 @@ async fn reads_start_at_a_page_and_grow_while_a_large_body_fills_them() {
     let up = scripted(vec![(answer, After::KeepOpen), (HELLO, After::KeepOpen)]).await;
     let mut response = up
         .origin
-        .send(&get("/big"), &NONE, Body::empty())
+        .send(&get("/big"), &[], Body::empty())
         .await
         .unwrap()
         .response;
@@ -461,11 +390,7 @@ async fn reads_start_at_a_page_and_grow_while_a_large_body_fills_them() {
         "later reads grew: {sizes:?}"
     );
     // The connection is kept, and the next small answer is read as before.
-    let answer = up
-        .origin
-        .send(&get("/"), &NONE, Body::empty())
-        .await
-        .unwrap();
+    let answer = up.origin.send(&get("/"), &[], Body::empty()).await.unwrap();
     assert_eq!(body_of(answer).await, "hello");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
 }

@@ -10,6 +10,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
+use super::AddedHeaders;
+
 /// The most bytes a response head may take, status line and final empty line included.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most header fields accepted in a response head or a trailer section.
@@ -147,8 +149,8 @@ pub fn parse_response_head(
 /// Appends the request line and header section to `dst`.
 ///
 /// Writes "{method} {target} HTTP/1.1\r\n", every header of `headers` as "name: value\r\n"
-/// (every value of a multi-valued name, in order), the `added` lines as they are (complete
-/// "name: value\r\n" lines, or nothing), then the framing header:
+/// (every value of a multi-valued name, in order), the `added` lines, then the framing
+/// header:
 /// `Framing::Chunked` adds "transfer-encoding: chunked\r\n"; `Framing::Length(n)` adds
 /// "content-length: n\r\n" unless `headers` already has content-length; None/Close add
 /// nothing; then "\r\n". The caller has already removed transfer-encoding and other
@@ -159,7 +161,7 @@ pub fn encode_request_head(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-    added: &[u8],
+    added: &[&AddedHeaders],
     framing: Framing,
 ) {
     debug_assert!(
@@ -171,7 +173,8 @@ pub fn encode_request_head(
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     // One reservation for the common case; the framing line fits in the slack.
-    dst.reserve(method.as_str().len() + target.len() + fields + added.len() + 64);
+    let added_len: usize = added.iter().map(|a| a.as_bytes().len()).sum();
+    dst.reserve(method.as_str().len() + target.len() + fields + added_len + 64);
     dst.extend_from_slice(method.as_str().as_bytes());
     dst.extend_from_slice(b" ");
     dst.extend_from_slice(target.as_bytes());
@@ -182,8 +185,9 @@ pub fn encode_request_head(
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
     }
-    debug_assert!(added.is_empty() || added.ends_with(b"\r\n"));
-    dst.extend_from_slice(added);
+    for lines in added {
+        dst.extend_from_slice(lines.as_bytes());
+    }
     match framing {
         Framing::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Length(len) if !headers.contains_key(CONTENT_LENGTH) => {

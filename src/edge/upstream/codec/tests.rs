@@ -241,10 +241,15 @@ fn request_headers() -> HeaderMap {
 }
 
 fn encoded(method: Method, headers: &HeaderMap, framing: Framing) -> BytesMut {
-    encoded_adding(method, headers, b"", framing)
+    encoded_adding(method, headers, &[], framing)
 }
 
-fn encoded_adding(method: Method, headers: &HeaderMap, added: &[u8], framing: Framing) -> BytesMut {
+fn encoded_adding(
+    method: Method,
+    headers: &HeaderMap,
+    added: &[&AddedHeaders],
+    framing: Framing,
+) -> BytesMut {
     let mut dst = BytesMut::from(&b"prev"[..]);
     encode_request_head(&mut dst, &method, "/x?y=1", headers, added, framing);
     dst
@@ -276,10 +281,23 @@ fn request_head_encoding_is_exact() {
 /// Added lines go after the request's own fields and before the framing line.
 #[test]
 fn added_lines_come_after_the_fields_and_before_the_framing() {
-    let added = b"x-pbx-user: u1\r\nauthorization: Bearer t\r\n";
-    let dst = encoded_adding(Method::POST, &request_headers(), added, Framing::Length(2));
+    let block = |name: &'static str, value: &str| {
+        let mut lines = AddedHeaders::builder(0);
+        lines.push(&HeaderName::from_static(name), value);
+        lines.build()
+    };
+    let (one, two) = (
+        block("x-forwarded-for", "192.0.2.1"),
+        block("x-pbx-user", "u1"),
+    );
+    let dst = encoded_adding(
+        Method::POST,
+        &request_headers(),
+        &[&one, &two],
+        Framing::Length(2),
+    );
     let want = "prevPOST /x?y=1 HTTP/1.1\r\nhost: example.com\r\naccept: a\r\naccept: b\r\n\
-                x-pbx-user: u1\r\nauthorization: Bearer t\r\ncontent-length: 2\r\n\r\n";
+                x-forwarded-for: 192.0.2.1\r\nx-pbx-user: u1\r\ncontent-length: 2\r\n\r\n";
     assert_eq!(dst, want.as_bytes());
 }
 
