@@ -90,19 +90,24 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
         });
     }
     let session_token = match sso.config.sso.forward_session_token {
-        true => sso
-            .sessions
-            .token(&info)
-            .map(|(token, _)| token)
-            .map_err(|e| {
-                tracing::warn!(error = %e, "could not sign the session token for the PBX");
-            }),
-        false => Err(()),
+        true => signed_session_token(sso, &info),
+        false => None,
     };
     Ok(Identity {
-        headers: identity_headers(&info, session_token.ok().as_deref()),
+        headers: identity_headers(&info, session_token.as_deref()),
         pbx: None,
     })
+}
+
+/// The gateway's session token for `info`, for PBX setups that read it as the bearer.
+fn signed_session_token(sso: &Sso, info: &SessionInfo) -> Option<String> {
+    match sso.sessions.token(info) {
+        Ok((token, _)) => Some(token),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sign the session token for the PBX");
+            None
+        }
+    }
 }
 
 /// The identity headers of `info` with `token` as the bearer: what a request sent again

@@ -527,6 +527,47 @@ async fn identity_headers_reach_the_pbx_and_spoofed_ones_and_gateway_cookies_do_
     assert!(anonymous["headers"].get("x-pbx-user").is_none());
 }
 
+/// `forward_session_token = true`: the PBX gets the session's own token as the one bearer,
+/// next to the identity headers; a client that sends its own credentials keeps them.
+#[tokio::test]
+async fn the_session_token_is_the_bearer_when_configured() {
+    let w = SsoWorld::new(WorldOptions {
+        sso_extra: "forward_session_token = true",
+        ..WorldOptions::default()
+    })
+    .await;
+    let b = w.browser();
+    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
+        .await;
+    let seen = b
+        .request("GET", "https://pbx.test/headers", &[], None)
+        .await
+        .json();
+    let h = &seen["headers"];
+    let bearer = h["authorization"]
+        .as_array()
+        .expect("an authorization header");
+    assert_eq!(bearer.len(), 1, "{bearer:?}");
+    let token = (bearer[0].as_str().unwrap())
+        .strip_prefix("Bearer ")
+        .expect("a bearer token");
+    assert_eq!(jwt_part(token, 1)["sub"], "pbx-100");
+    assert_eq!(h["x-pbx-user"], serde_json::json!(["pbx-100"]));
+    let own = (b.request(
+        "GET",
+        "https://pbx.test/headers",
+        &[("authorization", "Basic b3du")],
+        None,
+    ))
+    .await
+    .json();
+    assert_eq!(
+        own["headers"]["authorization"],
+        serde_json::json!(["Basic b3du"])
+    );
+    assert_eq!(own["headers"]["x-pbx-user"], serde_json::json!(["pbx-100"]));
+}
+
 #[tokio::test]
 async fn protected_paths_send_browsers_to_sign_in_and_api_calls_get_401() {
     let w = SsoWorld::new(WorldOptions {
