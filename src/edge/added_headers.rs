@@ -16,7 +16,6 @@ pub struct AddedHeaders {
 }
 
 /// Collects fields for an [`AddedHeaders`].
-#[derive(Default)]
 pub struct AddedHeadersBuilder {
     lines: BytesMut,
 }

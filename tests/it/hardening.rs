@@ -181,9 +181,7 @@ async fn the_admin_role_sticks_on_another_instance_and_ends_with_the_setting() {
 #[tokio::test]
 async fn a_cross_site_logout_link_does_not_end_the_session() {
     let w = SsoWorld::new(WorldOptions::default()).await;
-    let b = w.browser();
-    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
-        .await;
+    let b = w.signed_in_browser().await;
     let lured = b
         .request(
             "GET",
@@ -208,9 +206,7 @@ async fn a_cross_site_logout_link_does_not_end_the_session() {
 #[tokio::test]
 async fn signing_in_again_ends_the_browsers_previous_session() {
     let w = SsoWorld::new(WorldOptions::default()).await;
-    let b = w.browser();
-    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
-        .await;
+    let b = w.signed_in_browser().await;
     let first = b.cookie("pbx.test", "__Host-pbx_session").await.unwrap();
     b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
         .await;

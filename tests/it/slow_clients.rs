@@ -116,9 +116,7 @@ async fn websocket_tunnels_hold_a_slot_and_close_when_idle() {
 #[tokio::test]
 async fn a_cross_site_websocket_with_the_session_cookie_is_refused() {
     let w = SsoWorld::new(WorldOptions::default()).await;
-    let b = w.browser();
-    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
-        .await;
+    let b = w.signed_in_browser().await;
     let page = b
         .request(
             "GET",

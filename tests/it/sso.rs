@@ -154,6 +154,17 @@ impl SsoWorld {
         self.store.save_ms365_settings(&acme(), &s).await.unwrap();
     }
 
+    /// A browser signed in as the tenant's first user on the PBX listener.
+    pub async fn signed_in_browser(&self) -> Browser {
+        let b = self.browser();
+        b.login(
+            "https://pbx.test/ms365/login?domain=acme.test",
+            &self.user.1,
+        )
+        .await;
+        b
+    }
+
     pub fn browser(&self) -> Browser {
         let mut hosts = BTreeMap::new();
         hosts.insert("pbx.test".to_string(), self.gateway.pbx());
@@ -486,9 +497,7 @@ async fn an_unregistered_redirect_uri_shows_aadsts50011() {
 #[tokio::test]
 async fn identity_headers_reach_the_pbx_and_spoofed_ones_and_gateway_cookies_do_not() {
     let w = SsoWorld::new(WorldOptions::default()).await;
-    let b = w.browser();
-    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
-        .await;
+    let b = w.signed_in_browser().await;
     b.jar
         .lock()
         .await
@@ -536,9 +545,7 @@ async fn the_session_token_is_the_bearer_when_configured() {
         ..WorldOptions::default()
     })
     .await;
-    let b = w.browser();
-    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
-        .await;
+    let b = w.signed_in_browser().await;
     let seen = b
         .request("GET", "https://pbx.test/headers", &[], None)
         .await
@@ -981,9 +988,7 @@ async fn sign_in_endpoints_are_rate_limited_per_client() {
 #[tokio::test]
 async fn a_session_of_one_tenant_is_not_handed_out_for_another() {
     let w = SsoWorld::new(WorldOptions::default()).await;
-    let b = w.browser();
-    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
-        .await;
+    let b = w.signed_in_browser().await;
     let own = b
         .get("https://pbx.test/ms365/session?domain=acme.test")
         .await;
@@ -998,9 +1003,7 @@ async fn a_session_of_one_tenant_is_not_handed_out_for_another() {
 #[tokio::test]
 async fn logout_ends_the_session_everywhere_it_was_used() {
     let w = SsoWorld::new(WorldOptions::default()).await;
-    let b = w.browser();
-    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
-        .await;
+    let b = w.signed_in_browser().await;
     let cookie = b.cookie("pbx.test", "__Host-pbx_session").await.unwrap();
     let out = b.get("https://pbx.test/ms365/logout").await;
     assert_eq!(out.status, StatusCode::FOUND);
@@ -1032,9 +1035,7 @@ async fn logout_can_also_sign_out_at_microsoft_and_come_back() {
         ..Default::default()
     })
     .await;
-    let b = w.browser();
-    b.login("https://pbx.test/ms365/login?domain=acme.test", &w.user.1)
-        .await;
+    let b = w.signed_in_browser().await;
     let out = b.get("https://pbx.test/ms365/logout").await;
     assert_eq!(out.status, StatusCode::FOUND);
     let location = reqwest::Url::parse(&out.location()).expect("absolute URL at Microsoft");
