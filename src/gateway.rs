@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
-use crate::edge::conn::{ListenerContext, ProxyService, ResponseFuture, StopSignals, http_builder};
+use crate::edge::conn::{ListenerContext, ProxyService, StopSignals, http_builder};
 use crate::edge::proxy::{Upstream, UpstreamTarget};
 use crate::edge::server::{CertReloader, WatchedListener, accept_loop};
 use crate::edge::tls::{self, CertLoader, TlsError};
@@ -68,7 +68,7 @@ pub struct Gateway {
     config: Arc<Config>,
     store: Store,
     metrics: Arc<Metrics>,
-    listeners: Vec<(TcpListener, Arc<ListenerContext>)>,
+    listeners: Vec<(TcpListener, Arc<ListenerContext<Arc<ProxyRoute>>>)>,
     admin: TcpListener,
     reloader: Arc<CertReloader>,
     reload_trigger: Arc<Notify>,
@@ -463,9 +463,9 @@ struct ProxyRoute {
     sso: Arc<crate::sso::Sso>,
 }
 
-impl ProxyService for ProxyRoute {
-    fn call(&self, req: Request<Body>) -> ResponseFuture<'_> {
-        Box::pin(proxy(self, req))
+impl ProxyService for Arc<ProxyRoute> {
+    fn call(&self, req: Request<Body>) -> impl Future<Output = Response<Body>> + Send + '_ {
+        proxy(self, req)
     }
 }
 

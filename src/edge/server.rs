@@ -13,7 +13,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::conn::{ListenerContext, StopSignals, serve_connection};
+use super::conn::{ListenerContext, ProxyService, StopSignals, serve_connection};
 use super::tls::{CertLoader, ListenerCerts, fingerprint};
 use super::workers::Spawner;
 use crate::config::{ListenerConfig, ListenerTls};
@@ -21,9 +21,9 @@ use crate::metrics::{KindLabels, Metrics};
 
 /// Accepts connections until a graceful stop, spawning one task each into `connections`, on
 /// the edge worker `workers` picks.
-pub async fn accept_loop(
+pub async fn accept_loop<P: ProxyService>(
     listener: TcpListener,
-    ctx: Arc<ListenerContext>,
+    ctx: Arc<ListenerContext<P>>,
     permits: Arc<Semaphore>,
     connections: TaskTracker,
     workers: Spawner,

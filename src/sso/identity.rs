@@ -51,14 +51,19 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
             req.headers(),
         ));
     }
-    // The session and PBX-token lookups are boxed: their futures (a database query, a call
+    // The store and PBX-token lookups are boxed: their futures (a database query, a call
     // to the PBX) are large, and every proxied request's future, copied once per request,
-    // would otherwise be as large as they are.
+    // would otherwise be as large as they are. A session the cache knows needs neither.
     let session = match session_cookie(req.headers()) {
-        Some(value) => Box::pin(sso.sessions.resolve_shared(value)).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "session lookup failed; treating the request as anonymous");
-            None
-        }),
+        Some(value) => match sso.sessions.resolve_cached(value) {
+            Some(cached) => cached,
+            None => Box::pin(sso.sessions.resolve_shared(value))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "session lookup failed; treating the request as anonymous");
+                    None
+                }),
+        },
         None => None,
     };
     strip_gateway_cookies(req.headers_mut());

@@ -308,7 +308,19 @@ impl Sessions {
             .map(|info| (*info).clone()))
     }
 
-    /// Like [`Sessions::resolve`] without copying the cached session: the proxy's hot path.
+    /// What the session cache alone says about a cookie: `Some(answer)` when that is
+    /// final (a live cached session, one that has expired, or a value that cannot be a
+    /// session cookie), `None` when the store must be asked ([`Sessions::resolve_shared`]).
+    /// The proxy's hot path, with no future to allocate when the cache knows.
+    pub fn resolve_cached(&self, cookie_value: &str) -> Option<Option<Arc<SessionInfo>>> {
+        if !plausible_cookie(cookie_value) {
+            return Some(None);
+        }
+        let hash = crate::encoding::Sha256Hex::of(cookie_value.as_bytes());
+        self.cached(crate::shard::current(), hash.as_str()).ok()
+    }
+
+    /// Like [`Sessions::resolve`] without copying the cached session.
     pub async fn resolve_shared(
         &self,
         cookie_value: &str,
@@ -318,20 +330,13 @@ impl Sessions {
         }
         let hash = crate::encoding::Sha256Hex::of(cookie_value.as_bytes());
         let id_hash = hash.as_str();
-        let (now, epoch) = (self.clock.now(), self.clock.epoch());
         // Taken once: a task off the edge may resume on another thread after the load.
         let shard = crate::shard::current();
-        let generation = {
-            let mut cache = self.cache(shard);
-            match cache.get(id_hash, now, self.cache_ttl) {
-                Some(info) if info.expires_at > epoch => return Ok(Some(info)),
-                Some(_) => {
-                    cache.remove(id_hash);
-                    return Ok(None);
-                }
-                None => cache.generation,
-            }
+        let generation = match self.cached(shard, id_hash) {
+            Ok(answer) => return Ok(answer),
+            Err(generation) => generation,
         };
+        let (now, epoch) = (self.clock.now(), self.clock.epoch());
         let info = self.load(id_hash, epoch).await?.map(Arc::new);
         if let Some(info) = &info {
             // Skipped when a logout evicted anything meanwhile: what was read may be stale.
@@ -339,6 +344,21 @@ impl Sessions {
                 .insert(info.clone(), now, self.cache_ttl, generation);
         }
         Ok(info)
+    }
+
+    /// The cache's final answer for a hashed cookie (an expired entry is dropped and
+    /// answers `None`); on a miss, the cache generation a later insert must still find.
+    fn cached(&self, shard: usize, id_hash: &str) -> Result<Option<Arc<SessionInfo>>, u64> {
+        let (now, epoch) = (self.clock.now(), self.clock.epoch());
+        let mut cache = self.cache(shard);
+        match cache.get(id_hash, now, self.cache_ttl) {
+            Some(info) if info.expires_at > epoch => Ok(Some(info)),
+            Some(_) => {
+                cache.remove(id_hash);
+                Ok(None)
+            }
+            None => Err(cache.generation),
+        }
     }
 
     /// Ends the session behind a cookie value (logout). `false` when there was none live.
@@ -665,10 +685,8 @@ mod tests {
         );
     }
 
-    /// A session an edge worker cached is gone from that worker's cache once it is ended
-    /// from another one: logout evicts every shard, not only the caller's.
-    #[tokio::test]
-    async fn ending_a_session_evicts_it_from_every_workers_cache() {
+    /// Sessions over a fresh store with one synced user, and a live portal session's cookie.
+    async fn one_session() -> (Sessions, String) {
         let (db, keyring) = crate::keyring::test_keyring().await;
         let store = db.open(2).await.unwrap();
         let tenant_id = crate::store::test_db::add_tenant(&store, "t").await;
@@ -691,12 +709,46 @@ mod tests {
         let (cookie, _) = (sessions.create(&tenant, &user, ClientKind::Portal, "pbx#0"))
             .await
             .unwrap();
+        (sessions, cookie)
+    }
+
+    /// A session an edge worker cached is gone from that worker's cache once it is ended
+    /// from another one: logout evicts every shard, not only the caller's.
+    #[tokio::test]
+    async fn ending_a_session_evicts_it_from_every_workers_cache() {
+        let (sessions, cookie) = one_session().await;
         // This test's thread plays edge worker 2, then worker 4 for the logout.
         crate::shard::enter(2);
         assert!(sessions.resolve_shared(&cookie).await.unwrap().is_some());
         crate::shard::enter(4);
         assert!(sessions.end(&cookie).await.unwrap());
         crate::shard::enter(2);
+        assert!(sessions.resolve_shared(&cookie).await.unwrap().is_none());
+    }
+
+    /// The cache-only lookup answers for what this worker's cache holds and defers to the
+    /// store for everything else: a session not cached yet, or evicted by a logout, is a
+    /// miss (`None`), never an anonymous answer.
+    #[tokio::test]
+    async fn the_cache_only_lookup_answers_only_what_the_cache_knows() {
+        let (sessions, cookie) = one_session().await;
+        crate::shard::enter(1);
+        assert!(sessions.resolve_cached(&cookie).is_none(), "not cached yet");
+        let stored = sessions.resolve_shared(&cookie).await.unwrap().unwrap();
+        let cached = sessions.resolve_cached(&cookie).unwrap().unwrap();
+        assert_eq!(cached.id_hash, stored.id_hash);
+        crate::shard::enter(3);
+        assert!(
+            sessions.resolve_cached(&cookie).is_none(),
+            "another worker's cache"
+        );
+        assert!(matches!(sessions.resolve_cached("short"), Some(None)));
+        assert!(sessions.end(&cookie).await.unwrap());
+        crate::shard::enter(1);
+        assert!(
+            sessions.resolve_cached(&cookie).is_none(),
+            "evicted: ask the store"
+        );
         assert!(sessions.resolve_shared(&cookie).await.unwrap().is_none());
     }
 

@@ -100,7 +100,8 @@ impl Origin {
     ) -> Result<Answer, ClientError> {
         let framing = exchange::request_framing(parts, &body);
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut head = BytesMut::with_capacity(256 + 64 * parts.headers.len());
+        // Sized by the encoder, which counts the fields and the added lines: one allocation.
+        let mut head = BytesMut::new();
         let (method, headers) = (&parts.method, &parts.headers);
         codec::encode_request_head(&mut head, method, target, headers, added, framing);
         let worker = crate::edge::workers::current().unwrap_or(0) % self.pools.len();

@@ -378,14 +378,15 @@ fn collect_fields(
     base: &[u8],
     parsed: &[httparse::Header<'_>],
 ) -> Result<Vec<(HeaderName, Range<usize>)>, ProtocolError> {
-    parsed
-        .iter()
-        .map(|field| {
-            let name =
-                HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| ProtocolError::Field)?;
-            Ok((name, offset_in(base, field.value)?))
-        })
-        .collect()
+    // Sized up front: collecting `Result`s gives no size hint, so the vector grew (an
+    // allocation and a reallocation on every response).
+    let mut fields = Vec::with_capacity(parsed.len());
+    for field in parsed {
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| ProtocolError::Field)?;
+        fields.push((name, offset_in(base, field.value)?));
+    }
+    Ok(fields)
 }
 
 /// The range `part` occupies within `base`; httparse hands out subslices of its input.
