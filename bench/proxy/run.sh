@@ -25,7 +25,9 @@
 #     signed-in session's `__Host-pbx_session` cookie on every request (made by
 #     `proxy_load session` in the gateway's data directory before it starts), so every
 #     request is resolved and gets the identity headers; compared with the gateway's own
-#     figure without a session;
+#     figure without a session measured in the same rounds (runs `h1r`, `h2r`: the same load
+#     without the cookie, interleaved A/B with the session runs, the first alternating), so
+#     the ratio does not carry the host's drift between the HTTP/1.1 rounds and these;
 #   * upstream connections opened per run (upstream nginx stub_status `accepts`): shows
 #     keep-alive pool churn when more requests are in flight than the pool keeps idle;
 #   * memory: idle RSS right after start, and peak RSS (VmHWM) per run, reset before each run
@@ -585,7 +587,7 @@ run_one() { # round proxy proto may-retry
     logf=$T/latency-$proxy-$proto-$round.log
     args=(-c "$CONNECTIONS" -t "$H2LOAD_THREADS" -D "$DURATION" --warm-up-time "$WARMUP" --log-file "$logf")
     case $proto in
-        h1 | h1s) args+=(--h1 -m 1) ;;
+        h1 | h1s | h1r) args+=(--h1 -m 1) ;;
         *) args+=(-m "$H2_STREAMS") ;;
     esac
     [[ $proto == h?s ]] && args+=(-H "cookie: __Host-pbx_session=$SESSION_COOKIE")
@@ -663,11 +665,18 @@ REPEATED=0
 for proto in $PROTOCOLS; do
     for ((r = 1; r <= ROUNDS; r++)); do
         if ((r % 2)); then order=(nginx gateway); else order=(gateway nginx); fi
-        [[ $proto == h?s ]] && order=(gateway) # nginx has no sessions to compare with
-        for proxy in "${order[@]}"; do
+        # nginx has no sessions to compare with: a session run is paired with the gateway's
+        # run of the same load without the cookie (proto h1r/h2r).
+        if [[ $proto == h?s ]]; then
+            if ((r % 2)); then order=(gateway:ref gateway); else order=(gateway gateway:ref); fi
+        fi
+        for entry in "${order[@]}"; do
+            proxy=${entry%%:*}
+            run_proto=$proto
+            [[ $entry == *:ref ]] && run_proto=${proto%s}r
             for ((attempt = 0; ; attempt++)); do
                 wait_quiet
-                run_one "$r" "$proxy" "$proto" $((attempt < RETRIES)) && break
+                run_one "$r" "$proxy" "$run_proto" $((attempt < RETRIES)) && break
                 REPEATED=$((REPEATED + 1))
             done
             RUNS_KEPT=$((RUNS_KEPT + 1))
@@ -732,11 +741,16 @@ proto_label() {
         ws) echo "WebSocket ($WS_SIZE B echo)" ;;
         h1s) echo "HTTP/1.1, session cookie" ;;
         h2s) echo "HTTP/2, session cookie" ;;
+        h1r) echo "HTTP/1.1, no session (paired with the session runs)" ;;
+        h2r) echo "HTTP/2, no session (paired with the session runs)" ;;
     esac
 }
-for proto in $PROTOCOLS; do
-    for proxy in nginx gateway; do
-        [[ $proto == h?s && $proxy == nginx ]] && continue
+for listed in $PROTOCOLS; do
+    rows=("nginx $listed" "gateway $listed")
+    # A session row comes after the no-session runs it is paired with.
+    [[ $listed == h?s ]] && rows=("gateway ${listed%s}r" "gateway $listed")
+    for row in "${rows[@]}"; do
+        read -r proxy proto <<<"$row"
         rps=$(col "$proxy" "$proto" rps | median)
         lo=$(col "$proxy" "$proto" rps | sort -g | head -n1)
         hi=$(col "$proxy" "$proto" rps | sort -g | tail -n1)
@@ -753,10 +767,10 @@ for proto in $PROTOCOLS; do
         rr=""
         pr=""
         if [[ $proto == h?s ]]; then
-            # Against the gateway without a session, not against nginx.
-            rr="$(ratio "$rps" "${MED_RPS[gateway${proto%s}]:-0}")× of no session"
-            pr="$(ratio "$p99" "${MED_P99[gateway${proto%s}]:-0}")× of no session"
-        elif [[ $proxy == gateway ]]; then
+            # Against the gateway without a session in the same rounds, not against nginx.
+            rr="$(ratio "$rps" "${MED_RPS[gateway${proto%s}r]:-0}")× of no session"
+            pr="$(ratio "$p99" "${MED_P99[gateway${proto%s}r]:-0}")× of no session"
+        elif [[ $proxy == gateway && $proto != h?r ]]; then
             rr="$(ratio "$rps" "${MED_RPS[nginx$proto]}")×"
             pr="$(ratio "$p99" "${MED_P99[nginx$proto]}")×"
         fi
@@ -784,8 +798,8 @@ p99_row="| p99 ≤ 1.2× nginx |"
 session_lines=""
 for proto in $PROTOCOLS; do
     if [[ $proto == h?s ]]; then
-        r=$(ratio "${MED_RPS[gateway$proto]}" "${MED_RPS[gateway${proto%s}]:-0}")
-        session_lines+="With a session cookie on every request ($(proto_label "${proto%s}")): ${r}× of the figure without, target ≥ 0.95×: $(verdict "$r" 0.95 '>=')."$'\n'
+        r=$(ratio "${MED_RPS[gateway$proto]}" "${MED_RPS[gateway${proto%s}r]:-0}")
+        session_lines+="With a session cookie on every request ($(proto_label "${proto%s}")): ${r}× of the figure without in the same rounds, target ≥ 0.95×: $(verdict "$r" 0.95 '>=')."$'\n'
         continue
     fi
     head_row+=" $(proto_label "$proto") |"
