@@ -686,7 +686,8 @@ mod tests {
     }
 
     /// Sessions over a fresh store with one synced user, and a live portal session's cookie.
-    async fn one_session() -> (Sessions, String) {
+    /// The test database lives as long as the returned guard (PostgreSQL drops its schema).
+    async fn one_session() -> (crate::store::test_db::TestDb, Sessions, String) {
         let (db, keyring) = crate::keyring::test_keyring().await;
         let store = db.open(2).await.unwrap();
         let tenant_id = crate::store::test_db::add_tenant(&store, "t").await;
@@ -709,14 +710,14 @@ mod tests {
         let (cookie, _) = (sessions.create(&tenant, &user, ClientKind::Portal, "pbx#0"))
             .await
             .unwrap();
-        (sessions, cookie)
+        (db, sessions, cookie)
     }
 
     /// A session an edge worker cached is gone from that worker's cache once it is ended
     /// from another one: logout evicts every shard, not only the caller's.
     #[tokio::test]
     async fn ending_a_session_evicts_it_from_every_workers_cache() {
-        let (sessions, cookie) = one_session().await;
+        let (_db, sessions, cookie) = one_session().await;
         // This test's thread plays edge worker 2, then worker 4 for the logout.
         crate::shard::enter(2);
         assert!(sessions.resolve_shared(&cookie).await.unwrap().is_some());
@@ -731,7 +732,7 @@ mod tests {
     /// miss (`None`), never an anonymous answer.
     #[tokio::test]
     async fn the_cache_only_lookup_answers_only_what_the_cache_knows() {
-        let (sessions, cookie) = one_session().await;
+        let (_db, sessions, cookie) = one_session().await;
         crate::shard::enter(1);
         assert!(sessions.resolve_cached(&cookie).is_none(), "not cached yet");
         let stored = sessions.resolve_shared(&cookie).await.unwrap().unwrap();
