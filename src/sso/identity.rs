@@ -56,8 +56,8 @@ pub async fn identify(sso: &Sso, req: &mut Request<Body>) -> Result<Identity, Re
     // would otherwise be as large as they are. A session the cache knows needs neither.
     let session = match session_cookie(req.headers()) {
         Some(value) => match sso.sessions.resolve_cached(value) {
-            Some(cached) => cached,
-            None => Box::pin(sso.sessions.resolve_shared(value))
+            Ok(cached) => cached,
+            Err(miss) => Box::pin(sso.sessions.resolve_missed(miss))
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "session lookup failed; treating the request as anonymous");

@@ -204,6 +204,14 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
+/// A cookie the session cache could not answer: its hash, the cache it was looked up in,
+/// and that cache's generation then (an insert after a logout's eviction is refused).
+pub struct CacheMiss {
+    hash: crate::encoding::Sha256Hex,
+    shard: usize,
+    generation: u64,
+}
+
 impl Sessions {
     /// Sessions lasting `lifetime` (see [`DEFAULT_LIFETIME`]); tokens name `issuer` as `iss`.
     pub fn new(store: Store, keys: Arc<SessionKeys>, lifetime: Duration, issuer: String) -> Self {
@@ -308,16 +316,49 @@ impl Sessions {
             .map(|info| (*info).clone()))
     }
 
-    /// What the session cache alone says about a cookie: `Some(answer)` when that is
-    /// final (a live cached session, one that has expired, or a value that cannot be a
-    /// session cookie), `None` when the store must be asked ([`Sessions::resolve_shared`]).
-    /// The proxy's hot path, with no future to allocate when the cache knows.
-    pub fn resolve_cached(&self, cookie_value: &str) -> Option<Option<Arc<SessionInfo>>> {
+    /// What the session cache alone says about a cookie: the final answer (a live cached
+    /// session, one that has expired, or a value that cannot be a session cookie), or the
+    /// miss that [`Sessions::resolve_missed`] takes to the store. The proxy's hot path: no
+    /// future to allocate when the cache knows.
+    pub fn resolve_cached(
+        &self,
+        cookie_value: &str,
+    ) -> Result<Option<Arc<SessionInfo>>, CacheMiss> {
         if !plausible_cookie(cookie_value) {
-            return Some(None);
+            return Ok(None);
         }
         let hash = crate::encoding::Sha256Hex::of(cookie_value.as_bytes());
-        self.cached(crate::shard::current(), hash.as_str()).ok()
+        // Taken once: a task off the edge may resume on another thread after the load.
+        let shard = crate::shard::current();
+        let (now, epoch) = (self.clock.now(), self.clock.epoch());
+        let mut cache = self.cache(shard);
+        match cache.get(hash.as_str(), now, self.cache_ttl) {
+            Some(info) if info.expires_at > epoch => Ok(Some(info)),
+            Some(_) => {
+                cache.remove(hash.as_str());
+                Ok(None)
+            }
+            None => Err(CacheMiss {
+                generation: cache.generation,
+                hash,
+                shard,
+            }),
+        }
+    }
+
+    /// Reads from the store the session a cache miss was for, and caches it.
+    pub async fn resolve_missed(
+        &self,
+        miss: CacheMiss,
+    ) -> Result<Option<Arc<SessionInfo>>, SessionError> {
+        let (now, epoch) = (self.clock.now(), self.clock.epoch());
+        let info = self.load(miss.hash.as_str(), epoch).await?.map(Arc::new);
+        if let Some(info) = &info {
+            // Skipped when a logout evicted anything meanwhile: what was read may be stale.
+            self.cache(miss.shard)
+                .insert(info.clone(), now, self.cache_ttl, miss.generation);
+        }
+        Ok(info)
     }
 
     /// Like [`Sessions::resolve`] without copying the cached session.
@@ -325,39 +366,9 @@ impl Sessions {
         &self,
         cookie_value: &str,
     ) -> Result<Option<Arc<SessionInfo>>, SessionError> {
-        if !plausible_cookie(cookie_value) {
-            return Ok(None);
-        }
-        let hash = crate::encoding::Sha256Hex::of(cookie_value.as_bytes());
-        let id_hash = hash.as_str();
-        // Taken once: a task off the edge may resume on another thread after the load.
-        let shard = crate::shard::current();
-        let generation = match self.cached(shard, id_hash) {
-            Ok(answer) => return Ok(answer),
-            Err(generation) => generation,
-        };
-        let (now, epoch) = (self.clock.now(), self.clock.epoch());
-        let info = self.load(id_hash, epoch).await?.map(Arc::new);
-        if let Some(info) = &info {
-            // Skipped when a logout evicted anything meanwhile: what was read may be stale.
-            self.cache(shard)
-                .insert(info.clone(), now, self.cache_ttl, generation);
-        }
-        Ok(info)
-    }
-
-    /// The cache's final answer for a hashed cookie (an expired entry is dropped and
-    /// answers `None`); on a miss, the cache generation a later insert must still find.
-    fn cached(&self, shard: usize, id_hash: &str) -> Result<Option<Arc<SessionInfo>>, u64> {
-        let (now, epoch) = (self.clock.now(), self.clock.epoch());
-        let mut cache = self.cache(shard);
-        match cache.get(id_hash, now, self.cache_ttl) {
-            Some(info) if info.expires_at > epoch => Ok(Some(info)),
-            Some(_) => {
-                cache.remove(id_hash);
-                Ok(None)
-            }
-            None => Err(cache.generation),
+        match self.resolve_cached(cookie_value) {
+            Ok(answer) => Ok(answer),
+            Err(miss) => self.resolve_missed(miss).await,
         }
     }
 
@@ -734,20 +745,20 @@ mod tests {
     async fn the_cache_only_lookup_answers_only_what_the_cache_knows() {
         let (_db, sessions, cookie) = one_session().await;
         crate::shard::enter(1);
-        assert!(sessions.resolve_cached(&cookie).is_none(), "not cached yet");
+        assert!(sessions.resolve_cached(&cookie).is_err(), "not cached yet");
         let stored = sessions.resolve_shared(&cookie).await.unwrap().unwrap();
-        let cached = sessions.resolve_cached(&cookie).unwrap().unwrap();
+        let cached = sessions.resolve_cached(&cookie).ok().flatten().unwrap();
         assert_eq!(cached.id_hash, stored.id_hash);
         crate::shard::enter(3);
         assert!(
-            sessions.resolve_cached(&cookie).is_none(),
+            sessions.resolve_cached(&cookie).is_err(),
             "another worker's cache"
         );
-        assert!(matches!(sessions.resolve_cached("short"), Some(None)));
+        assert!(matches!(sessions.resolve_cached("short"), Ok(None)));
         assert!(sessions.end(&cookie).await.unwrap());
         crate::shard::enter(1);
         assert!(
-            sessions.resolve_cached(&cookie).is_none(),
+            sessions.resolve_cached(&cookie).is_err(),
             "evicted: ask the store"
         );
         assert!(sessions.resolve_shared(&cookie).await.unwrap().is_none());

@@ -9,11 +9,7 @@ use crate::sso::{SsoWorld, WorldOptions};
 
 #[tokio::test]
 async fn protected_paths_cannot_be_bypassed_by_spelling_the_path_differently() {
-    let w = SsoWorld::new(WorldOptions {
-        sso_extra: "protected_paths = [\"/portal/\"]",
-        ..Default::default()
-    })
-    .await;
+    let w = SsoWorld::with_sso("protected_paths = [\"/portal/\"]").await;
     let b = w.browser();
     for spelled in [
         "/portal/x",

@@ -54,6 +54,15 @@ impl Default for WorldOptions<'_> {
 }
 
 impl SsoWorld {
+    /// The default world with `extra` added to its `[sso]` section.
+    pub async fn with_sso(extra: &str) -> SsoWorld {
+        SsoWorld::new(WorldOptions {
+            sso_extra: extra,
+            ..WorldOptions::default()
+        })
+        .await
+    }
+
     pub async fn new(o: WorldOptions<'_>) -> SsoWorld {
         let emulator = Emulator::start(EmulatorConfig {
             seed: 11,
@@ -540,11 +549,7 @@ async fn identity_headers_reach_the_pbx_and_spoofed_ones_and_gateway_cookies_do_
 /// next to the identity headers; a client that sends its own credentials keeps them.
 #[tokio::test]
 async fn the_session_token_is_the_bearer_when_configured() {
-    let w = SsoWorld::new(WorldOptions {
-        sso_extra: "forward_session_token = true",
-        ..WorldOptions::default()
-    })
-    .await;
+    let w = SsoWorld::with_sso("forward_session_token = true").await;
     let b = w.signed_in_browser().await;
     let seen = b
         .request("GET", "https://pbx.test/headers", &[], None)
@@ -577,11 +582,7 @@ async fn the_session_token_is_the_bearer_when_configured() {
 
 #[tokio::test]
 async fn protected_paths_send_browsers_to_sign_in_and_api_calls_get_401() {
-    let w = SsoWorld::new(WorldOptions {
-        sso_extra: "protected_paths = [\"/portal/\"]",
-        ..Default::default()
-    })
-    .await;
+    let w = SsoWorld::with_sso("protected_paths = [\"/portal/\"]").await;
     let b = w.browser();
     let nav = b
         .request(
@@ -960,11 +961,7 @@ async fn info_endpoints_tell_clients_to_show_the_microsoft_icon() {
 
 #[tokio::test]
 async fn sign_in_endpoints_are_rate_limited_per_client() {
-    let w = SsoWorld::new(WorldOptions {
-        sso_extra: "login_rate_per_minute = 3",
-        ..Default::default()
-    })
-    .await;
+    let w = SsoWorld::with_sso("login_rate_per_minute = 3").await;
     let b = w.browser();
     for _ in 0..3 {
         assert_eq!(
@@ -1030,11 +1027,7 @@ async fn logout_ends_the_session_everywhere_it_was_used() {
 
 #[tokio::test]
 async fn logout_can_also_sign_out_at_microsoft_and_come_back() {
-    let w = SsoWorld::new(WorldOptions {
-        sso_extra: "end_session_at_microsoft = true",
-        ..Default::default()
-    })
-    .await;
+    let w = SsoWorld::with_sso("end_session_at_microsoft = true").await;
     let b = w.signed_in_browser().await;
     let out = b.get("https://pbx.test/ms365/logout").await;
     assert_eq!(out.status, StatusCode::FOUND);
