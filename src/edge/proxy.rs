@@ -21,7 +21,7 @@ use super::headers;
 use super::problem::HttpError;
 use super::slow::{Activity, ActivityIo};
 use super::tls::TlsError;
-use super::upstream::{ClientError, Endpoint, Origin, Upgraded};
+use super::upstream::{ClientError, Endpoint, Origin, Pieces, Upgraded};
 use crate::config::{ServerLimits, UpstreamConfig};
 use crate::metrics::{KindLabels, Metrics};
 
@@ -169,11 +169,14 @@ impl Upstream {
             false => None,
         };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let version = req.version();
         let (mut parts, body) = req.into_parts();
         let forwarding = prepare(target, &conn, &mut parts, upgrade);
         let started = Instant::now();
         let added = [&forwarding, added];
-        let sent = target.origin.send(&parts, &added, body);
+        let sent = target
+            .origin
+            .send(&parts, &added, body, pieces_for(version));
         let result = tokio::time::timeout(self.response_timeout, sent).await;
         let elapsed = started.elapsed();
         let answer = match result {
@@ -282,6 +285,18 @@ fn classify(error: &ClientError) -> HttpError {
         HttpError::UpstreamUnavailable
     } else {
         HttpError::UpstreamProtocol
+    }
+}
+
+/// How the PBX's answer leaves the upstream read buffer for a client of `version`. An
+/// HTTP/2 client's answers wait together in its connection's send queue: what they hand on
+/// is copied when small, so none keeps a read buffer from the next read. An HTTP/1.1 client
+/// takes one answer at a time and has written it out before the buffer is read into again:
+/// sharing costs it nothing, and copying would cost every request an allocation and a copy.
+fn pieces_for(version: Version) -> Pieces {
+    match version {
+        Version::HTTP_2 | Version::HTTP_3 => Pieces::CopiedWhenSmall,
+        _ => Pieces::Shared,
     }
 }
 

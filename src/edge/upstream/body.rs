@@ -20,10 +20,9 @@ use super::pool::{Conn, Pool};
 use super::upload::Upload;
 
 /// What a connection's first read makes room for: one page, like nginx's
-/// `proxy_buffer_size`, which holds a typical answer's head and a small body. A body handed
-/// on keeps its part of the buffer alive until the client has it, so under HTTP/2 every
-/// stream in flight holds one: at 16 KiB, 320 streams held 11 MB (heaptrack,
-/// docs/benchmarks.md).
+/// `proxy_buffer_size`, which holds a typical answer's head and a small body. A large body
+/// handed on keeps its part of the buffer alive until the client has it; at 16 KiB, when
+/// every body did, 320 HTTP/2 streams held 11 MB (heaptrack, docs/benchmarks.md).
 pub const READ_BUFFER: usize = 4 * 1024;
 /// The most one read makes room for: a large body is read in pieces this big.
 const READ_BUFFER_MAX: usize = 64 * 1024;
@@ -33,16 +32,33 @@ const READ_MIN_SPACE: usize = 1024;
 /// Reads more of the connection's bytes into its buffer; `Ok(0)` at end of stream. A read
 /// that filled all the room it had doubles the room the next one gets, so a large body
 /// quickly moves in large pieces while small answers keep small buffers.
-pub fn poll_read_more(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+///
+/// The buffer is borrowed from `pool` only once the socket has bytes, and given back when a
+/// read leaves it empty and waiting, so a request waiting on the PBX holds no read buffer:
+/// under HTTP/2 a few hundred streams wait at once while a worker reads one answer at a
+/// time. What was handed on from it is shared or copied as [`Conn::pieces`] says.
+pub fn poll_read_more(
+    conn: &mut Conn,
+    pool: &Pool,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if conn.read_buf.capacity() == 0 {
+        ready!(conn.stream.poll_read_ready(cx))?;
+        conn.read_buf = pool.lend_buffer();
+    }
     if conn.read_buf.capacity() - conn.read_buf.len() < READ_MIN_SPACE {
         conn.read_buf.reserve(conn.read_size);
     }
     let room = conn.read_buf.capacity() - conn.read_buf.len();
     let polled = tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.read_buf);
-    if let Poll::Ready(Ok(n)) = polled
-        && n == room
-    {
-        conn.read_size = (conn.read_size * 2).min(READ_BUFFER_MAX);
+    match polled {
+        Poll::Ready(Ok(n)) if n == room => {
+            conn.read_size = (conn.read_size * 2).min(READ_BUFFER_MAX);
+        }
+        Poll::Pending if conn.read_buf.is_empty() => {
+            pool.return_buffer(std::mem::take(&mut conn.read_buf));
+        }
+        _ => {}
     }
     polled
 }
@@ -88,7 +104,7 @@ impl UpstreamBody {
         let state = match framing {
             Framing::None | Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(ChunkedDecoder::new()),
+            Framing::Chunked => State::Chunked(ChunkedDecoder::taking(conn.pieces)),
             Framing::Close => State::UntilClose,
         };
         let mut body = UpstreamBody {
@@ -137,10 +153,11 @@ impl UpstreamBody {
             State::Length(rest) if !buf.is_empty() => {
                 let n = (*rest).min(buf.len() as u64) as usize;
                 *rest -= n as u64;
-                (Some(Frame::data(buf.split_to(n).freeze())), *rest == 0)
+                (Some(Frame::data(conn.pieces.take(buf, n))), *rest == 0)
             }
             State::UntilClose if !buf.is_empty() => {
-                (Some(Frame::data(buf.split().freeze())), false)
+                let n = buf.len();
+                (Some(Frame::data(conn.pieces.take(buf, n))), false)
             }
             State::Chunked(decoder) => match decoder.decode(buf)? {
                 Chunk::Data(data) => (Some(Frame::data(data)), false),
@@ -175,7 +192,7 @@ impl http_body::Body for UpstreamBody {
                 Ok(None) if matches!(this.state, State::Done) => return Poll::Ready(None),
                 Ok(None) => {}
             }
-            let Some(conn) = this.conn.as_mut() else {
+            let (Some(conn), Some(home)) = (this.conn.as_mut(), this.home.as_ref()) else {
                 return Poll::Ready(None);
             };
             if let Some(upload) = this.upload.as_mut()
@@ -186,7 +203,7 @@ impl http_body::Body for UpstreamBody {
                     return Poll::Ready(Some(Err(this.fail(e))));
                 }
             }
-            match ready!(poll_read_more(conn, cx)) {
+            match ready!(poll_read_more(conn, home.pool(), cx)) {
                 Ok(0) if matches!(this.state, State::UntilClose) => {
                     this.state = State::Done;
                     this.conn = None;

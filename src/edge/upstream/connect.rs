@@ -133,6 +133,16 @@ impl Stream {
             Poll::Ready(Err(_)) => true,
         }
     }
+
+    /// Ready once a read may find bytes: a plain socket the reactor reports readable. A TLS
+    /// stream is always ready, since rustls may hold decrypted bytes the socket no longer
+    /// shows: only a read tells.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(tcp) => tcp.poll_read_ready(cx),
+            Stream::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 impl AsyncRead for Stream {

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::ClientError;
 use super::body::poll_read_more;
 use super::codec::{self, Framing, ResponseHead};
-use super::pool::Conn;
+use super::pool::{Conn, Pool};
 use super::upload::Upload;
 
 /// Writes a request that has no body.
@@ -26,9 +26,11 @@ pub async fn write_head(conn: &mut Conn, head: &[u8]) -> Result<(), ClientError>
 }
 
 /// Reads until the answer's head (not an informational one) is complete, moving `upload`
-/// forward meanwhile; `upload` is `None` once it is all written.
+/// forward meanwhile; `upload` is `None` once it is all written. Read buffers are lent by
+/// `pool`.
 pub async fn read_head(
     conn: &mut Conn,
+    pool: &Pool,
     method: &Method,
     upload: &mut Option<Upload>,
 ) -> Result<ResponseHead, ClientError> {
@@ -36,7 +38,7 @@ pub async fn read_head(
     poll_fn(|cx| {
         // The answer first: a PBX that answered early (a 413) and closed makes the rest of
         // the upload fail, and its answer is what the client should get.
-        if let Poll::Ready(head) = poll_head(conn, method, &mut answered, cx) {
+        if let Poll::Ready(head) = poll_head(conn, pool, method, &mut answered, cx) {
             return Poll::Ready(head);
         }
         if let Some(sending) = upload
@@ -52,19 +54,20 @@ pub async fn read_head(
 
 fn poll_head(
     conn: &mut Conn,
+    pool: &Pool,
     method: &Method,
     answered: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<ResponseHead, ClientError>> {
     loop {
-        if let Some(head) = codec::parse_response_head(&mut conn.read_buf, method)? {
+        if let Some(head) = codec::parse_response_head(&mut conn.read_buf, method, conn.pieces)? {
             if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
                 *answered = true;
                 continue;
             }
             return Poll::Ready(Ok(head));
         }
-        let error = match ready!(poll_read_more(conn, cx)) {
+        let error = match ready!(poll_read_more(conn, pool, cx)) {
             Ok(0) if !*answered && conn.read_buf.is_empty() => {
                 ClientError::NoAnswer(std::io::ErrorKind::UnexpectedEof.into())
             }

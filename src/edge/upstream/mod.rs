@@ -30,7 +30,7 @@ use bytes::BytesMut;
 use http::{Response, StatusCode};
 
 pub use body::{Upgraded, UpstreamBody};
-pub use codec::{ProtocolError, decode_answer};
+pub use codec::{Pieces, ProtocolError, decode_answer};
 pub use connect::{Endpoint, tls_config};
 
 use super::added_headers::AddedHeaders;
@@ -90,13 +90,15 @@ impl Origin {
     }
 
     /// Sends a request whose headers are ready for the wire (hop-by-hop headers removed,
-    /// `Host` set), with the `added` lines after them, and returns the answer once its head is in; a request body still being
-    /// sent then goes on inside the answer's body.
+    /// `Host` set), with the `added` lines after them, and returns the answer once its head
+    /// is in; a request body still being sent then goes on inside the answer's body. The
+    /// answer's pieces leave the read buffer as `pieces` says.
     pub async fn send(
         self: &Arc<Self>,
         parts: &http::request::Parts,
         added: &[&AddedHeaders],
         body: Body,
+        pieces: Pieces,
     ) -> Result<Answer, ClientError> {
         let framing = exchange::request_framing(parts, &body);
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -106,11 +108,14 @@ impl Origin {
         codec::encode_request_head(&mut head, method, target, headers, added, framing);
         let worker = crate::edge::workers::current().unwrap_or(0) % self.pools.len();
         if framing == Framing::None {
-            return self.send_bodiless(&head, &parts.method, worker).await;
+            return self
+                .send_bodiless(&head, &parts.method, worker, pieces)
+                .await;
         }
-        let (mut conn, _) = self.checkout(worker).await?;
+        let (mut conn, _) = self.checkout(worker, pieces).await?;
         let mut upload = Some(Upload::new(head, body, framing));
-        let answer = exchange::read_head(&mut conn, &parts.method, &mut upload).await?;
+        let pool = &self.pools[worker];
+        let answer = exchange::read_head(&mut conn, pool, &parts.method, &mut upload).await?;
         Ok(self.answer(conn, answer, worker, upload))
     }
 
@@ -121,11 +126,15 @@ impl Origin {
         head: &[u8],
         method: &http::Method,
         worker: usize,
+        pieces: Pieces,
     ) -> Result<Answer, ClientError> {
         loop {
-            let (mut conn, reused) = self.checkout(worker).await?;
+            let (mut conn, reused) = self.checkout(worker, pieces).await?;
             let result = match exchange::write_head(&mut conn, head).await {
-                Ok(()) => exchange::read_head(&mut conn, method, &mut None).await,
+                Ok(()) => {
+                    let pool = &self.pools[worker];
+                    exchange::read_head(&mut conn, pool, method, &mut None).await
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -137,16 +146,18 @@ impl Origin {
     }
 
     /// A kept connection of this worker's pool (`true`), or a new one.
-    async fn checkout(&self, worker: usize) -> Result<(Conn, bool), ClientError> {
-        match self.pools[worker].take() {
-            Some(conn) => Ok((conn, true)),
+    async fn checkout(&self, worker: usize, pieces: Pieces) -> Result<(Conn, bool), ClientError> {
+        let (mut conn, reused) = match self.pools[worker].take() {
+            Some(conn) => (conn, true),
             None => {
                 // Boxed: the connect future (name lookup, TLS handshake) is large, and every
                 // request's future would otherwise carry its size and be copied with it.
                 let stream = Box::pin(self.endpoint.connect()).await?;
-                Ok((self.pools[worker].wrap(stream), false))
+                (Conn::new(stream), false)
             }
-        }
+        };
+        conn.pieces = pieces;
+        Ok((conn, reused))
     }
 
     fn answer(
@@ -180,5 +191,11 @@ impl Origin {
     #[cfg(test)]
     pub fn idle_count(&self) -> usize {
         self.pools.iter().map(|p| p.idle_count()).sum()
+    }
+
+    /// Read buffers kept in all pools, not lent to a connection.
+    #[cfg(test)]
+    pub fn spare_count(&self) -> usize {
+        self.pools.iter().map(|p| p.spare_count()).sum()
     }
 }

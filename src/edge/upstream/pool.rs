@@ -1,8 +1,10 @@
 //! Idle keep-alive connections to one upstream, one pool per edge worker. An idle
 //! connection is only its socket: no task polls it and no buffer is kept for it, so holding
 //! hundreds costs file descriptors, not memory. Read buffers are kept apart, a few per pool,
-//! and handed to whichever connection is used next, so a busy pool reads into the same
-//! memory request after request instead of allocating a buffer each time. Newest first, so
+//! and lent to a connection only while it has bytes to read (see
+//! [`super::body::poll_read_more`]), so a busy pool reads into the same memory request after
+//! request instead of allocating a buffer each time, and a request waiting on the PBX holds
+//! none. Newest first, so
 //! a quiet period lets the extra connections of a burst age out; a connection the PBX closed
 //! while it sat here is noticed when it is taken (the reactor already knows) and dropped.
 
@@ -13,28 +15,34 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::body::READ_BUFFER;
+use super::codec::Pieces;
 use super::connect::Stream;
 
 /// A connection in use: its socket and the bytes read from it but not yet consumed.
 pub struct Conn {
     pub stream: Stream,
+    /// Empty and without capacity while nothing is being read.
     pub read_buf: BytesMut,
     /// How much room the next read that needs some makes (grows while reads fill it).
     pub read_size: usize,
+    /// How the answer's pieces leave `read_buf`, as the client in front of it needs.
+    pub pieces: Pieces,
 }
 
 impl Conn {
-    fn new(stream: Stream, read_buf: BytesMut) -> Self {
+    pub fn new(stream: Stream) -> Self {
         Conn {
             stream,
-            read_buf,
+            read_buf: BytesMut::new(),
             read_size: READ_BUFFER,
+            pieces: Pieces::Shared,
         }
     }
 }
 
-/// Read buffers a pool keeps for the connections it hands out.
-const SPARE_BUFFERS: usize = 32;
+/// Read buffers a pool keeps to lend. A worker reads one answer at a time and a buffer goes
+/// back as soon as its connection waits, so a few cover the answers being streamed at once.
+const SPARE_BUFFERS: usize = 8;
 /// A buffer grown for a large body is not kept: the next answer is most likely small.
 const SPARE_MAX_BYTES: usize = 4 * READ_BUFFER;
 
@@ -71,10 +79,23 @@ impl Pool {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A connection on a new `stream`, with a kept read buffer if there is one.
-    pub fn wrap(&self, stream: Stream) -> Conn {
-        let read_buf = self.lock().buffers.pop().unwrap_or_default();
-        Conn::new(stream, read_buf)
+    /// A kept read buffer, or an empty one that the read makes room in.
+    pub fn lend_buffer(&self) -> BytesMut {
+        self.lock().buffers.pop().unwrap_or_default()
+    }
+
+    /// Keeps an emptied read buffer for the next connection that reads, unless enough are
+    /// kept or it grew for a large body.
+    pub fn return_buffer(&self, buf: BytesMut) {
+        let mut kept = self.lock();
+        Self::keep_buffer(&mut kept, buf);
+    }
+
+    fn keep_buffer(kept: &mut Kept, buf: BytesMut) {
+        let capacity = buf.capacity();
+        if kept.buffers.len() < SPARE_BUFFERS && capacity > 0 && capacity <= SPARE_MAX_BYTES {
+            kept.buffers.push(buf);
+        }
     }
 
     /// The most recently used connection that is still open, if any.
@@ -83,7 +104,7 @@ impl Pool {
         let mut dropped = Vec::new();
         let found = {
             let mut kept = self.lock();
-            let Kept { idle, buffers } = &mut *kept;
+            let idle = &mut kept.idle;
             loop {
                 let Some(entry) = idle.pop_back() else {
                     break None;
@@ -98,8 +119,7 @@ impl Pool {
                     dropped.push(entry);
                     continue;
                 }
-                let read_buf = buffers.pop().unwrap_or_default();
-                break Some(Conn::new(entry.stream, read_buf));
+                break Some(Conn::new(entry.stream));
             }
         };
         // Closing sockets is done outside the lock.
@@ -119,9 +139,7 @@ impl Pool {
         };
         let evicted = {
             let mut kept = self.lock();
-            if kept.buffers.len() < SPARE_BUFFERS && conn.read_buf.capacity() <= SPARE_MAX_BYTES {
-                kept.buffers.push(conn.read_buf);
-            }
+            Self::keep_buffer(&mut kept, conn.read_buf);
             kept.idle.push_back(entry);
             (kept.idle.len() > self.max_idle).then(|| kept.idle.pop_front())
         };
@@ -152,5 +170,11 @@ impl Pool {
     #[cfg(test)]
     pub fn idle_count(&self) -> usize {
         self.lock().idle.len()
+    }
+
+    /// How many read buffers are kept, not lent.
+    #[cfg(test)]
+    pub fn spare_count(&self) -> usize {
+        self.lock().buffers.len()
     }
 }

@@ -21,6 +21,37 @@ pub const MAX_CHUNK_LINE: usize = 4096;
 /// The most bytes a trailer section may take, its final empty line included.
 pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
+/// Under [`Pieces::CopiedWhenSmall`], pieces smaller than this are copied.
+pub const SHARED_PIECE_MIN: usize = 4 * 1024;
+
+/// How the pieces handed on (a head, body data, trailers) leave the read buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Pieces {
+    /// Shared with the buffer, no copy: for a client that takes one answer at a time and has
+    /// written it out before the next read needs the buffer (HTTP/1.1).
+    #[default]
+    Shared,
+    /// A small piece (a head, the body of a typical answer) is copied, a large one shared:
+    /// for a client whose answers wait together in one connection's send queue (HTTP/2).
+    /// Shared, each would keep its whole read buffer alive until the client has it, so the
+    /// buffer could not be read into again: every stream in flight held one
+    /// (docs/benchmarks.md). A large piece fills most of its buffer anyway.
+    CopiedWhenSmall,
+}
+
+impl Pieces {
+    /// Takes the first `n` bytes of `buf`.
+    pub fn take(self, buf: &mut BytesMut, n: usize) -> Bytes {
+        if self == Pieces::CopiedWhenSmall && n < SHARED_PIECE_MIN {
+            let piece = Bytes::copy_from_slice(&buf[..n]);
+            buf.advance(n);
+            piece
+        } else {
+            buf.split_to(n).freeze()
+        }
+    }
+}
+
 /// The last chunk and an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
@@ -99,12 +130,13 @@ pub struct ResponseHead {
 ///
 /// `Ok(None)`: the head is not complete yet and `buf` is unchanged (the caller reads more and
 /// calls again); an error once `buf` holds [`MAX_HEAD_BYTES`] without a complete head.
-/// `method` is the request's method (a response to HEAD has no body). Header values share
-/// `buf`'s allocation instead of being copied. After an error the connection is unusable and
-/// `buf` must be discarded.
+/// `method` is the request's method (a response to HEAD has no body). Header values are
+/// slices of the head, taken out of `buf` as `pieces` says. After an error the connection is
+/// unusable and `buf` must be discarded.
 pub fn parse_response_head(
     buf: &mut BytesMut,
     method: &Method,
+    pieces: Pieces,
 ) -> Result<Option<ResponseHead>, ProtocolError> {
     // Only the first MAX_HEAD_BYTES are offered, so the limit holds even when one read
     // brought in much more than that.
@@ -131,9 +163,9 @@ pub fn parse_response_head(
         .code
         .and_then(|code| StatusCode::from_u16(code).ok())
         .ok_or(ProtocolError::Head(httparse::Error::Status))?;
-    // Names are validated before `buf` is touched; values need the frozen head to share it.
+    // Names are validated before `buf` is touched; values are slices of the head taken out.
     let fields = collect_fields(window, response.headers)?;
-    let head = buf.split_to(head_len).freeze();
+    let head = pieces.take(buf, head_len);
     let mut headers = build_map(&head, fields)?;
     let (framing, reusable) = body_framing(status, version, method, &mut headers)?;
     let keep_alive = reusable && connection_persists(version, &headers);
@@ -239,16 +271,25 @@ enum State {
 #[derive(Debug, Default)]
 pub struct ChunkedDecoder {
     state: State,
+    pieces: Pieces,
 }
 
 impl ChunkedDecoder {
-    /// A decoder positioned at the first chunk size line.
+    /// A decoder positioned at the first chunk size line, sharing what it hands on.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Consumes framing bytes and returns the next piece of data (split off `buf` without
-    /// copying), the end, or [`Chunk::Incomplete`].
+    /// A decoder that takes its data and trailers out of the buffer as `pieces` says.
+    pub fn taking(pieces: Pieces) -> Self {
+        ChunkedDecoder {
+            state: State::default(),
+            pieces,
+        }
+    }
+
+    /// Consumes framing bytes and returns the next piece of data (taken out of `buf` as the
+    /// decoder's [`Pieces`] say), the end, or [`Chunk::Incomplete`].
     ///
     /// Never returns `Data` with an empty `Bytes`, and works whatever the byte boundaries
     /// between calls. Once `End` has been returned, every later call returns `End(None)` and
@@ -304,7 +345,7 @@ impl ChunkedDecoder {
         } else {
             State::Data(left)
         };
-        Chunk::Data(buf.split_to(take).freeze())
+        Chunk::Data(self.pieces.take(buf, take))
     }
 
     /// Consumes the CRLF after a chunk's data; `Ok(false)` when it has not fully arrived.
@@ -335,7 +376,7 @@ impl ChunkedDecoder {
             Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::TooManyHeaders),
             Err(_) => return Err(ProtocolError::Trailers),
         };
-        let section = buf.split_to(len).freeze();
+        let section = self.pieces.take(buf, len);
         self.state = State::Done;
         if fields.is_empty() {
             return Ok(Chunk::End(None));
@@ -534,7 +575,7 @@ pub fn decode_answer(
     let mut pieces = wire.chunks(step.max(1));
     let mut buf = BytesMut::new();
     let head = loop {
-        if let Some(head) = parse_response_head(&mut buf, &Method::GET)? {
+        if let Some(head) = parse_response_head(&mut buf, &Method::GET, Pieces::Shared)? {
             break head;
         }
         let Some(piece) = pieces.next() else {

@@ -4,7 +4,7 @@
 use super::*;
 
 fn parse(raw: &[u8], method: &Method) -> Result<Option<ResponseHead>, ProtocolError> {
-    parse_response_head(&mut BytesMut::from(raw), method)
+    parse_response_head(&mut BytesMut::from(raw), method, Pieces::Shared)
 }
 
 fn head(raw: &str) -> ResponseHead {
@@ -25,7 +25,7 @@ fn content_length_response_leaves_body_in_buffer() {
     let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Test:  a b \r\nX-Empty:\r\n\r\nhelloNEXT";
     let mut buf = BytesMut::from(&raw[..]);
     let span = buf.as_ptr_range();
-    let head = parse_response_head(&mut buf, &Method::GET)
+    let head = parse_response_head(&mut buf, &Method::GET, Pieces::Shared)
         .unwrap()
         .unwrap();
     assert_eq!(head.status, StatusCode::OK);
@@ -37,8 +37,54 @@ fn content_length_response_leaves_body_in_buffer() {
     assert_eq!(head.headers["x-empty"], "");
     assert_eq!(head.headers.len(), 3);
     assert_eq!(&buf[..], b"helloNEXT");
-    // The value must live in the read buffer's allocation, not in a copy.
+    // Shared: the value lives in the read buffer's allocation, not in a copy.
     assert!(span.contains(&head.headers["x-test"].as_bytes().as_ptr()));
+    assert!(!buf.try_reclaim(raw.len() - buf.len()));
+
+    // Copied when small: nothing handed on keeps the read buffer alive.
+    let mut buf = BytesMut::from(&raw[..]);
+    let span = buf.as_ptr_range();
+    let copied = parse_response_head(&mut buf, &Method::GET, Pieces::CopiedWhenSmall);
+    let copied = copied.unwrap().unwrap();
+    assert_eq!(copied.headers, head.headers);
+    assert!(!span.contains(&copied.headers["x-test"].as_bytes().as_ptr()));
+    assert!(
+        buf.try_reclaim(raw.len() - buf.len()),
+        "the read buffer is still shared"
+    );
+}
+
+#[test]
+fn small_pieces_are_copied_and_large_ones_shared() {
+    let whole = 4 * SHARED_PIECE_MIN;
+    let filled = |piece: usize| {
+        let mut buf = BytesMut::with_capacity(whole);
+        buf.extend_from_slice(&vec![b'a'; piece + 10]);
+        buf
+    };
+    let mut buf = filled(SHARED_PIECE_MIN - 1);
+    let span = buf.as_ptr_range();
+    let small = Pieces::CopiedWhenSmall.take(&mut buf, SHARED_PIECE_MIN - 1);
+    assert!(!span.contains(&small.as_ptr()));
+    assert!(
+        buf.try_reclaim(whole - 10),
+        "a copied piece leaves the buffer whole"
+    );
+
+    let mut buf = filled(SHARED_PIECE_MIN);
+    let span = buf.as_ptr_range();
+    let large = Pieces::CopiedWhenSmall.take(&mut buf, SHARED_PIECE_MIN);
+    assert!(
+        span.contains(&large.as_ptr()),
+        "a large piece is not copied"
+    );
+    assert!(
+        !buf.try_reclaim(whole - 10),
+        "the large piece shares the buffer"
+    );
+    drop(large);
+    assert!(buf.try_reclaim(whole - 10));
+    assert_eq!((small.len(), buf.len()), (SHARED_PIECE_MIN - 1, 10));
 }
 
 #[test]
@@ -48,7 +94,7 @@ fn head_split_at_every_byte_waits_until_complete() {
     let mut buf = BytesMut::new();
     for (i, &byte) in raw[..head_len].iter().enumerate() {
         buf.extend_from_slice(&[byte]);
-        let parsed = parse_response_head(&mut buf, &Method::GET).unwrap();
+        let parsed = parse_response_head(&mut buf, &Method::GET, Pieces::Shared).unwrap();
         if i + 1 < head_len {
             assert!(parsed.is_none(), "complete after {} bytes", i + 1);
             assert_eq!(buf.len(), i + 1, "buffer changed at {}", i + 1);
@@ -486,4 +532,22 @@ fn decode_answer_gives_the_same_body_however_the_bytes_are_split() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn a_copying_decoder_hands_on_data_and_trailers_of_their_own() {
+    let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\nA: b\r\n\r\n"[..]);
+    let span = buf.as_ptr_range();
+    let mut decoder = ChunkedDecoder::taking(Pieces::CopiedWhenSmall);
+    let Chunk::Data(data) = decoder.decode(&mut buf).unwrap() else {
+        panic!("expected data");
+    };
+    assert_eq!(data, "hello");
+    assert!(!span.contains(&data.as_ptr()));
+    let Ok(Chunk::End(Some(trailers))) = decoder.decode(&mut buf) else {
+        panic!("expected trailers");
+    };
+    assert_eq!(trailers["a"], "b");
+    assert!(!span.contains(&trailers["a"].as_bytes().as_ptr()));
+    assert!(buf.is_empty());
 }
