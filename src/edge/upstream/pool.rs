@@ -4,9 +4,9 @@
 //! and lent to a connection only while it has bytes to read (see
 //! [`super::body::poll_read_more`]), so a busy pool reads into the same memory request after
 //! request instead of allocating a buffer each time, and a request waiting on the PBX holds
-//! none. Newest first, so
-//! a quiet period lets the extra connections of a burst age out; a connection the PBX closed
-//! while it sat here is noticed when it is taken (the reactor already knows) and dropped.
+//! none. Newest first, so a quiet period lets the extra connections of a burst age out; a
+//! connection the PBX closed while it sat here is noticed when it is taken (the reactor
+//! already knows) and dropped.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -21,7 +21,7 @@ use super::connect::Stream;
 /// A connection in use: its socket and the bytes read from it but not yet consumed.
 pub struct Conn {
     pub stream: Stream,
-    /// Empty and without capacity while nothing is being read.
+    /// Lent by the pool once there are bytes to read; empty and without capacity before.
     pub read_buf: BytesMut,
     /// How much room the next read that needs some makes (grows while reads fill it).
     pub read_size: usize,
