@@ -8,7 +8,9 @@
 //! removes loses access, and it is enforced by the cache entry's age, never by a sweep.
 //! Ending a session (logout) evicts it at once.
 
-use std::collections::HashMap;
+mod cache;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,7 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use self::cache::{Flight, ResolveCache};
 use super::pbx_session::PbxSessions;
 use super::session_keys::SessionKeys;
 use crate::ids::{ObjectId, TenantId};
@@ -80,6 +83,9 @@ pub enum SessionError {
     Keyring(#[from] crate::keyring::KeyringError),
     #[error(transparent)]
     Pbx(#[from] crate::pbx::PbxError),
+    /// The store read this resolution waited for, with others, failed.
+    #[error("{0}")]
+    SharedRead(Arc<SessionError>),
     /// A session was asked for a user who may not have one.
     #[error("no session can be issued: {0}")]
     Refused(&'static str),
@@ -192,6 +198,9 @@ pub struct Sessions {
     rng: SystemRandom,
     /// Users' PBX sessions, ended with the gateway sessions they belong to.
     pbx: Option<Arc<PbxSessions>>,
+    /// Resolutions that read the store (cache misses that were not joined to a read under
+    /// way).
+    store_reads: AtomicU64,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -225,6 +234,7 @@ impl Sessions {
             cache: std::array::from_fn(|_| Padded(Mutex::new(ResolveCache::new(CACHE_CAPACITY)))),
             rng: SystemRandom::new(),
             pbx: None,
+            store_reads: AtomicU64::new(0),
         }
     }
 
@@ -346,11 +356,35 @@ impl Sessions {
         }
     }
 
-    /// Reads from the store the session a cache miss was for, and caches it.
+    /// Reads from the store the session a cache miss was for, and caches it. Misses of the
+    /// same session on the same worker wait for one read: the first to arrive reads and the
+    /// others take its answer, a failure included; if the reader's request is dropped
+    /// midway, one of those waiting reads in its place.
     pub async fn resolve_missed(
         &self,
         miss: CacheMiss,
     ) -> Result<Option<Arc<SessionInfo>>, SessionError> {
+        let flight = self.cache(miss.shard).join_flight(miss.hash.as_str());
+        let _landing = Landing {
+            sessions: self,
+            miss: &miss,
+            flight: &flight,
+        };
+        // The reader's failure is every joined caller's too: retrying one after another
+        // against a store that just failed would only make the last of them wait longest.
+        // Boxed: only the reader pays for the read's future; those waiting stay small.
+        let read = || Box::pin(async { self.read_and_cache(&miss).await.map_err(Arc::new) });
+        match flight.get_or_init(read).await {
+            Ok(info) => Ok(info.clone()),
+            Err(e) => Err(SessionError::SharedRead(e.clone())),
+        }
+    }
+
+    async fn read_and_cache(
+        &self,
+        miss: &CacheMiss,
+    ) -> Result<Option<Arc<SessionInfo>>, SessionError> {
+        self.store_reads.fetch_add(1, Ordering::Relaxed);
         let (now, epoch) = (self.clock.now(), self.clock.epoch());
         let info = self.load(miss.hash.as_str(), epoch).await?.map(Arc::new);
         if let Some(info) = &info {
@@ -359,6 +393,11 @@ impl Sessions {
                 .insert(info.clone(), now, self.cache_ttl, miss.generation);
         }
         Ok(info)
+    }
+
+    /// How many resolutions have read the store so far; the rest were answered from memory.
+    pub fn store_reads(&self) -> u64 {
+        self.store_reads.load(Ordering::Relaxed)
     }
 
     /// Like [`Sessions::resolve`] without copying the cached session.
@@ -514,6 +553,24 @@ impl Sessions {
     }
 }
 
+/// Forgets a store read in flight once a caller that joined it is done with it, even when
+/// that caller's request was dropped midway.
+struct Landing<'a> {
+    sessions: &'a Sessions,
+    miss: &'a CacheMiss,
+    flight: &'a Flight,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut cache = self.sessions.cache(self.miss.shard);
+        // Those still waiting hold the flight; only the last one out forgets it.
+        if Arc::strong_count(self.flight) <= 2 || self.flight.initialized() {
+            cache.land(self.miss.hash.as_str(), self.flight);
+        }
+    }
+}
+
 /// Lower-case hex SHA-256 of a cookie value: the session's id in the store.
 pub fn hash_cookie(value: &str) -> String {
     crate::encoding::sha256_hex(value.as_bytes())
@@ -525,72 +582,6 @@ fn plausible_cookie(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Recent resolutions. `generation` moves on every eviction so a resolution that started
-/// before a logout cannot put the ended session back.
-struct ResolveCache {
-    entries: HashMap<String, Cached>,
-    capacity: usize,
-    generation: u64,
-}
-
-struct Cached {
-    at: Instant,
-    info: Arc<SessionInfo>,
-}
-
-impl ResolveCache {
-    fn new(capacity: usize) -> Self {
-        ResolveCache {
-            entries: HashMap::new(),
-            capacity: capacity.max(1),
-            generation: 0,
-        }
-    }
-
-    fn get(&self, id_hash: &str, now: Instant, ttl: Duration) -> Option<Arc<SessionInfo>> {
-        self.entries
-            .get(id_hash)
-            .filter(|c| now.saturating_duration_since(c.at) < ttl)
-            .map(|c| c.info.clone())
-    }
-
-    fn insert(&mut self, info: Arc<SessionInfo>, now: Instant, ttl: Duration, generation: u64) {
-        if generation != self.generation {
-            return;
-        }
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&info.id_hash) {
-            self.make_room(now, ttl);
-        }
-        self.entries
-            .insert(info.id_hash.clone(), Cached { at: now, info });
-    }
-
-    /// Drops stale entries; if the cache is still full, the older half (amortised O(1)).
-    fn make_room(&mut self, now: Instant, ttl: Duration) {
-        self.entries
-            .retain(|_, c| now.saturating_duration_since(c.at) < ttl);
-        if self.entries.len() < self.capacity {
-            return;
-        }
-        let mut ages: Vec<Instant> = self.entries.values().map(|c| c.at).collect();
-        let mid = ages.len() / 2;
-        let (_, median, _) = ages.select_nth_unstable(mid);
-        let median = *median;
-        self.entries.retain(|_, c| c.at > median);
-    }
-
-    fn remove(&mut self, id_hash: &str) {
-        self.generation += 1;
-        self.entries.remove(id_hash);
-    }
-
-    fn remove_user(&mut self, tenant_id: &TenantId, oid: &ObjectId) {
-        self.generation += 1;
-        self.entries
-            .retain(|_, c| !(&c.info.tenant_id == tenant_id && &c.info.oid == oid));
-    }
 }
 
 /// `Set-Cookie` for a session: host-only, HTTPS-only, invisible to scripts, not sent on
@@ -764,6 +755,69 @@ mod tests {
         assert!(sessions.resolve_shared(&cookie).await.unwrap().is_none());
     }
 
+    /// Requests of one session that miss the cache together (its entry aged out under a
+    /// page load, or an HTTP/2 client's streams) wait for one store read and all get its
+    /// answer; nothing is left in flight afterwards.
+    #[tokio::test]
+    async fn misses_of_one_session_share_one_store_read() {
+        let (_db, sessions, cookie) = one_session().await;
+        crate::shard::enter(3); // a worker whose cache does not hold the new session
+        let before = sessions.store_reads();
+        let answers =
+            futures_util::future::join_all((0..50).map(|_| sessions.resolve_shared(&cookie))).await;
+        assert!(answers.iter().all(|a| matches!(a, Ok(Some(_)))));
+        assert_eq!(sessions.store_reads() - before, 1);
+        assert_eq!(sessions.cache(3).flights_in_the_air(), 0);
+        assert!(
+            sessions.resolve_cached(&cookie).is_ok(),
+            "cached for the rest"
+        );
+    }
+
+    /// A request that started the read and was dropped (its client went away) leaves the
+    /// read to those that joined it, and nothing behind once they are done.
+    #[tokio::test]
+    async fn a_dropped_reader_leaves_the_read_to_those_waiting() {
+        let (_db, sessions, cookie) = one_session().await;
+        crate::shard::enter(5);
+        let mut first = Box::pin(sessions.resolve_shared(&cookie));
+        let _ = first
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let second = sessions.resolve_shared(&cookie);
+        drop(first);
+        assert!(second.await.unwrap().is_some());
+        assert_eq!(sessions.cache(5).flights_in_the_air(), 0);
+        // Alone and dropped mid-read: the flight is forgotten with it.
+        crate::shard::enter(6);
+        let mut alone = Box::pin(sessions.resolve_shared(&cookie));
+        let _ = alone
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        drop(alone);
+        assert_eq!(sessions.cache(6).flights_in_the_air(), 0);
+    }
+
+    /// A logout drops the reads in flight with the entries: a miss after it reads anew
+    /// instead of taking an answer read before it.
+    #[test]
+    fn an_eviction_drops_the_reads_in_flight() {
+        let mut cache = ResolveCache::new(4);
+        let flight = cache.join_flight("a");
+        assert!(Arc::ptr_eq(&flight, &cache.join_flight("a")));
+        cache.remove("b");
+        assert_eq!(cache.flights_in_the_air(), 0);
+        let fresh = cache.join_flight("a");
+        assert!(!Arc::ptr_eq(&flight, &fresh));
+        cache.land("a", &flight);
+        assert_eq!(cache.flights_in_the_air(), 1, "the newer read stays");
+        cache.land("a", &fresh);
+        assert_eq!(cache.flights_in_the_air(), 0);
+        cache.join_flight("a");
+        cache.remove_user(&TenantId::from_static("t"), &ObjectId::new("oid-x"));
+        assert_eq!(cache.flights_in_the_air(), 0);
+    }
+
     #[test]
     fn cache_expires_by_age_and_stays_bounded() {
         let ttl = Duration::from_secs(30);
@@ -780,7 +834,7 @@ mod tests {
                 0,
             );
         }
-        assert!(cache.entries.len() <= 4);
+        assert!(cache.len() <= 4);
         assert!(cache.get("g", t0 + Duration::from_secs(6), ttl).is_some());
         cache.remove("g");
         cache.insert(Arc::new(info("h")), t0, ttl, 0);
