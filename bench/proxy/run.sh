@@ -701,7 +701,7 @@ col() { # proxy proto column-name -> values, one per round
 }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u / 1000}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.3f", a / b; else print "n/a"}'; }
 
 GW_VERSION=$("$GATEWAY_BIN" version 2>/dev/null || echo "ms365-gateway ?")
 cat <<EOF
