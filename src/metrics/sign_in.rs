@@ -28,6 +28,7 @@ pub struct SignInMetrics {
     failed: Family<SignInFailureLabels, Counter>,
     duration: Histogram,
     active_sessions: Gauge,
+    session_store_reads: Counter,
 }
 
 /// The tenant label when the request named none the gateway knows.
@@ -42,6 +43,7 @@ impl SignInMetrics {
             // 0.25 s .. ~17 min: a sign-in waits on a person at Microsoft's page.
             duration: Histogram::new(exponential_buckets(0.25, 2.0, 13)),
             active_sessions: Gauge::default(),
+            session_store_reads: Counter::default(),
         };
         registry.register(
             "signins_started",
@@ -68,7 +70,17 @@ impl SignInMetrics {
             "Live sessions (all instances; refreshed every minute)",
             m.active_sessions.clone(),
         );
+        registry.register(
+            "session_store_reads",
+            "Session lookups that read the store: cache misses, those of one session under way together counted once",
+            m.session_store_reads.clone(),
+        );
         m
+    }
+
+    /// The counter the session service adds its store reads to.
+    pub fn session_store_reads(&self) -> Counter {
+        self.session_store_reads.clone()
     }
 
     pub fn started(&self, tenant: &str) {

@@ -10,7 +10,6 @@
 
 mod cache;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
 use self::cache::{Flight, ResolveCache};
@@ -199,8 +199,8 @@ pub struct Sessions {
     /// Users' PBX sessions, ended with the gateway sessions they belong to.
     pbx: Option<Arc<PbxSessions>>,
     /// Resolutions that read the store (cache misses that were not joined to a read under
-    /// way).
-    store_reads: AtomicU64,
+    /// way); the `session_store_reads` metric when the gateway shares it.
+    store_reads: Counter,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -234,13 +234,19 @@ impl Sessions {
             cache: std::array::from_fn(|_| Padded(Mutex::new(ResolveCache::new(CACHE_CAPACITY)))),
             rng: SystemRandom::new(),
             pbx: None,
-            store_reads: AtomicU64::new(0),
+            store_reads: Counter::default(),
         }
     }
 
     /// Ends users' PBX sessions together with their gateway sessions.
     pub fn with_pbx(mut self, pbx: Arc<PbxSessions>) -> Self {
         self.pbx = Some(pbx);
+        self
+    }
+
+    /// Counts the resolutions that read the store on `counter` (the gateway's metric).
+    pub fn with_store_reads(mut self, counter: Counter) -> Self {
+        self.store_reads = counter;
         self
     }
 
@@ -384,7 +390,7 @@ impl Sessions {
         &self,
         miss: &CacheMiss,
     ) -> Result<Option<Arc<SessionInfo>>, SessionError> {
-        self.store_reads.fetch_add(1, Ordering::Relaxed);
+        self.store_reads.inc();
         let (now, epoch) = (self.clock.now(), self.clock.epoch());
         let info = self.load(miss.hash.as_str(), epoch).await?.map(Arc::new);
         if let Some(info) = &info {
@@ -397,7 +403,7 @@ impl Sessions {
 
     /// How many resolutions have read the store so far; the rest were answered from memory.
     pub fn store_reads(&self) -> u64 {
-        self.store_reads.load(Ordering::Relaxed)
+        self.store_reads.get()
     }
 
     /// Like [`Sessions::resolve`] without copying the cached session.

@@ -92,7 +92,8 @@ impl Sso {
                 config.sso.session_lifetime,
                 issuer,
             )
-            .with_pbx(pbx.clone()),
+            .with_pbx(pbx.clone())
+            .with_store_reads(metrics.sign_in.session_store_reads()),
         );
         Ok(Sso {
             keys: TenantKeys::new(store.clone(), keyring.clone()),

@@ -178,6 +178,7 @@ async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_name() {
         "named but not exposed: {missing:?}\n{text}"
     );
     assert!(text.contains("ms365_gateway_signins_completed_total{tenant=\"acme\"} 1"));
+    assert!(exposed("ms365_gateway_session_store_reads_total"), "{text}");
     assert!(text.contains(
         "ms365_gateway_signins_failed_total{tenant=\"unknown\",reason=\"bad_request\"} 1"
     ));
