@@ -12,6 +12,8 @@
 //! - Jobs with a wildcard or stepped hour (`*/15 * * * *`) follow the real clock: they run
 //!   every matching instant, so the repeated hour is seen twice.
 
+use std::sync::{Arc, LazyLock};
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -38,14 +40,15 @@ fn parse(cron: &str) -> Result<Cron, String> {
 #[derive(Clone, Debug)]
 pub struct SyncTime {
     text: String,
-    cron: Cron,
+    /// Shared by clones: croner's tables take some 5 KB per parsed expression.
+    cron: Arc<Cron>,
 }
 
 impl SyncTime {
     /// Five fields, each valid; otherwise why not, naming `sync_time`.
     pub fn parse(text: &str) -> Result<Self, String> {
         Ok(SyncTime {
-            cron: parse(text)?,
+            cron: Arc::new(parse(text)?),
             text: text.to_string(),
         })
     }
@@ -65,9 +68,12 @@ impl SyncTime {
 }
 
 impl Default for SyncTime {
-    /// PortSIP's default: midnight.
+    /// PortSIP's default: midnight. Parsed once: serde starts every settings document it
+    /// reads from the defaults, and the session lookups read one per cache miss.
     fn default() -> Self {
-        SyncTime::parse("0 0 * * *").expect("the default schedule parses")
+        static MIDNIGHT: LazyLock<SyncTime> =
+            LazyLock::new(|| SyncTime::parse("0 0 * * *").expect("the default schedule parses"));
+        MIDNIGHT.clone()
     }
 }
 
@@ -142,6 +148,18 @@ mod tests {
 
     fn validate_cron(cron: &str) -> Result<SyncTime, String> {
         SyncTime::parse(cron)
+    }
+
+    /// The default is parsed once and shared, since every settings document read starts
+    /// from it; it still fires at midnight.
+    #[test]
+    fn the_default_schedule_is_parsed_once_and_runs_at_midnight() {
+        let (a, b) = (SyncTime::default(), SyncTime::default());
+        assert!(Arc::ptr_eq(&a.cron, &b.cron));
+        assert_eq!(a.as_str(), "0 0 * * *");
+        let after = Utc.with_ymd_and_hms(2026, 12, 6, 13, 5, 0).unwrap();
+        let next = a.next_run(super::TimeZone::UTC, after).unwrap();
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 12, 7, 0, 0, 0).unwrap());
     }
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
