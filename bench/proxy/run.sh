@@ -31,7 +31,10 @@
 #   * upstream connections opened per run (upstream nginx stub_status `accepts`): shows
 #     keep-alive pool churn when more requests are in flight than the pool keeps idle;
 #   * memory: idle RSS right after start, and peak RSS (VmHWM) per run, reset before each run
-#     through /proc/PID/clear_refs; nginx figures are master + workers summed.
+#     through /proc/PID/clear_refs; nginx figures are master + workers summed;
+#   * paired rounds: each round's gateway/nginx ratio (the two ran back to back, at the host's
+#     speed of that moment), and the upstream's CPU per request over the gateway's runs, which
+#     shows how far the host's speed moved during the run.
 #
 # Progress goes to stderr; the Markdown report (machine, per-run raw numbers, summary table,
 # target check) goes to stdout.
@@ -536,7 +539,7 @@ fi
 # Load
 # ---------------------------------------------------------------------------------------------
 RAW=$T/raw.tsv
-printf 'round\tproxy\tproto\trps\tp50_us\tp99_us\tmean_us\trequests\terrors\tpeak_rss_kib\tcpu_us_per_req\tupstream_conns\th2load_cpu_pct\tother_cpu_pct\n' >"$RAW"
+printf 'round\tproxy\tproto\trps\tp50_us\tp99_us\tmean_us\trequests\terrors\tpeak_rss_kib\tcpu_us_per_req\tupstream_conns\th2load_cpu_pct\tother_cpu_pct\tupstream_cpu_us_per_req\n' >"$RAW"
 HWM_RESET=1
 NCPU=$(nproc)
 
@@ -649,8 +652,8 @@ run_one() { # round proxy proto may-retry
         log "round $round $proto $proxy: other processes used ${other}% CPU during the run; repeating it ($rps req/s discarded)"
         return 1
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$proto" "$rps" "$p50" "$p99" "$mean" \
-        "$done_" "$errors" "$hwm" "$cpu" "$conns" "$h2cpu" "$other" >>"$RAW"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$proto" "$rps" "$p50" "$p99" "$mean" \
+        "$done_" "$errors" "$hwm" "$cpu" "$conns" "$h2cpu" "$other" "$upcpu" >>"$RAW"
     log "round $round $proto $proxy: $rps req/s, p50 ${p50}us, p99 ${p99}us, errors $errors, peak RSS $((hwm / 1024)) MiB," \
         "proxy CPU ${cpu}us/req, upstream conns opened $conns, h2load CPU ${h2cpu}%, other CPU ${other}%," \
         "upstream CPU ${upcpu}us/req, h2load CPU ${gencpu}us/req, machine idle ${idle}%"
@@ -721,7 +724,7 @@ cat <<EOF
 | round | protocol | proxy | req/s | p50 ms | p99 ms | mean ms | errors | peak RSS MiB | proxy CPU µs/req | upstream conns opened | h2load CPU % | other CPU % |
 |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
-tail -n +2 "$RAW" | while IFS=$'\t' read -r round proxy proto rps p50 p99 mean _ errors hwm cpu conns h2cpu other; do
+tail -n +2 "$RAW" | while IFS=$'\t' read -r round proxy proto rps p50 p99 mean _ errors hwm cpu conns h2cpu other _; do
     printf '| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$round" "$proto" "$proxy" "$rps" \
         "$(ms "$p50")" "$(ms "$p99")" "$(ms "$mean")" "$errors" "$(mib "$hwm")" "$cpu" "$conns" "$h2cpu" "$other"
 done
@@ -780,6 +783,52 @@ for listed in $PROTOCOLS; do
     done
 done
 
+# Per round: A's req/s over B's, the two runs back to back. A ratio of medians compares runs
+# minutes apart; a pair shares the host's speed of the moment, which drifts between rounds.
+paired() { # proxyA protoA proxyB protoB -> one ratio per round
+    awk -F'\t' -v pa="$1" -v qa="$2" -v pb="$3" -v qb="$4" '
+        NR == 1 {next}
+        $2 == pa && $3 == qa {a[$1] = $4}
+        $2 == pb && $3 == qb {b[$1] = $4}
+        END {for (r in a) if (r in b && b[r] > 0) printf "%.3f\n", a[r] / b[r]}' "$RAW"
+}
+spread() { # values on stdin -> "median (min–max)"
+    sort -g | awk '{v[NR] = $1} END {
+        if (NR == 0) {print "n/a"; exit}
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%.3f (%.3f–%.3f)", m, v[1], v[NR]}'
+}
+upstream_cpu_range() { # proto... -> "min max" of the upstream's CPU per request, gateway runs
+    awk -F'\t' -v list=" $* " 'NR > 1 && $2 == "gateway" && index(list, " " $3 " ") {print $15}' "$RAW" |
+        sort -g | sed -n '1p;$p' | paste -sd' '
+}
+declare -A PAIRED
+cat <<EOF
+
+### Paired rounds
+
+Each round runs the two back to back, so their ratio shares the host's speed of that moment.
+Behind the gateway the upstream does the same work for every request of a protocol, so its
+CPU per request over the gateway's runs shows how far the host's speed moved during the run
+(behind nginx it also pays for the connections nginx's pool opens).
+
+| protocol | gateway/nginx req/s per round: median (min–max) | upstream CPU µs/req over the gateway's runs: min–max |
+|---|---:|---:|
+EOF
+for proto in $PROTOCOLS; do
+    if [[ $proto == h?s ]]; then
+        pr=$(paired gateway "$proto" gateway "${proto%s}r" | spread)
+        read -r lo hi <<<"$(upstream_cpu_range "$proto" "${proto%s}r")"
+        label="$(proto_label "$proto"), of no session"
+    else
+        pr=$(paired gateway "$proto" nginx "$proto" | spread)
+        read -r lo hi <<<"$(upstream_cpu_range "$proto")"
+        label=$(proto_label "$proto")
+    fi
+    PAIRED[$proto]=${pr%% *}
+    printf '| %s | %s× | %s–%s (%s×) |\n' "$label" "$pr" "$lo" "$hi" "$(ratio "$hi" "$lo")"
+done
+
 OTHER_MAX=$(tail -n +2 "$RAW" | cut -f14 | sort -g | tail -n1)
 cat <<EOF
 
@@ -799,14 +848,14 @@ session_lines=""
 for proto in $PROTOCOLS; do
     if [[ $proto == h?s ]]; then
         r=$(ratio "${MED_RPS[gateway$proto]}" "${MED_RPS[gateway${proto%s}r]:-0}")
-        session_lines+="With a session cookie on every request ($(proto_label "${proto%s}")): ${r}× of the figure without in the same rounds, target ≥ 0.95×: $(verdict "$r" 0.95 '>=')."$'\n'
+        session_lines+="With a session cookie on every request ($(proto_label "${proto%s}")): ${r}× of the figure without in the same rounds (paired rounds: ${PAIRED[$proto]}×), target ≥ 0.95×: $(verdict "$r" 0.95 '>=')."$'\n'
         continue
     fi
     head_row+=" $(proto_label "$proto") |"
     rule+="---|"
     r=$(ratio "${MED_RPS[gateway$proto]}" "${MED_RPS[nginx$proto]}")
     q=$(ratio "${MED_P99[gateway$proto]}" "${MED_P99[nginx$proto]}")
-    rps_row+=" ${r}× $(verdict "$r" 1.0 '>=') |"
+    rps_row+=" ${r}× $(verdict "$r" 1.0 '>=') (paired rounds: ${PAIRED[$proto]}×) |"
     p99_row+=" ${q}× $(verdict "$q" 1.2 '<=') |"
 done
 printf '%s\n%s\n%s\n%s\n' "$head_row" "$rule" "$rps_row" "$p99_row"
