@@ -34,7 +34,10 @@
 #     through /proc/PID/clear_refs; nginx figures are master + workers summed;
 #   * paired rounds: each round's gateway/nginx ratio (the two ran back to back, at the host's
 #     speed of that moment), and the upstream's CPU per request over the gateway's runs, which
-#     shows how far the host's speed moved during the run.
+#     shows how far the host's speed moved during the run;
+#   * machine idle: the share of both CPUs nobody used during a run. Under HTTP/1.1 it, not
+#     the proxy's CPU per request, decides most of a run's req/s (docs/benchmarks.md,
+#     "HTTP/1.1 decided by where the kernel runs four threads on two CPUs").
 #
 # Progress goes to stderr; the Markdown report (machine, per-run raw numbers, summary table,
 # target check) goes to stdout.
@@ -539,7 +542,7 @@ fi
 # Load
 # ---------------------------------------------------------------------------------------------
 RAW=$T/raw.tsv
-printf 'round\tproxy\tproto\trps\tp50_us\tp99_us\tmean_us\trequests\terrors\tpeak_rss_kib\tcpu_us_per_req\tupstream_conns\th2load_cpu_pct\tother_cpu_pct\tupstream_cpu_us_per_req\n' >"$RAW"
+printf 'round\tproxy\tproto\trps\tp50_us\tp99_us\tmean_us\trequests\terrors\tpeak_rss_kib\tcpu_us_per_req\tupstream_conns\th2load_cpu_pct\tother_cpu_pct\tupstream_cpu_us_per_req\tmachine_idle_pct\n' >"$RAW"
 HWM_RESET=1
 NCPU=$(nproc)
 
@@ -652,8 +655,8 @@ run_one() { # round proxy proto may-retry
         log "round $round $proto $proxy: other processes used ${other}% CPU during the run; repeating it ($rps req/s discarded)"
         return 1
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$proto" "$rps" "$p50" "$p99" "$mean" \
-        "$done_" "$errors" "$hwm" "$cpu" "$conns" "$h2cpu" "$other" "$upcpu" >>"$RAW"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$proxy" "$proto" "$rps" "$p50" "$p99" "$mean" \
+        "$done_" "$errors" "$hwm" "$cpu" "$conns" "$h2cpu" "$other" "$upcpu" "$idle" >>"$RAW"
     log "round $round $proto $proxy: $rps req/s, p50 ${p50}us, p99 ${p99}us, errors $errors, peak RSS $((hwm / 1024)) MiB," \
         "proxy CPU ${cpu}us/req, upstream conns opened $conns, h2load CPU ${h2cpu}%, other CPU ${other}%," \
         "upstream CPU ${upcpu}us/req, h2load CPU ${gencpu}us/req, machine idle ${idle}%"
@@ -721,20 +724,20 @@ cat <<EOF
 
 ### Per run
 
-| round | protocol | proxy | req/s | p50 ms | p99 ms | mean ms | errors | peak RSS MiB | proxy CPU µs/req | upstream conns opened | h2load CPU % | other CPU % |
-|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| round | protocol | proxy | req/s | p50 ms | p99 ms | mean ms | errors | peak RSS MiB | proxy CPU µs/req | upstream conns opened | h2load CPU % | other CPU % | machine idle % |
+|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
-tail -n +2 "$RAW" | while IFS=$'\t' read -r round proxy proto rps p50 p99 mean _ errors hwm cpu conns h2cpu other _; do
-    printf '| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$round" "$proto" "$proxy" "$rps" \
-        "$(ms "$p50")" "$(ms "$p99")" "$(ms "$mean")" "$errors" "$(mib "$hwm")" "$cpu" "$conns" "$h2cpu" "$other"
+tail -n +2 "$RAW" | while IFS=$'\t' read -r round proxy proto rps p50 p99 mean _ errors hwm cpu conns h2cpu other _ idle; do
+    printf '| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$round" "$proto" "$proxy" "$rps" \
+        "$(ms "$p50")" "$(ms "$p99")" "$(ms "$mean")" "$errors" "$(mib "$hwm")" "$cpu" "$conns" "$h2cpu" "$other" "$idle"
 done
 
 cat <<EOF
 
 ### Summary (median over $ROUNDS rounds)
 
-| protocol | proxy | req/s | req/s min–max | p50 ms | p99 ms | peak RSS MiB | proxy CPU µs/req | upstream conns opened per run | h2load CPU % | errors | req/s gateway/nginx | p99 gateway/nginx |
-|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| protocol | proxy | req/s | req/s min–max | p50 ms | p99 ms | peak RSS MiB | proxy CPU µs/req | upstream conns opened per run | h2load CPU % | machine idle % | errors | req/s gateway/nginx | p99 gateway/nginx |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
 declare -A MED_RPS MED_P99
 proto_label() {
@@ -765,6 +768,7 @@ for listed in $PROTOCOLS; do
         conns=$(col "$proxy" "$proto" upstream_conns | median)
         [[ $conns == n/a || $conns == nan ]] || conns=$(printf '%.0f' "$conns")
         h2cpu=$(printf '%.0f' "$(col "$proxy" "$proto" h2load_cpu_pct | median)")
+        idle=$(printf '%.0f' "$(col "$proxy" "$proto" machine_idle_pct | median)")
         MED_RPS[$proxy$proto]=$rps
         MED_P99[$proxy$proto]=$p99
         rr=""
@@ -778,8 +782,8 @@ for listed in $PROTOCOLS; do
             pr="$(ratio "$p99" "${MED_P99[nginx$proto]}")×"
         fi
         label=$(proto_label "$proto")
-        printf '| %s | %s | %.0f | %.0f–%.0f | %s | %s | %s | %.1f | %s | %s | %s | %s | %s |\n' "$label" "$proxy" "$rps" "$lo" "$hi" \
-            "$(ms "$p50")" "$(ms "$p99")" "$(mib "$peak")" "$cpu" "$conns" "$h2cpu" "$errs" "$rr" "$pr"
+        printf '| %s | %s | %.0f | %.0f–%.0f | %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s |\n' "$label" "$proxy" "$rps" "$lo" "$hi" \
+            "$(ms "$p50")" "$(ms "$p99")" "$(mib "$peak")" "$cpu" "$conns" "$h2cpu" "$idle" "$errs" "$rr" "$pr"
     done
 done
 
