@@ -797,13 +797,14 @@ paired() { # proxyA protoA proxyB protoB -> one ratio per round
         END {for (r in a) if (r in b && b[r] > 0) printf "%.3f\n", a[r] / b[r]}' "$RAW"
 }
 spread() { # values on stdin -> "median (min–max)"
-    sort -g | awk '{v[NR] = $1} END {
-        if (NR == 0) {print "n/a"; exit}
-        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-        printf "%.3f (%.3f–%.3f)", m, v[1], v[NR]}'
+    local v
+    v=$(sort -g)
+    [[ -n $v ]] || { echo "n/a"; return; }
+    printf '%.3f (%.3f–%.3f)' "$(median <<<"$v")" "$(head -n1 <<<"$v")" "$(tail -n1 <<<"$v")"
 }
 upstream_cpu_range() { # proto... -> "min max" of the upstream's CPU per request, gateway runs
-    awk -F'\t' -v list=" $* " 'NR > 1 && $2 == "gateway" && index(list, " " $3 " ") {print $15}' "$RAW" |
+    local proto
+    for proto in "$@"; do col gateway "$proto" upstream_cpu_us_per_req; done |
         sort -g | sed -n '1p;$p' | paste -sd' '
 }
 declare -A PAIRED
